@@ -1,0 +1,19 @@
+"""Defaults shared by every DAG file. Light imports only: this module is loaded at parse time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from drill_progress.config import OWNER
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+DEFAULT_ARGS = {
+    "owner": OWNER,
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+TAGS_BASE = ["drill-progress"]

@@ -1,0 +1,250 @@
+"""Real local services for development and tests: a PostgreSQL server and the moto AWS emulator.
+
+Nothing here is assumed to be running. Each server is started from binaries on this machine
+(PostgreSQL's under /usr/lib/postgresql/<v>/bin, or the `pgserver` wheel where those are absent)
+on loopback, and stopped again by whoever started it. Used by `make up` (devstack) and by the
+pytest fixtures, which start them on free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_SUPERUSER = "postgres"
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started or stopped; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def require_free_port(port: int, what: str, env_var: str) -> None:
+    if port_in_use(port):
+        raise ServiceError(
+            f"port {port} for {what} is already in use on 127.0.0.1; stop whatever holds it "
+            f"or choose another port with {env_var}=<port>"
+        )
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def find_pg_bindir() -> Path:
+    """Locate PostgreSQL server binaries: $PG_BINDIR, Debian's, PATH, then the pgserver wheel."""
+    candidates: list[str] = []
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(os.environ["PG_BINDIR"])
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(str(Path(on_path).resolve().parent))
+    with contextlib.suppress(ImportError):
+        import pgserver  # type: ignore[import-not-found]
+
+        candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin"))
+    for cand in candidates:
+        if (Path(cand) / "postgres").exists() and (Path(cand) / "initdb").exists():
+            return Path(cand)
+    raise ServiceError(
+        "no PostgreSQL server binaries found (looked in $PG_BINDIR, /usr/lib/postgresql/*/bin, "
+        "PATH and the pgserver package); install postgresql-15 or `pip install pgserver`"
+    )
+
+
+def _service_user() -> str | None:
+    """PostgreSQL refuses to run as root; when we are root, run it as the `postgres` user."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "drillpg"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    subprocess.run(["useradd", "--system", "--no-create-home", "drillpg"], check=True)
+    return "drillpg"
+
+
+def _as_user(cmd: list[str], user: str | None) -> list[str]:
+    return cmd if user is None else ["runuser", "-u", user, "--", *cmd]
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL cluster in `datadir`, listening on 127.0.0.1:`port` (TCP only)."""
+
+    datadir: Path
+    port: int
+    password: str = "postgres"  # noqa: S105 - local, loopback-only development cluster
+    bindir: Path = field(default_factory=find_pg_bindir)
+
+    def __post_init__(self) -> None:
+        self.datadir = Path(self.datadir).resolve()
+        self.user = _service_user()
+        self.logfile = self.datadir.parent / f"{self.datadir.name}.log"
+
+    def uri(self, dbname: str = "postgres", driver: str = "postgresql") -> str:
+        return f"{driver}://{PG_SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{dbname}"
+
+    def _chown(self, path: Path) -> None:
+        if self.user:
+            shutil.chown(path, self.user, self.user)
+
+    def initdb(self) -> None:
+        if (self.datadir / "PG_VERSION").exists():
+            return
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.datadir)
+        pwfile = self.datadir.parent / f".{self.datadir.name}.pw"
+        pwfile.write_text(self.password + "\n")
+        self._chown(pwfile)
+        try:
+            cmd = [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", PG_SUPERUSER,
+                   "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"]
+            proc = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise ServiceError(f"initdb failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def is_running(self) -> bool:
+        return (self.datadir / "postmaster.pid").exists() and port_in_use(self.port)
+
+    def start(self, extra_settings: dict[str, str] | None = None) -> None:
+        self.initdb()
+        if self.is_running():
+            return
+        require_free_port(self.port, "PostgreSQL", "DRILL_PG_PORT")
+        self.logfile.touch()
+        self._chown(self.logfile)
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            "max_connections": "200",
+            "shared_buffers": "256MB",
+            "fsync": os.environ.get("DRILL_PG_FSYNC", "on"),
+            **(extra_settings or {}),
+        }
+        opts = " ".join(f"-c {k}={v}" if v else f"-c {k}=''" for k, v in settings.items())
+        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
+               "-o", opts, "-w", "-t", "60", "start"]
+        proc = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
+            raise ServiceError(f"PostgreSQL did not start: {proc.stderr.strip()}\n{tail}")
+
+    def stop(self, mode: str = "fast") -> None:
+        if not (self.datadir / "postmaster.pid").exists():
+            return
+        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"]
+        subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True, check=False)
+
+    def restart(self) -> None:
+        """Stop immediately (like a crash) and start again; used by fault-injection tests."""
+        self.stop(mode="immediate")
+        self.start()
+
+    def create_database(self, name: str, owner_password: str | None = None, template: str | None = None,
+                        owner: str | None = None) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.uri(), autocommit=True) as conn:
+            if owner and owner_password is not None:
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone()
+                if not exists:
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(owner), sql.Literal(owner_password)))
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return
+            stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                stmt += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            if owner:
+                stmt += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+            conn.execute(stmt)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.uri(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# --------------------------------------------------------------------------- moto (AWS emulator)
+
+
+@dataclass
+class MotoServer:
+    """The moto AWS emulator (`moto[server]`), speaking the AWS wire protocol on 127.0.0.1:`port`."""
+
+    port: int
+    logfile: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1):  # noqa: S310
+                return True
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        if self.process and self.process.poll() is None:
+            return
+        require_free_port(self.port, "the AWS emulator (moto)", "DRILL_AWS_PORT")
+        out = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(self.healthy, 60, f"moto server on port {self.port}")
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback emulator
+            pass
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
