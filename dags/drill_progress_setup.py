@@ -22,6 +22,7 @@ applied migration: add a new one.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
+
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from drill_progress import migrations
 
 AGGREGATE = ("users", "phone_numbers", "drill_statuses", "drill_instances")
