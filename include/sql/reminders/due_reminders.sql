@@ -1,0 +1,28 @@
+-- Drill instances due a reminder at the reference time (contract §6): valid, not completed,
+-- with a current prompt that started between ceil_minutes and floor_minutes before it.
+-- Edges: a prompt started EXACTLY floor_minutes before the reference time is due (<=); one
+-- started exactly ceil_minutes before is not (>): the window is (ref - ceil, ref - floor].
+--
+-- Served by the partial index drill_instances_reminder_idx (current_prompt_start_time)
+-- WHERE is_valid AND completion_time IS NULL (migration 0001): a range scan over the window only.
+--
+-- The idempotency key of a reminder is defined here and only here: one per (instance, prompt).
+-- already_enqueued tells which ones the outbox already holds (sent, or pending after a failed
+-- publish); the outbox's unique key stays the guard against concurrent runs.
+SELECT di.drill_instance_id::text                                              AS drill_instance_id,
+       di.phone_number,
+       di.current_prompt_slug                                                  AS prompt_slug,
+       di.current_prompt_start_time,
+       k.idempotency_key,
+       EXISTS (SELECT 1 FROM command_outbox o WHERE o.idempotency_key = k.idempotency_key)
+                                                                               AS already_enqueued
+FROM drill_instances di
+CROSS JOIN LATERAL (
+    SELECT 'reminder:' || di.drill_instance_id::text || ':' || di.current_prompt_slug AS idempotency_key
+) k
+WHERE di.is_valid
+  AND di.completion_time IS NULL
+  AND di.current_prompt_slug IS NOT NULL
+  AND di.current_prompt_start_time >  %(reference_time)s::timestamptz - make_interval(mins => %(ceil_minutes)s::int)
+  AND di.current_prompt_start_time <= %(reference_time)s::timestamptz - make_interval(mins => %(floor_minutes)s::int)
+ORDER BY di.current_prompt_start_time, di.drill_instance_id
