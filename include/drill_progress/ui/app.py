@@ -1,0 +1,204 @@
+"""FastAPI app of the Drill Progress page, mounted by the plugin under /drill-progress.
+
+Built on the api-server's first request to the prefix (see drill_progress.ui.LazyASGIApp), so
+Airflow's server modules are imported here freely.
+
+Authentication: Airflow does not protect plugin routes, so every data route and the page itself
+depend on Airflow's own `requires_access_view(AccessView.WEBSITE)`: the caller must present the
+JWT the api-server issued, as `Authorization: Bearer <token>` or as the `_token` cookie the
+Airflow UI keeps (the same two ways Airflow's own API accepts), and be allowed to see the UI.
+Missing credentials -> 401, an invalid token -> 403. The only public routes are `login` and
+`login.js`: a static page without data that trades a token from the URL *fragment* (never sent
+to the server, never logged) for Airflow's `_token` cookie via `POST session`, which itself
+requires the token as a Bearer header (so it cannot be driven cross-site).
+
+The drill database is read through the `drill_progress_db` connection, resolved at request
+time (never at import) and cached: the engine for one connection URL is reused; the URL is
+looked up again at most every `URL_TTL_SECONDS`.
+
+No `from __future__ import annotations` here: FastAPI must see the real dependency types of the
+routes defined inside create_app(), whose Airflow imports are local to it.
+"""
+
+import html
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from drill_progress.ui import PAGE_NAME, queries
+
+STATIC = Path(__file__).resolve().parent / "static"
+URL_TTL_SECONDS = 60.0
+PUBLIC_ASSETS = {"login.js": "text/javascript"}
+PRIVATE_ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class _EngineCache:
+    """Engine for the `drill_progress_db` connection: one per URL, URL re-resolved every TTL."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engines: dict[str, Engine] = {}
+        self._url: str | None = None
+        self._resolved_at = 0.0
+
+    def __call__(self) -> Engine:
+        with self._lock:
+            if self._url is None or time.monotonic() - self._resolved_at > URL_TTL_SECONDS:
+                from drill_progress import runtime
+
+                self._url = runtime.db_url().render_as_string(hide_password=False)
+                self._resolved_at = time.monotonic()
+            engine = self._engines.get(self._url)
+            if engine is None:
+                from drill_progress.db import make_engine
+
+                for stale in self._engines.values():
+                    stale.dispose()
+                self._engines = {self._url: make_engine(self._url, pool_size=2, max_overflow=2)}
+                engine = self._engines[self._url]
+            return engine
+
+    def reset(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+            self._url = None
+
+
+default_engine = _EngineCache()
+
+
+def _login_url(request: Request) -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    try:
+        return get_auth_manager().get_url_login(next_url=str(request.url))
+    except Exception:  # a login link is a convenience: never fail the error page
+        return "/"
+
+
+def _asset(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
+    from airflow.api_fastapi.app import get_cookie_path
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import GetUserDep, bearer_scheme, requires_access_view
+    from airflow.configuration import conf
+
+    get_engine = engine_provider or default_engine
+    assets = {name: _asset(name) for name in (*PUBLIC_ASSETS, *PRIVATE_ASSETS, "page.html", "login.html")}
+
+    app = FastAPI(title=f"{PAGE_NAME} (Airflow plugin)", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def auth_error_page(request: Request, exc: StarletteHTTPException):
+        wants_html = "text/html" in request.headers.get("accept", "") and "/api/" not in request.url.path
+        if exc.status_code in (401, 403) and wants_html:
+            link = html.escape(_login_url(request), quote=True)
+            body = (f"<!doctype html><title>{PAGE_NAME}: sign in</title><p>{html.escape(str(exc.detail))}. "
+                    f'<a href="{link}">Sign in to Airflow</a> and open {PAGE_NAME} again.</p>')
+            return HTMLResponse(body, status_code=exc.status_code)
+        return await http_exception_handler(request, exc)
+
+    # ---- public: the static login bridge (no data) ----------------------------------------
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request) -> HTMLResponse:
+        link = html.escape(_login_url(request), quote=True)
+        return HTMLResponse(assets["login.html"].replace("{{LOGIN_URL}}", link))
+
+    @app.get("/login.js", include_in_schema=False)
+    def login_js() -> Response:
+        return Response(assets["login.js"], media_type=PUBLIC_ASSETS["login.js"])
+
+    @app.post("/session", status_code=204)
+    def session(
+        request: Request,
+        user: GetUserDep,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    ) -> Response:
+        """Trade a valid Bearer token for Airflow's own `_token` cookie (as Airflow's login does)."""
+        if bearer is None:
+            raise HTTPException(400, "send the token as an Authorization: Bearer header")
+        response = Response(status_code=204)
+        secure = request.base_url.scheme == "https" or bool(conf.get("api", "ssl_cert", fallback=""))
+        response.set_cookie(COOKIE_NAME_JWT_TOKEN, bearer.credentials, path=get_cookie_path(),
+                            httponly=True, secure=secure, samesite="lax")
+        return response
+
+    # ---- everything else requires an authenticated Airflow user allowed to see the UI -----
+    private = APIRouter(dependencies=[Depends(requires_access_view(AccessView.WEBSITE))])
+
+    @private.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(assets["page.html"])
+
+    @private.get("/static/{name}", include_in_schema=False)
+    def private_asset(name: str) -> Response:
+        if name not in PRIVATE_ASSETS:
+            raise HTTPException(404, "not found")
+        return Response(assets[name], media_type=PRIVATE_ASSETS[name])
+
+    @private.get("/api/whoami")
+    def whoami(user: GetUserDep) -> dict:
+        return {"username": user.get_name()}
+
+    @private.get("/api/employers")
+    def employers() -> JSONResponse:
+        return JSONResponse({"employers": queries.employers(get_engine())})
+
+    @private.get("/api/completions")
+    def completions(employer_id: Annotated[str, Query(min_length=1, max_length=200)],
+                    days: Annotated[int, Query(ge=1, le=366)] = 30, until: date | None = None) -> JSONResponse:
+        return JSONResponse(queries.completions(get_engine(), employer_id, days, until))
+
+    @private.get("/api/funnel")
+    def funnel(employer_id: Annotated[str, Query(min_length=1, max_length=200)],
+               report_date: date | None = None) -> JSONResponse:
+        return JSONResponse(queries.funnel(get_engine(), employer_id, report_date))
+
+    @private.get("/api/health/checkpoints")
+    def checkpoints() -> JSONResponse:
+        return JSONResponse({"checkpoints": queries.checkpoints(get_engine())})
+
+    @private.get("/api/health/rejections")
+    def rejections(hours: Annotated[int, Query(ge=1, le=24 * 14)] = 24,
+                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+        return JSONResponse(queries.rejections(get_engine(), hours, limit))
+
+    @private.get("/api/health/commands")
+    def commands(days: Annotated[int, Query(ge=1, le=90)] = 14) -> JSONResponse:
+        return JSONResponse(queries.commands(get_engine(), days))
+
+    app.include_router(private)
+    return app

@@ -1,0 +1,89 @@
+"""Read models of the Drill Progress page: plain functions of an Engine returning JSON-ready dicts.
+
+No Airflow here (testable on its own). Phone numbers never leave this module in full: rejected
+records' `raw_data` is never selected, and their partition key (the phone number) and reason are
+masked with `drill_progress.privacy`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from drill_progress.db import run
+from drill_progress.privacy import mask_phone, mask_phones_in
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _rows(engine: Engine, template: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [{k: _json(v) for k, v in row.items()} for row in run(conn, template, params).mappings()]
+
+
+def employers(engine: Engine) -> list[dict[str, Any]]:
+    return _rows(engine, "report/ui_employers.sql")
+
+
+def completions(engine: Engine, employer_id: str, days: int = 30, until: date | None = None) -> dict[str, Any]:
+    """Completions per report day for one employer: the total and one series per drill."""
+    rows = _rows(engine, "report/ui_completions.sql", {"employer_id": employer_id, "days": days, "until": until})
+    dates = sorted({r["report_date"] for r in rows})
+    index = {d: i for i, d in enumerate(dates)}
+    total = [0] * len(dates)
+    cumulative = [0] * len(dates)
+    by_drill: dict[str, list[int]] = defaultdict(lambda: [0] * len(dates))
+    for r in rows:
+        i = index[r["report_date"]]
+        total[i] += r["completed_day"]
+        cumulative[i] += r["completed_cumulative"]
+        by_drill[r["drill_slug"]][i] = r["completed_day"]
+    return {"employer_id": employer_id, "dates": dates, "completed": total, "completed_cumulative": cumulative,
+            "by_drill": dict(sorted(by_drill.items()))}
+
+
+def funnel(engine: Engine, employer_id: str, report_date: date | None = None) -> dict[str, Any]:
+    """One employer's enrolled -> started -> completed per drill on one report day."""
+    rows = _rows(engine, "report/ui_funnel.sql", {"employer_id": employer_id, "report_date": report_date})
+    day = rows[0]["report_date"] if rows else (report_date.isoformat() if report_date else None)
+    drills = [{k: v for k, v in r.items() if k != "report_date"} for r in rows]
+    return {"employer_id": employer_id, "report_date": day, "drills": drills}
+
+
+def checkpoints(engine: Engine) -> list[dict[str, Any]]:
+    return _rows(engine, "report/ui_checkpoints.sql")
+
+
+def rejections(engine: Engine, hours: int = 24, limit: int = 50) -> dict[str, Any]:
+    """Records set aside in the last `hours`: counts per (masked) reason and the latest records."""
+    params = {"hours": hours, "limit": limit}
+    reasons: dict[str, dict[str, Any]] = {}
+    for r in _rows(engine, "report/ui_rejection_reasons.sql", params):
+        reason = mask_phones_in(r["reason"])
+        entry = reasons.setdefault(reason, {"reason": reason, "records": 0, "last_rejected_at": None})
+        entry["records"] += r["records"]
+        entry["last_rejected_at"] = max(filter(None, (entry["last_rejected_at"], r["last_rejected_at"])))
+    recent = []
+    for r in _rows(engine, "report/ui_rejections.sql", params):
+        r["partition_key"] = mask_phone(r["partition_key"]) if r["partition_key"] else None
+        r["reason"] = mask_phones_in(r["reason"])
+        recent.append(r)
+    by_reason = sorted(reasons.values(), key=lambda e: (-e["records"], e["reason"]))
+    return {"hours": hours, "total": sum(e["records"] for e in by_reason), "by_reason": by_reason,
+            "recent": recent}
+
+
+def commands(engine: Engine, days: int = 14) -> dict[str, Any]:
+    """Commands published per UTC day and type over the last `days` days, and the outbox backlog."""
+    return {"days": days, "published": _rows(engine, "report/ui_commands.sql", {"days": days}),
+            "pending": _rows(engine, "report/ui_commands_pending.sql")}

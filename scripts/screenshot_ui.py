@@ -1,0 +1,112 @@
+"""Screenshot the Drill Progress page of a running Airflow api-server with headless Chromium.
+
+    .venv/bin/python scripts/screenshot_ui.py --url http://127.0.0.1:8080 --user admin --password admin \
+        --out tests/_artifacts/drill_progress.png [--dom tests/_artifacts/drill_progress.html]
+
+Logs in the way the Airflow UI does (POST /auth/token with the user's password), then opens the
+page through its login bridge, `/drill-progress/login#token=...`: the token rides in the URL
+fragment, which is never sent to a server or written to access logs, and the bridge trades it for
+Airflow's own `_token` cookie. Needs Debian's `chromium` package (/usr/bin/chromium). Also used
+by tests/report/test_page_browser.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars",
+)
+PAGE_PATH = "/drill-progress/"
+
+
+def chromium_binary() -> str | None:
+    """Debian's chromium (or $CHROMIUM), if installed."""
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def get_token(base_url: str, username: str, password: str, timeout: float = 30) -> str:
+    """An Airflow JWT from the api-server's auth manager (POST /auth/token, as the UI's login does)."""
+    request = urllib.request.Request(  # noqa: S310 - a URL the operator gives, http(s) only
+        base_url.rstrip("/") + "/auth/token",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        return json.loads(response.read())["access_token"]
+
+
+def login_url(base_url: str, token: str, next_path: str | None = None) -> str:
+    """The page's login bridge; `next_path` (same-origin path) opens instead of the page itself,
+    e.g. /plugin/drill-progress for the page embedded in Airflow's own UI."""
+    fragment = urllib.parse.urlencode({"token": token, **({"next": next_path} if next_path else {})})
+    return f"{base_url.rstrip('/')}{PAGE_PATH}login#{fragment}"
+
+
+def run_chromium(url: str, *extra: str, window: tuple[int, int] = (1400, 1000), budget_ms: int = 20000,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+    """One headless Chromium run in a fresh profile (no cookies carried over between runs)."""
+    binary = chromium_binary()
+    if binary is None:
+        raise RuntimeError("chromium not found: apt-get install -y chromium (or set $CHROMIUM)")
+    with tempfile.TemporaryDirectory(prefix="drill-chromium-") as profile:
+        cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}",
+               f"--virtual-time-budget={budget_ms}", *extra, url]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def screenshot(base_url: str, token: str, out: Path, window: tuple[int, int] = (1400, 1000),
+               next_path: str | None = None) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.unlink()
+    result = run_chromium(login_url(base_url, token, next_path), f"--screenshot={out}", window=window)
+    if not out.exists():
+        raise RuntimeError(f"chromium wrote no screenshot (exit {result.returncode}): {result.stderr[-2000:]}")
+    return out
+
+
+def dump_dom(base_url: str, token: str, next_path: str | None = None) -> str:
+    """The page's DOM after its scripts ran (login bridge -> page -> JSON fetches -> rendering)."""
+    result = run_chromium(login_url(base_url, token, next_path), "--dump-dom")
+    if result.returncode != 0:
+        raise RuntimeError(f"chromium failed (exit {result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the api-server's base URL")
+    parser.add_argument("--user", default="admin")
+    parser.add_argument("--password", default=os.environ.get("AIRFLOW_UI_PASSWORD", "admin"))
+    parser.add_argument("--out", type=Path, default=Path("tests/_artifacts/drill_progress.png"))
+    parser.add_argument("--dom", type=Path, help="also write the rendered DOM here")
+    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--in-airflow-ui", action="store_true",
+                        help="open the page inside Airflow's UI (/plugin/drill-progress) instead of on its own")
+    args = parser.parse_args(argv)
+    token = get_token(args.url, args.user, args.password)
+    next_path = "/plugin/drill-progress" if args.in_airflow_ui else None
+    print(screenshot(args.url, token, args.out, window=(1400, args.height), next_path=next_path))
+    if args.dom:
+        args.dom.parent.mkdir(parents=True, exist_ok=True)
+        args.dom.write_text(dump_dom(args.url, token, next_path))
+        print(args.dom)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
