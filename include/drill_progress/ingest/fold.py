@@ -1,0 +1,230 @@
+"""The state rules of contract §3 as a pure fold: event batches applied to in-memory user trees.
+
+No database here. `store.py` loads the trees of the users a micro-batch touches, `fold()`
+applies the micro-batch's batches to them in stream order, and `store.py` writes back exactly
+the rows that changed. Unit-tested rule by rule without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from drill_progress import commands, ids
+from drill_progress.commands import Command
+from drill_progress.ingest import events as ev
+from drill_progress.progress import next_drill
+
+
+@dataclass(slots=True)
+class Status:
+    id: str
+    drill_slug: str
+    place_in_sequence: int
+    drill_instance_id: str | None = None
+    started_time: datetime | None = None
+    completed_time: datetime | None = None
+    is_new: bool = False
+    loaded: tuple | None = None  # values as loaded, to write only what changed
+
+    def values(self) -> tuple:
+        return (self.drill_instance_id, self.started_time, self.completed_time)
+
+
+@dataclass(slots=True)
+class Instance:
+    drill_instance_id: str
+    drill_slug: str
+    phone_number: str
+    current_prompt_slug: str | None = None
+    current_prompt_start_time: datetime | None = None
+    current_prompt_last_response_time: datetime | None = None
+    completion_time: datetime | None = None
+    is_valid: bool = True
+    is_new: bool = False
+    loaded: tuple | None = None
+
+    def values(self) -> tuple:
+        return (self.drill_slug, self.current_prompt_slug, self.current_prompt_start_time,
+                self.current_prompt_last_response_time, self.completion_time, self.is_valid)
+
+
+@dataclass(slots=True)
+class User:
+    user_id: str
+    phone_number: str
+    seq: int | None                      # None: not stored yet (a new user)
+    is_new: bool = False
+    changed: bool = False
+    profile: dict | None = None
+    last_interacted_time: datetime | None = None
+    statuses: list[Status] = field(default_factory=list)           # in place_in_sequence order
+    instances: dict[str, Instance] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogDrill:
+    drill_slug: str
+    place_in_sequence: int
+
+
+@dataclass(slots=True)
+class FoldResult:
+    applied: int = 0          # event batches applied
+    skipped: int = 0          # event batches skipped by the seq guard
+    commands: list[Command] = field(default_factory=list)
+
+
+def new_user(phone_number: str, catalog: Sequence[CatalogDrill]) -> User:
+    """A user seen for the first time: deterministic ids, one status row per catalog drill."""
+    user_id = str(ids.user_id(phone_number))
+    statuses = [Status(str(ids.status_id(user_id, d.drill_slug)), d.drill_slug, d.place_in_sequence, is_new=True)
+                for d in sorted(catalog, key=lambda d: d.place_in_sequence)]
+    return User(user_id, phone_number, None, is_new=True, statuses=statuses)
+
+
+def _command_key(event_id: str) -> str:
+    return f"ingest:{event_id}"
+
+
+def _drill_started(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    for status in user.statuses:
+        if status.drill_slug == event.drill_slug:
+            status.started_time = event.created_time
+            status.drill_instance_id = event.drill_instance_id
+            break
+    instance = user.instances.get(event.drill_instance_id)  # type: ignore[arg-type]
+    if instance is None:
+        instance = Instance(event.drill_instance_id, event.drill_slug, batch.phone_number,  # type: ignore[arg-type]
+                            is_new=True)
+        user.instances[event.drill_instance_id] = instance  # type: ignore[index]
+    instance.drill_slug = event.drill_slug  # type: ignore[assignment]
+    instance.current_prompt_slug = event.prompt_slug
+    instance.current_prompt_start_time = event.created_time
+    instance.current_prompt_last_response_time = None
+    instance.completion_time = None
+    instance.is_valid = True
+
+
+def _prompt_answered(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    instance = user.instances.get(event.drill_instance_id)  # type: ignore[arg-type]
+    if instance is not None:
+        instance.current_prompt_last_response_time = event.created_time
+
+
+def _advanced(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    instance = user.instances.get(event.drill_instance_id)  # type: ignore[arg-type]
+    if instance is not None:
+        instance.current_prompt_slug = event.prompt_slug
+        instance.current_prompt_start_time = event.created_time
+        instance.current_prompt_last_response_time = None
+
+
+def _drill_completed(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    for status in user.statuses:
+        if status.drill_instance_id == event.drill_instance_id:
+            status.completed_time = event.created_time
+    instance = user.instances.get(event.drill_instance_id)  # type: ignore[arg-type]
+    if instance is not None:
+        instance.completion_time = event.created_time
+        instance.current_prompt_slug = None
+        instance.current_prompt_start_time = None
+        instance.current_prompt_last_response_time = None
+
+
+def _user_validated(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    for status in user.statuses:
+        status.started_time = None
+        status.completed_time = None
+        status.drill_instance_id = None
+    for instance in user.instances.values():
+        instance.is_valid = False
+    out.append(("first", event.event_id))
+
+
+def _opted_out(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    if event.drill_instance_id is None:
+        return
+    for status in user.statuses:
+        if status.drill_instance_id == event.drill_instance_id:
+            status.started_time = None
+    instance = user.instances.get(event.drill_instance_id)
+    if instance is not None:
+        instance.is_valid = False
+
+
+def _next_drill_requested(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    out.append(("next", event.event_id))
+
+
+def _nothing_more(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
+    """REMINDER_TRIGGERED, USER_VALIDATION_FAILED: only the updates every event makes."""
+
+
+RULES = {
+    ev.USER_VALIDATED: _user_validated,
+    ev.USER_VALIDATION_FAILED: _nothing_more,
+    ev.DRILL_STARTED: _drill_started,
+    ev.ADVANCED_TO_NEXT_PROMPT: _advanced,
+    ev.COMPLETED_PROMPT: _prompt_answered,
+    ev.FAILED_PROMPT: _prompt_answered,
+    ev.DRILL_COMPLETED: _drill_completed,
+    ev.REMINDER_TRIGGERED: _nothing_more,
+    ev.NEXT_DRILL_REQUESTED: _next_drill_requested,
+    ev.OPTED_OUT: _opted_out,
+}
+
+
+def apply_batch(user: User, batch: ev.Batch, catalog: Sequence[CatalogDrill]) -> list[Command] | None:
+    """Apply one event batch to `user` in place. None if the seq guard skips it, else the
+    commands it causes: USER_VALIDATED's START_DRILL of the first catalog drill in event order,
+    then one START_DRILL of the user's next drill computed after the whole batch if the batch
+    has a NEXT_DRILL_REQUESTED (keyed by the first such event)."""
+    if user.seq is not None and batch.seq <= user.seq:
+        return None
+    requests: list[tuple[str, str]] = []
+    for event in batch.events:
+        RULES[event.event_type](user, batch, event, requests)
+    last = batch.events[-1]
+    user.seq = batch.seq
+    user.profile = last.user_profile
+    user.last_interacted_time = last.created_time
+    user.changed = True
+    if not requests:
+        return []
+    out: list[Command] = []
+    first = min(catalog, key=lambda d: d.place_in_sequence).drill_slug if catalog else None
+    next_request = None
+    for kind, event_id in requests:
+        if kind == "first":
+            if first is not None:
+                out.append(commands.start_drill(batch.phone_number, first, _command_key(event_id)))
+        elif next_request is None:
+            next_request = event_id
+    if next_request is not None:
+        slug = next_drill(user.statuses)
+        if slug is not None:
+            out.append(commands.start_drill(batch.phone_number, slug, _command_key(next_request)))
+    return out
+
+
+def fold(users: dict[str, User], batches: Iterable[ev.Batch], catalog: Sequence[CatalogDrill]) -> FoldResult:
+    """Apply batches in order; `users` maps phone number -> tree and gains the new users."""
+    result = FoldResult()
+    for batch in batches:
+        user = users.get(batch.phone_number)
+        if user is None:
+            user = users[batch.phone_number] = new_user(batch.phone_number, catalog)
+        produced = apply_batch(user, batch, catalog)
+        if produced is None:
+            result.skipped += 1
+        else:
+            result.applied += 1
+            result.commands += produced
+    return result
+
+
+def referenced_instances(batches: Iterable[ev.Batch]) -> list[str]:
+    """Instance ids named by the events (loaded even when no longer valid)."""
+    return list({e.drill_instance_id for b in batches for e in b.events if e.drill_instance_id is not None})

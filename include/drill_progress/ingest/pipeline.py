@@ -1,0 +1,267 @@
+"""The per-shard ingestion loop of `dialog_event_ingest`: read, parse, fold, write, checkpoint.
+
+Exactly-once in effect:
+- each micro-batch (one GetRecords page) is applied in ONE transaction together with the
+  shard's checkpoint, its set-aside bad records and the commands it causes (outbox rows);
+  a crash before the commit leaves nothing, a crash after it resumes after the checkpoint;
+- the seq guard skips a batch whose `seq` is not above the user's stored `seq`, so a
+  re-delivered or replayed record changes nothing; all ids are deterministic;
+- commands carry `ingest:<event_id>` as idempotency key; the outbox writes a key once and
+  publishing marks it sent, so no retry or re-run publishes a command twice.
+
+A database error applying a micro-batch (integrity, data, raised by a trigger) is isolated
+like Lambda's bisect-on-error: the micro-batch is split in halves applied left then right,
+each in its own transaction; a single record still failing after MAX_ATTEMPTS attempts is
+set aside in `rejected_records` with the error. Connection-level errors propagate so the task
+is retried from the committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from drill_progress.ingest import events as ev
+from drill_progress.ingest import reader, store
+from drill_progress.ingest.fold import fold
+from drill_progress.privacy import mask_phones_in
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+# Errors caused by the data of a record, by SQLSTATE class: data exception (22), integrity
+# violation (23), program limit exceeded (54: e.g. an index row too large), raised by a
+# trigger/function (P0). Those are isolated by bisecting. Anything else (connection loss,
+# deadlock, a bug in a statement) propagates and the task is retried from the checkpoint.
+ISOLATED_SQLSTATE_CLASSES = frozenset({"22", "23", "54", "P0"})
+
+
+def is_record_error(exc: BaseException) -> bool:
+    if not isinstance(exc, sa_exc.DBAPIError) or exc.connection_invalidated:
+        return False
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return sqlstate[:2] in ISOLATED_SQLSTATE_CLASSES
+
+# Test hook for fault injection: called with a stage name and the open connection ("before_commit")
+# or None ("after_commit").
+Fault = Callable[[str, object], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    sequence_number: str
+    partition_key: str | None
+    data: bytes
+
+
+@dataclass(slots=True)
+class Parsed:
+    raw: RawRecord
+    batch: ev.Batch | None
+    reason: str | None = None
+
+
+@dataclass
+class ShardStats:
+    shard_id: str
+    records_read: int = 0
+    batches_applied: int = 0
+    duplicates_skipped: int = 0
+    records_rejected: int = 0
+    commands_emitted: int = 0
+    behind_ms: int | None = None
+    micro_batches: int = 0
+    transactions: int = 0
+    shard_closed: bool = False
+    command_keys: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("get_records", "parse", "db_load", "fold", "db_write"), 0.0))
+
+    def as_dict(self) -> dict:
+        return {
+            "shard_id": self.shard_id, "records_read": self.records_read,
+            "batches_applied": self.batches_applied, "duplicates_skipped": self.duplicates_skipped,
+            "records_rejected": self.records_rejected, "commands_emitted": self.commands_emitted,
+            "behind_ms": self.behind_ms, "micro_batches": self.micro_batches, "shard_closed": self.shard_closed,
+            "seconds": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def parse_records(raws: Sequence[RawRecord]) -> list[Parsed]:
+    out = []
+    for raw in raws:
+        try:
+            out.append(Parsed(raw, ev.parse_record(raw.data)))
+        except ev.BadRecord as bad:
+            out.append(Parsed(raw, None, str(bad)))
+    return out
+
+
+class Applier:
+    """Applies micro-batches of one shard, each in one transaction with its checkpoint."""
+
+    def __init__(self, engine: Engine, stream: str, shard_id: str, *, parents: Sequence[str] = (),
+                 stats: ShardStats | None = None, fault: Fault | None = None):
+        self.engine = engine
+        self.stream = stream
+        self.shard_id = shard_id
+        self.parents = tuple(parents)
+        self.stats = stats or ShardStats(shard_id)
+        self.fault = fault
+
+    def apply(self, parsed: list[Parsed], behind_ms: int | None = None) -> None:
+        if parsed:
+            self._apply(parsed, behind_ms, 1)
+
+    def apply_raw(self, raws: Sequence[RawRecord], behind_ms: int | None = None) -> None:
+        """Parse and apply one micro-batch of raw records (one GetRecords page)."""
+        started = time.perf_counter()
+        parsed = parse_records(raws)
+        self.stats.timings["parse"] += time.perf_counter() - started
+        self.stats.records_read += len(raws)
+        self.stats.micro_batches += 1
+        self.apply(parsed, behind_ms)
+
+    def _apply(self, parsed: list[Parsed], behind_ms: int | None, attempt: int) -> None:
+        try:
+            self._apply_once(parsed, behind_ms)
+        except sa_exc.DBAPIError as exc:
+            if not is_record_error(exc):
+                raise
+            reason = _db_reason(exc)
+            if len(parsed) > 1:
+                mid = len(parsed) // 2
+                log.warning("shard %s: database error on a micro-batch of %d records, bisecting: %s",
+                            self.shard_id, len(parsed), reason)
+                self._apply(parsed[:mid], behind_ms, 1)
+                self._apply(parsed[mid:], behind_ms, 1)
+            elif attempt < MAX_ATTEMPTS:
+                log.warning("shard %s: record %s failed (attempt %d of %d): %s", self.shard_id,
+                            parsed[0].raw.sequence_number, attempt, MAX_ATTEMPTS, reason)
+                self._apply(parsed, behind_ms, attempt + 1)
+            else:
+                log.error("shard %s: setting record %s aside after %d attempts: %s", self.shard_id,
+                          parsed[0].raw.sequence_number, attempt, reason)
+                raw = parsed[0].raw
+                rejection = store.Rejection(raw.sequence_number, raw.partition_key, raw.data,
+                                            f"database error after {attempt} attempts: {reason}", attempt)
+                self._set_aside(rejection, behind_ms)
+
+    def _apply_once(self, parsed: list[Parsed], behind_ms: int | None) -> None:
+        timings = self.stats.timings
+        batches = [p.batch for p in parsed if p.batch is not None]
+        rejections = [store.Rejection(p.raw.sequence_number, p.raw.partition_key, p.raw.data, p.reason)  # type: ignore[arg-type]
+                      for p in parsed if p.batch is None]
+        with self.engine.begin() as conn:
+            started = time.perf_counter()
+            catalog = store.load_catalog(conn)
+            users = store.load_users(conn, batches)
+            loaded = time.perf_counter()
+            result = fold(users, batches, catalog)
+            folded = time.perf_counter()
+            store.write_users(conn, users)
+            keys = store.enqueue_commands(conn, result.commands)
+            store.write_rejections(conn, self.stream, self.shard_id, rejections)
+            store.save_checkpoint(conn, self.stream, self.shard_id, parsed[-1].raw.sequence_number,
+                                  records=len(parsed), behind_ms=behind_ms, parents=self.parents)
+            if self.fault:
+                self.fault("before_commit", conn)
+        written = time.perf_counter()
+        timings["db_load"] += loaded - started
+        timings["fold"] += folded - loaded
+        timings["db_write"] += written - folded
+        stats = self.stats
+        stats.transactions += 1
+        stats.batches_applied += result.applied
+        stats.duplicates_skipped += result.skipped
+        stats.records_rejected += len(rejections)
+        stats.commands_emitted += len(keys)
+        stats.command_keys += keys
+        for rejection in rejections:
+            log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number,
+                        rejection.reason)
+        if self.fault:
+            self.fault("after_commit", None)
+
+    def _set_aside(self, rejection: store.Rejection, behind_ms: int | None) -> None:
+        with self.engine.begin() as conn:
+            store.write_rejections(conn, self.stream, self.shard_id, [rejection])
+            store.save_checkpoint(conn, self.stream, self.shard_id, rejection.sequence_number,
+                                  records=1, behind_ms=behind_ms, parents=self.parents)
+        self.stats.transactions += 1
+        self.stats.records_rejected += 1
+
+
+def _db_reason(exc: sa_exc.DBAPIError) -> str:
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or type(orig).__name__
+    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return mask_phones_in(f"{code}: {message}")[:500]
+
+
+def apply_raw(engine: Engine, stream: str, shard_id: str, raws: Sequence[RawRecord], *,
+              behind_ms: int | None = None, stats: ShardStats | None = None, fault: Fault | None = None) -> ShardStats:
+    """Parse and apply one micro-batch of raw records outside the shard loop (tests, benchmark)."""
+    applier = Applier(engine, stream, shard_id, stats=stats, fault=fault)
+    applier.apply_raw(raws, behind_ms)
+    return applier.stats
+
+
+def parse_timestamp(value: str | datetime | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip().replace("z", "Z"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def ingest_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_batch_records: int = 500,
+                 max_records: int = 20000, max_seconds: float = 45.0, replay_from: str | datetime | None = None,
+                 fault: Fault | None = None, idle_sleep: float = 0.2) -> ShardStats:
+    """Read one shard from its checkpoint (or `replay_from`, AT_TIMESTAMP) until caught up, closed,
+    or the bounds are hit, applying each GetRecords page as one micro-batch."""
+    stats = ShardStats(shard_id)
+    at = parse_timestamp(replay_from)
+    info = reader.shard_info(kinesis, stream, shard_id)
+    with engine.connect() as conn:
+        checkpoint = store.load_checkpoints(conn, stream).get(shard_id, {})
+    if checkpoint.get("shard_closed") and at is None:
+        stats.shard_closed = True
+        stats.behind_ms = 0
+        return stats
+    last_seq = None if at is not None else checkpoint.get("sequence_number")
+    applier = Applier(engine, stream, shard_id, parents=info.parents, stats=stats, fault=fault)
+    iterator = reader.shard_iterator(kinesis, stream, shard_id, last_seq, at)
+    deadline = time.monotonic() + max_seconds
+    while stats.records_read < max_records and time.monotonic() < deadline:
+        limit = max(1, min(micro_batch_records, max_records - stats.records_read))
+        started = time.perf_counter()
+        try:
+            page = reader.get_records(kinesis, iterator, limit)
+        except kinesis.exceptions.ExpiredIteratorException:
+            iterator = reader.shard_iterator(kinesis, stream, shard_id, last_seq, at if last_seq is None else None)
+            continue
+        stats.timings["get_records"] += time.perf_counter() - started
+        if page.records:
+            raws = [RawRecord(r["SequenceNumber"], r.get("PartitionKey"), r["Data"]) for r in page.records]
+            applier.apply_raw(raws, page.behind_ms)
+            last_seq = raws[-1].sequence_number
+        stats.behind_ms = page.behind_ms
+        if page.next_iterator is None or (info.closed and not page.records and page.behind_ms == 0):
+            with engine.begin() as conn:
+                store.close_shard(conn, stream, shard_id, info.parents)
+            stats.shard_closed = True
+            break
+        iterator = page.next_iterator
+        if not page.records:
+            if page.behind_ms == 0:
+                break  # caught up
+            time.sleep(idle_sleep)
+    return stats
