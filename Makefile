@@ -31,8 +31,8 @@ down: ## stop exactly what `make up` started
 status: install ## show what the local stack is running
 	$(STACK) status
 
-simulate: install ## publish simulated Dialog Context traffic to the running stack
-	$(PY) -m drill_progress.simulator --follow
+simulate: install ## publish simulated Dialog Context traffic to the running stack (Ctrl-C stops)
+	@if [ -f .local/env.sh ]; then source .local/env.sh; fi; $(PY) -m drill_progress.simulator --follow $(ARGS)
 
 test: install ## run the whole test suite (starts its own PostgreSQL and AWS emulator)
 	$(VENV)/bin/ruff check .
