@@ -1,0 +1,67 @@
+"""Helpers for the scheduling tests: seed users straight into the aggregate, read the command stream."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from drill_progress.config import INITIAL_CATALOG
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+UNSTARTED, STARTED, COMPLETED = "unstarted", "started", "completed"
+
+
+def add_user(conn, *, phone: str | None = None, states=(STARTED, UNSTARTED, UNSTARTED),
+             last_interacted: datetime | None = None, profile: dict | None = None, primary: bool = True,
+             user_id: str | None = None, at: datetime = T0 - timedelta(days=3)) -> str:
+    """One user with one status row per catalog drill in the given states; returns the user id."""
+    user_id = user_id or str(uuid.uuid4())
+    conn.exec_driver_sql(
+        "INSERT INTO users (user_id, seq, profile, last_interacted_time) VALUES (%(u)s, 1, %(p)s::jsonb, %(t)s)",
+        {"u": user_id, "p": json.dumps(profile if profile is not None else {"validated": True}),
+         "t": last_interacted})
+    if phone:
+        conn.exec_driver_sql(
+            "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary)"
+            " VALUES (gen_random_uuid(), %(n)s, %(u)s, %(p)s)", {"n": phone, "u": user_id, "p": primary})
+    for place, (slug, state) in enumerate(zip(INITIAL_CATALOG, states, strict=True)):
+        conn.exec_driver_sql(
+            "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence, started_time, completed_time)"
+            " VALUES (gen_random_uuid(), %(u)s, %(s)s, %(p)s, %(st)s, %(c)s)",
+            {"u": user_id, "s": slug, "p": place, "st": at if state in (STARTED, COMPLETED) else None,
+             "c": at if state == COMPLETED else None})
+    return user_id
+
+
+def set_state(conn, user_id: str, slug: str, state: str, at: datetime = T0) -> None:
+    conn.exec_driver_sql(
+        "UPDATE drill_statuses SET started_time = %(st)s, completed_time = %(c)s"
+        " WHERE user_id = %(u)s AND drill_slug = %(s)s",
+        {"u": user_id, "s": slug, "st": at if state in (STARTED, COMPLETED) else None,
+         "c": at if state == COMPLETED else None})
+
+
+def read_stream(kinesis, stream: str) -> list[dict]:
+    """Every record on the stream: {"partition_key", "body"}."""
+    records = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            resp = kinesis.get_records(ShardIterator=it, Limit=10000)
+            records += [{"partition_key": r["PartitionKey"], "body": json.loads(r["Data"])} for r in resp["Records"]]
+            if not resp["Records"]:
+                break
+            it = resp.get("NextShardIterator")
+    return records
+
+
+def scan_table(dynamodb, table: str) -> list[dict]:
+    items, kwargs = [], {"TableName": table}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        items += [{k: next(iter(v.values())) for k, v in item.items()} for item in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
