@@ -7,20 +7,7 @@ import json
 from drill_progress import commands, outbox
 from drill_progress.aws_resources import ensure_stream
 from drill_progress.privacy import mask_phone, mask_phones_in
-
-
-def _read_all(kinesis, stream):
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while it:
-            resp = kinesis.get_records(ShardIterator=it, Limit=10000)
-            records += resp["Records"]
-            if not resp["Records"]:
-                break
-            it = resp.get("NextShardIterator")
-    return records
+from drill_progress.streams import read_all as _read_all
 
 
 def test_enqueue_twice_publishes_once(drill_db, aws):

@@ -140,6 +140,8 @@ class PostgresServer:
         return (self.datadir / "postmaster.pid").exists() and port_in_use(self.port)
 
     def start(self, extra_settings: dict[str, str] | None = None) -> None:
+        if extra_settings is not None:
+            self.extra_settings = extra_settings  # kept for restart()
         self.initdb()
         if self.is_running():
             return
@@ -153,7 +155,7 @@ class PostgresServer:
             "max_connections": "200",
             "shared_buffers": "256MB",
             "fsync": os.environ.get("DRILL_PG_FSYNC", "on"),
-            **(extra_settings or {}),
+            **(getattr(self, "extra_settings", None) or {}),
         }
         opts = " ".join(f"-c {k}={v}" if v else f"-c {k}=''" for k, v in settings.items())
         cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),

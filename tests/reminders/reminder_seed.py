@@ -6,6 +6,8 @@ import json
 import uuid
 from datetime import datetime
 
+from drill_progress.streams import read_all as read_stream  # noqa: F401  (re-exported for the tests)
+
 
 def add_instance(engine, *, started: datetime | None, prompt: str | None = "q1", completed: datetime | None = None,
                  valid: bool = True, phone: str | None = None, drill_slug: str = "01-sample-drill") -> str:
@@ -35,20 +37,6 @@ def advance(engine, instance_id: str, prompt: str, started: datetime) -> None:
             """UPDATE drill_instances SET current_prompt_slug = %(p)s, current_prompt_start_time = %(t)s,
                    current_prompt_last_response_time = NULL WHERE drill_instance_id = %(d)s""",
             {"p": prompt, "t": started, "d": instance_id})
-
-
-def read_stream(kinesis, stream: str) -> list[dict]:
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while it:
-            resp = kinesis.get_records(ShardIterator=it, Limit=10000)
-            records += resp["Records"]
-            if not resp["Records"]:
-                break
-            it = resp.get("NextShardIterator")
-    return records
 
 
 def outbox_rows(engine) -> list[tuple]:

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from drill_progress.config import INITIAL_CATALOG
+from drill_progress.streams import read_all
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 UNSTARTED, STARTED, COMPLETED = "unstarted", "started", "completed"
@@ -44,17 +45,7 @@ def set_state(conn, user_id: str, slug: str, state: str, at: datetime = T0) -> N
 
 def read_stream(kinesis, stream: str) -> list[dict]:
     """Every record on the stream: {"partition_key", "body"}."""
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while it:
-            resp = kinesis.get_records(ShardIterator=it, Limit=10000)
-            records += [{"partition_key": r["PartitionKey"], "body": json.loads(r["Data"])} for r in resp["Records"]]
-            if not resp["Records"]:
-                break
-            it = resp.get("NextShardIterator")
-    return records
+    return [{"partition_key": r["PartitionKey"], "body": json.loads(r["Data"])} for r in read_all(kinesis, stream)]
 
 
 def scan_table(dynamodb, table: str) -> list[dict]:
