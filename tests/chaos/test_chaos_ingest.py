@@ -1,0 +1,259 @@
+"""Chaos scenarios 1-5: the ingestion run under SIGKILL, a PostgreSQL restart, an unreachable and
+throttling AWS emulator, malformed and re-delivered records. Each compares the final state with
+the clean run's (checksum over users, phone_numbers, drill_statuses, drill_instances) and audits
+the command stream by idempotency key.
+
+Sizes: CHAOS_EVENTS (default 1500; `make chaos` with CHAOS_EVENTS=50000), CHAOS_KILLS (5),
+CHAOS_OUTAGE_SECONDS (5; 30 at scale), CHAOS_MICRO_BATCH (100), CHAOS_SEED (8).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from chaos_support import EVENTS, KILLS, MICRO_BATCH, OUTAGE_SECONDS, SEED, ingest_argv, new_streams
+
+from drill_progress import chaos, migrations
+from drill_progress.db import make_engine
+from drill_progress.services import PostgresServer, free_port
+
+pytestmark = pytest.mark.chaos
+
+PUT_CHUNK = 500  # commands.MAX_RECORDS_PER_PUT: the most one lost PutRecords answer can resend
+
+
+def _say(scenario: str, **figures) -> None:
+    print(f"\n[{scenario}] " + json.dumps(figures, default=str))
+
+
+def _table_rows(checksum: dict) -> dict:
+    return {t: v["rows"] for t, v in checksum.items() if t != "all"}
+
+
+def _assert_same_state(engine, clean) -> dict:
+    got = chaos.aggregate_checksum(engine)
+    assert _table_rows(got) == _table_rows(clean.checksum)
+    assert got == clean.checksum, "final state differs from the clean run's"
+    return got
+
+
+def _sum(report, key: str) -> int:
+    return sum(int((a.result or {}).get(key) or 0) for a in report.attempts)
+
+
+# --------------------------------------------------------------------------- 1. SIGKILL at random points
+
+
+def test_ingest_worker_killed_at_random_points(make_db, kinesis, moto_server, traffic, clean_run):
+    db = make_db()
+    events, commands = new_streams(kinesis, "kill")
+    chaos.put_records(kinesis, events, traffic.records)
+    rng = random.Random(SEED)
+    # each attempt killed at a random moment of its share of a clean run's length (after it is
+    # connected), so that the kills land all over the run: startup, reads, transactions, publishing
+    share = 1.6 * clean_run.run_seconds / KILLS
+    plan = [rng.uniform(0.0, share) for _ in range(KILLS)]
+    report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
+                         done=chaos.ingest_caught_up, kill_plan=plan)
+    got = _assert_same_state(db.engine, clean_run)
+    audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
+    _say("1 sigkill", injected={"planned": KILLS, "sigkills": report.kills, "kill_times_s": report.summary()["kill_times_s"],
+                                "clean_run_s": round(clean_run.run_seconds, 2)},
+         attempts=len(report.attempts), failed_attempts=report.failures, events=traffic.events,
+         records=len(traffic.records), verified={"checksum_equal": got["all"][:16], **audit.as_dict()})
+    assert report.kills >= min(KILLS, 1), "the kills should land while the worker runs"
+    assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
+    # The only duplicate the design allows: killed after PutRecords succeeded and before published_at
+    # committed -> that chunk is resent once, same idempotency_key, same bytes.
+    assert audit.duplicates <= report.kills * PUT_CHUNK
+    assert audit.duplicates_identical
+
+
+# --------------------------------------------------------------------------- 2. PostgreSQL restarted
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL server of its own, so restarting it disturbs no other test."""
+    base = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+    base.chmod(0o755)
+    settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    server = PostgresServer(base / "data", free_port())
+    server.start(settings)
+    server.settings = settings
+    yield server
+    server.stop(mode="immediate")
+    subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_postgres_restarted_in_the_middle_of_a_run(own_pg, kinesis, moto_server, traffic, clean_run):
+    own_pg.create_database("drill")
+    url = own_pg.uri("drill")
+    engine = make_engine(url)
+    migrations.apply_migrations(engine)
+    events, commands = new_streams(kinesis, "pgrestart")
+    chaos.put_records(kinesis, events, traffic.records)
+    rng = random.Random(SEED + 1)
+    restarts: list[dict] = []
+
+    def restart() -> None:
+        own_pg.stop(mode="immediate")  # like a crash: no checkpoint, in-flight transactions lost
+        own_pg.start(own_pg.settings)
+        restarts.append({"after_s": round(delay, 3)})
+
+    delay = rng.uniform(0.1, max(0.2, clean_run.run_seconds * 0.8))
+
+    def on_ready(attempt: int) -> None:
+        if attempt == 1:
+            threading.Timer(delay, restart).start()
+
+    report = chaos.drive(ingest_argv(url, moto_server.endpoint_url, events, commands),
+                         done=chaos.ingest_caught_up, on_ready=on_ready, retry_delay=2.0)
+    got = _assert_same_state(engine, clean_run)
+    audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
+    engine.dispose()
+    _say("2 postgres restart", injected={"restarts": restarts, "mode": "pg_ctl stop -m immediate, then start"},
+         attempts=len(report.attempts), failed_attempts=report.failures,
+         first_attempt=report.attempts[0].outcome, verified={"checksum_equal": got["all"][:16], **audit.as_dict()})
+    assert len(restarts) == 1
+    assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
+    # A restart that lands after PutRecords succeeded and before published_at committed is the
+    # outbox's documented window: that chunk is resent once by the retry, same key, same bytes.
+    assert audit.duplicates <= len(restarts) * PUT_CHUNK
+    assert audit.duplicates_identical
+
+
+# --------------------------------------------------------------------------- 3. emulator unreachable, throttling
+
+
+@pytest.fixture
+def proxy(moto_server):
+    proxy = chaos.FaultProxy(moto_server.port, seed=SEED).start()
+    yield proxy
+    proxy.stop()
+
+
+def test_aws_unreachable_and_throttling(make_db, kinesis, moto_server, proxy, traffic, clean_run):
+    db = make_db()
+    events, commands = new_streams(kinesis, "outage")
+    chaos.put_records(kinesis, events, traffic.records)  # the producer side is not disturbed
+    proxy.throttle = {"GetRecords": 0.10, "PutRecords": 0.10}  # whole calls: HTTP 400, botocore retries
+    proxy.put_record_failure = 0.10  # records of a PutRecords call: ErrorCode, commands.publish retries
+    outage_at = 0.2
+
+    def on_ready(attempt: int) -> None:
+        if attempt == 1:
+            threading.Timer(outage_at, proxy.outage, args=(OUTAGE_SECONDS,)).start()
+
+    report = chaos.drive(ingest_argv(db.url, proxy.endpoint_url, events, commands),
+                         done=chaos.ingest_caught_up, on_ready=on_ready, retry_delay=2.0)
+    got = _assert_same_state(db.engine, clean_run)
+    audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
+    _say("3 aws outage + throttling", injected={"outage_s": OUTAGE_SECONDS, "outage_at_s": outage_at,
+                                                **dict(proxy.counts)},
+         attempts=len(report.attempts), failed_attempts=report.failures,
+         seconds=round(report.seconds, 1), clean_run_s=round(clean_run.run_seconds, 2),
+         verified={"checksum_equal": got["all"][:16], **audit.as_dict()})
+    assert proxy.counts["requests_dropped_in_outage"] > 0, "the outage should have hit the run"
+    assert proxy.counts["throttled_GetRecords"] > 0
+    assert audit.exactly_once, audit.as_dict()
+
+
+def test_lost_putrecords_answer_is_resent_once_with_the_same_key(make_db, kinesis, moto_server, proxy, traffic,
+                                                                  clean_run):
+    """A network failure after Kinesis accepted a PutRecords call: botocore retries the call, so its
+    records arrive twice. The at-least-once window of the outbox, reached without any kill."""
+    db = make_db()
+    events, commands = new_streams(kinesis, "lostanswer")
+    chaos.put_records(kinesis, events, traffic.records)
+    proxy.lose_put_responses = 1
+    report = chaos.drive(ingest_argv(db.url, proxy.endpoint_url, events, commands), done=chaos.ingest_caught_up)
+    _assert_same_state(db.engine, clean_run)
+    audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
+    lost = proxy.counts["put_records_in_lost_responses"]
+    _say("3b lost PutRecords answer", injected={"responses_lost": proxy.counts["put_responses_lost"],
+                                                "records_in_them": lost},
+         attempts=len(report.attempts), verified=audit.as_dict())
+    assert proxy.counts["put_responses_lost"] == 1
+    assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
+    assert audit.duplicates == lost <= PUT_CHUNK
+    assert audit.duplicates_identical
+
+
+# --------------------------------------------------------------------------- 4. malformed records
+
+
+def test_one_percent_malformed_records(make_db, kinesis, moto_server):
+    mixed = chaos.make_records(EVENTS, seed=SEED + 4, malformed_rate=0.01)
+    good = [r for r in mixed.records if not r.malformed]
+    bad = [r for r in mixed.records if r.malformed]
+    results = {}
+    for label, records in (("mixed", mixed.records), ("good_only", good)):
+        db = make_db()
+        events, commands = new_streams(kinesis, f"malformed-{label}")
+        chaos.put_records(kinesis, events, records)
+        report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
+                             done=chaos.ingest_caught_up)
+        results[label] = {
+            "checksum": chaos.aggregate_checksum(db.engine),
+            "applied": _sum(report, "batches_applied"), "rejected": _sum(report, "records_rejected"),
+            "rejected_rows": _rows(db.engine, "SELECT raw_data, reason FROM rejected_records"),
+            "commands": chaos.read_commands(kinesis, commands),
+        }
+    mixed_r, good_r = results["mixed"], results["good_only"]
+    kinds: dict[str, int] = {}
+    for r in bad:
+        kinds[r.malformed] = kinds.get(r.malformed, 0) + 1
+    _say("4 malformed", injected={"records": len(mixed.records), "malformed": len(bad), "by_kind": kinds},
+         verified={"applied": mixed_r["applied"], "rejected_rows": len(mixed_r["rejected_rows"]),
+                   "state_equals_good_only_run": mixed_r["checksum"] == good_r["checksum"],
+                   "commands": len(mixed_r["commands"])})
+    assert len(bad) >= 1
+    assert mixed_r["applied"] == len(good) and good_r["rejected"] == 0
+    assert sorted(bytes(raw) for raw, _ in mixed_r["rejected_rows"]) == sorted(r.data for r in bad)
+    assert all(reason for _, reason in mixed_r["rejected_rows"])
+    assert mixed_r["checksum"] == good_r["checksum"]
+    audit = chaos.audit_commands(mixed_r["commands"], chaos.commands_by_key(good_r["commands"]))
+    assert audit.exactly_once, audit.as_dict()
+
+
+def _rows(engine, sql: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(sql).all()]
+
+
+# --------------------------------------------------------------------------- 5. records delivered twice
+
+
+def test_ten_percent_of_records_delivered_twice(make_db, kinesis, moto_server, traffic, clean_run):
+    rng = random.Random(SEED + 5)
+    records = list(traffic.records)
+    twice = rng.sample(range(len(records)), k=max(1, len(records) // 10))
+    # each duplicate lands 0-50 records after the original (a producer retry, a replayed chunk)
+    pending: dict[int, list] = {}
+    for i in sorted(twice):
+        pending.setdefault(min(len(records) - 1, i + rng.randint(0, 50)), []).append(records[i])
+    stream_order: list = []
+    for i, rec in enumerate(records):
+        stream_order.append(rec)
+        stream_order += pending.get(i, [])
+    db = make_db()
+    events, commands = new_streams(kinesis, "twice")
+    chaos.put_records(kinesis, events, stream_order)
+    report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
+                         done=chaos.ingest_caught_up)
+    got = _assert_same_state(db.engine, clean_run)
+    audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
+    skipped = _sum(report, "duplicates_skipped")
+    _say("5 delivered twice", injected={"records": len(records), "duplicated": len(twice),
+                                        "on_stream": len(stream_order), "micro_batch": MICRO_BATCH},
+         verified={"duplicates_skipped": skipped, "checksum_equal": got["all"][:16], **audit.as_dict()})
+    assert len(stream_order) == len(records) + len(twice)
+    assert skipped == len(twice)
+    assert audit.exactly_once, audit.as_dict()
