@@ -1,0 +1,93 @@
+-- Everything a micro-batch writes except its outbox rows, in ONE statement (one round trip):
+-- new users, changed users, the new users' primary phone numbers, new and changed drill statuses,
+-- new and changed drill instances, the micro-batch's set-aside bad records and its checkpoint.
+-- Each part reads its own parameter arrays; an empty array writes nothing. Every part affects
+-- different rows, so the parts are independent; foreign keys to users inserted by a sibling part
+-- are checked at the end of the statement and see them. Any error fails the whole statement (and
+-- the transaction), exactly like the separate statements did.
+WITH new_users AS (
+    -- users seen for the first time (a plain INSERT: a concurrent creator of the same user makes
+    -- this fail, and the retry finds the user)
+    INSERT INTO users (user_id, seq, profile, last_interacted_time)
+    SELECT v.user_id, v.seq, v.profile, v.last_interacted_time
+    FROM unnest(%(nu_ids)s::uuid[], %(nu_seqs)s::numeric[], %(nu_profiles)s::jsonb[], %(nu_times)s::timestamptz[])
+         AS v(user_id, seq, profile, last_interacted_time)
+), changed_users AS (
+    -- existing users get the seq, profile and last interaction of their last applied batch
+    UPDATE users AS u
+    SET seq = v.seq, profile = v.profile, last_interacted_time = v.last_interacted_time
+    FROM unnest(%(cu_ids)s::uuid[], %(cu_seqs)s::numeric[], %(cu_profiles)s::jsonb[], %(cu_times)s::timestamptz[])
+         AS v(user_id, seq, profile, last_interacted_time)
+    WHERE u.user_id = v.user_id
+), new_phone_numbers AS (
+    -- the primary phone number of each new user; a phone number already taken is an error (the
+    -- micro-batch is retried and bisected), never a silent second owner
+    INSERT INTO phone_numbers (id, phone_number, user_id, is_primary)
+    SELECT v.id, v.phone_number, v.user_id, true
+    FROM unnest(%(pn_ids)s::uuid[], %(pn_phones)s::text[], %(pn_user_ids)s::uuid[]) AS v(id, phone_number, user_id)
+), new_statuses AS (
+    -- one status row per catalog drill for each new user (ids: drill_progress.ids.status_id)
+    INSERT INTO drill_statuses (id, user_id, drill_instance_id, drill_slug, place_in_sequence, started_time,
+                                completed_time)
+    SELECT *
+    FROM unnest(%(ns_ids)s::uuid[], %(ns_user_ids)s::uuid[], %(ns_instance_ids)s::uuid[], %(ns_slugs)s::text[],
+                %(ns_places)s::int[], %(ns_started)s::timestamptz[], %(ns_completed)s::timestamptz[])
+), changed_statuses AS (
+    UPDATE drill_statuses AS s
+    SET drill_instance_id = v.drill_instance_id, started_time = v.started_time, completed_time = v.completed_time
+    FROM unnest(%(cs_ids)s::uuid[], %(cs_instance_ids)s::uuid[], %(cs_started)s::timestamptz[],
+                %(cs_completed)s::timestamptz[])
+         AS v(id, drill_instance_id, started_time, completed_time)
+    WHERE s.id = v.id
+), new_instances AS (
+    -- drill instances started in this micro-batch; an id that belongs to another user is an error
+    -- (the micro-batch is bisected and that record set aside), never a takeover
+    INSERT INTO drill_instances (drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug,
+                                 current_prompt_start_time, current_prompt_last_response_time,
+                                 completion_time, is_valid)
+    SELECT *
+    FROM unnest(%(ni_ids)s::uuid[], %(ni_user_ids)s::uuid[], %(ni_phones)s::text[], %(ni_slugs)s::text[],
+                %(ni_prompts)s::text[], %(ni_prompt_starts)s::timestamptz[], %(ni_responses)s::timestamptz[],
+                %(ni_completions)s::timestamptz[], %(ni_valid)s::boolean[])
+), changed_instances AS (
+    UPDATE drill_instances AS d
+    SET drill_slug = v.drill_slug,
+        current_prompt_slug = v.current_prompt_slug,
+        current_prompt_start_time = v.current_prompt_start_time,
+        current_prompt_last_response_time = v.current_prompt_last_response_time,
+        completion_time = v.completion_time,
+        is_valid = v.is_valid
+    FROM unnest(%(ci_ids)s::uuid[], %(ci_user_ids)s::uuid[], %(ci_slugs)s::text[], %(ci_prompts)s::text[],
+                %(ci_prompt_starts)s::timestamptz[], %(ci_responses)s::timestamptz[],
+                %(ci_completions)s::timestamptz[], %(ci_valid)s::boolean[])
+         AS v(drill_instance_id, user_id, drill_slug, current_prompt_slug, current_prompt_start_time,
+              current_prompt_last_response_time, completion_time, is_valid)
+    WHERE d.drill_instance_id = v.drill_instance_id AND d.user_id = v.user_id
+), rejected AS (
+    -- bad input set aside with its reason; a record already set aside (re-delivery, replay) is
+    -- never set aside twice (the statement of insert_rejected.sql)
+    INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, attempts)
+    SELECT %(stream)s::text, %(shard_id)s::text, v.sequence_number, v.partition_key, v.raw_data, v.reason, v.attempts
+    FROM unnest(%(rj_sequence_numbers)s::text[], %(rj_partition_keys)s::text[], %(rj_raw)s::bytea[],
+                %(rj_reasons)s::text[], %(rj_attempts)s::int[])
+         AS v(sequence_number, partition_key, raw_data, reason, attempts)
+    ON CONFLICT (stream, shard_id, sequence_number) DO NOTHING
+), checkpoint AS (
+    -- the position the micro-batch covers (the statement of save_checkpoint.sql); no row when
+    -- %(sequence_number)s is NULL (write_users() outside a micro-batch)
+    INSERT INTO stream_checkpoints AS c (stream, shard_id, sequence_number, parent_shard_ids, records_applied,
+                                         behind_ms, updated_at)
+    SELECT %(stream)s::text, %(shard_id)s::text, %(sequence_number)s::text, %(parents)s::text[], %(records)s::bigint,
+           %(behind_ms)s::bigint, now()
+    WHERE %(sequence_number)s::text IS NOT NULL
+    ON CONFLICT (stream, shard_id) DO UPDATE
+    SET sequence_number = CASE
+            WHEN c.sequence_number IS NULL
+              OR EXCLUDED.sequence_number::numeric > c.sequence_number::numeric THEN EXCLUDED.sequence_number
+            ELSE c.sequence_number END,
+        parent_shard_ids = EXCLUDED.parent_shard_ids,
+        records_applied = c.records_applied + EXCLUDED.records_applied,
+        behind_ms = EXCLUDED.behind_ms,
+        updated_at = now()
+)
+SELECT 1

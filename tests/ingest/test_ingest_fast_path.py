@@ -1,0 +1,172 @@
+"""The apply path's speed measures keep its behaviour: the typed fast parse agrees with `validate`,
+a micro-batch costs a bounded number of statements, and the garbage-collector pause is scoped."""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+
+import pytest
+from ingest_support import INVALID_EXAMPLES, PHONE, VALID_EXAMPLES, batch, event, example, raw_records, rows, user_story
+from sqlalchemy import event as sa_event
+from test_ingest_events import _mutants
+
+from drill_progress.ingest import events as ev
+from drill_progress.ingest import pipeline
+
+STREAM = "dialog-events"
+SHARD = "shardId-000000000000"
+
+pytestmark = pytest.mark.skipif(ev.msgspec is None, reason="the fast path needs msgspec")
+
+
+def _outcome(fn, doc):
+    try:
+        return fn(doc)
+    except (ev.BadRecord, ev._FastValidationError) as exc:
+        return ("rejected", str(exc) if isinstance(exc, ev.BadRecord) else None)
+
+
+@pytest.mark.parametrize("name", VALID_EXAMPLES)
+def test_fast_path_takes_the_valid_examples(name):
+    doc = example(name)
+    assert ev._fast_validate(doc) == ev.validate(doc)
+
+
+def test_fast_path_never_accepts_what_validate_rejects_nor_differs():
+    """On thousands of mutations: whenever the fast path accepts, validate accepts the same Batch;
+    and parse_record (fast path + fallback) gives exactly validate's result or reason."""
+    rng = random.Random(20260303)
+    fast_accepted = 0
+    for doc in _mutants(rng, 6000):
+        reference = _outcome(ev.validate, doc)
+        fast = _outcome(ev._fast_validate, doc)
+        if not isinstance(fast, tuple):
+            fast_accepted += 1
+            assert fast == reference, doc
+        assert _outcome(ev.parse_record, json.dumps(doc).encode()) == reference, doc
+    assert fast_accepted > 300
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["events"][0].__setitem__("event_id", d["events"][0]["event_id"].upper()),   # canonicalised
+    lambda d: d.__setitem__("batch_id", d["batch_id"].replace("-", "")),                      # not a uuid
+    lambda d: d["events"][0].__setitem__("event_id", "{" + d["events"][0]["event_id"] + "}"),  # not a uuid
+    lambda d: d["events"][0].__setitem__("event_id", d["events"][0]["event_id"] + "\n"),
+    lambda d: d.__setitem__("seq", "12\n"),                     # the schema's pattern, searched like jsonschema
+    lambda d: d["events"][0].__setitem__("schema_version", 1.0),
+    lambda d: d["events"][0].__setitem__("schema_version", True),
+    lambda d: d.__setitem__("phone_number", "\U0001F600" * 3),  # length in characters
+    lambda d: d.__setitem__("phone_number", "\U0001F600" * 2),
+    lambda d: d["events"][0].__setitem__("created_time", "2026-03-02T15:00:00"),
+    lambda d: d["events"][0]["user_profile"].__setitem__("opted_out", "yes"),
+    lambda d: d["events"][0].__setitem__("event_type", "drill_started"),
+])
+def test_fast_path_edges_agree_with_validate(mutate):
+    doc = example("drill_started")
+    mutate(doc)
+    assert _outcome(ev.parse_record, json.dumps(doc).encode()) == _outcome(ev.validate, doc)
+
+
+def test_invalid_utf8_inside_a_string_is_bad_input():
+    """The C decoder raises UnicodeDecodeError (not its DecodeError) for invalid UTF-8 inside a JSON
+    string; that is bad input with a reason, never an exception that stops the shard."""
+    data = json.dumps(example("reminder_triggered")).encode().replace(b'"en"', b'"\xff\xfe"')
+    with pytest.raises(ev.BadRecord, match="not valid UTF-8"):
+        ev.parse_record(data)
+    [parsed] = pipeline.parse_records(raw_records([data]))
+    assert parsed.batch is None and "not valid UTF-8" in parsed.reason
+
+
+def test_invalid_utf8_record_is_set_aside_and_the_stream_flows(drill_db):
+    bad = json.dumps(batch(1, [event("USER_VALIDATED", 0)])).encode().replace(b'"en"', b'"\xc3\x28"')
+    stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records([bad, batch(2, [event("USER_VALIDATED", 1)])]))
+    assert (stats.records_rejected, stats.batches_applied) == (1, 1)
+    [(reason,)] = rows(drill_db.engine, "SELECT reason FROM rejected_records")
+    assert reason.startswith("not valid UTF-8")
+
+
+def _count_statements(engine):
+    statements: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", before)
+    return statements, lambda: sa_event.remove(engine, "before_cursor_execute", before)
+
+
+def test_a_micro_batch_is_a_few_statements_whatever_its_size(drill_db):
+    """New users: lock+catalog, writes, outbox. Existing users: lock+catalog, trees, writes, outbox.
+    Redelivered: lock+catalog, trees, checkpoint. Bad records ride along in the write statement."""
+    phones = [f"+1555000{n:04d}" for n in range(40)]
+    stories = {p: user_story(p) for p in phones}
+    first = [stories[p][0] for p in phones] + [b"not json"]
+    rest = [doc for r in range(1, 5) for p in phones for doc in [stories[p][r]]]
+    statements, stop = _count_statements(drill_db.engine)
+    try:
+        stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records(first))
+        assert len(statements) == 3 and stats.records_rejected == 1 and stats.commands_emitted == 40
+        statements.clear()
+        stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records(rest, start=len(first) + 1))
+        assert stats.batches_applied == len(rest) and len(statements) == 4
+        statements.clear()
+        stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records(rest, start=len(first) + 1))
+        assert stats.duplicates_skipped == len(rest) and len(statements) == 3
+    finally:
+        stop()
+    assert rows(drill_db.engine, "SELECT count(*) FROM drill_statuses") == [(3 * len(phones),)]
+    assert rows(drill_db.engine, "SELECT count(*) FROM rejected_records") == [(1,)]
+
+
+def test_write_users_alone_writes_no_checkpoint(drill_db):
+    """write_users() outside a micro-batch (used by the rollout's tests) leaves stream_checkpoints alone."""
+    from drill_progress.ingest import fold, store
+
+    with drill_db.engine.begin() as conn:
+        user = fold.new_user(PHONE, store.load_catalog(conn))
+        user.seq, user.profile, user.changed = 1, {"validated": True}, True
+        counts = store.write_users(conn, {PHONE: user})
+    assert counts == {"users": 1, "phone_numbers": 1, "drill_statuses": 3, "drill_instances": 0}
+    assert rows(drill_db.engine, "SELECT count(*) FROM stream_checkpoints") == [(0,)]
+    assert rows(drill_db.engine, "SELECT count(*) FROM drill_statuses") == [(3,)]
+
+
+def test_gc_is_paused_only_during_a_micro_batch(drill_db):
+    seen = []
+
+    def fault(stage, conn):
+        seen.append((stage, gc.isenabled()))
+
+    assert gc.isenabled()
+    pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
+                       fault=fault)
+    assert seen == [("before_commit", False), ("after_commit", False)]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pipeline.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # a caller's own choice is left alone
+    finally:
+        gc.enable()
+
+
+def test_gc_is_re_enabled_when_a_micro_batch_fails(drill_db):
+    def fault(stage, conn):
+        if stage == "before_commit":
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
+                           fault=fault)
+    assert gc.isenabled()
+
+
+def test_invalid_examples_still_rejected_with_validates_reason():
+    for name in INVALID_EXAMPLES:
+        if name == "bad_not_json":
+            continue
+        doc = example(name)
+        assert _outcome(ev.parse_record, json.dumps(doc).encode()) == _outcome(ev.validate, doc)
