@@ -2,7 +2,7 @@
 and planning + recording a day's schedule in DynamoDB.
 
 Sizes (env): SCHEDULING_BENCH_USERS (default 1,000,000 users x 3 drills),
-SCHEDULING_BENCH_RECORD_USERS (default 100,000 schedule items written to DynamoDB),
+SCHEDULING_BENCH_RECORD_USERS (default 20,000 schedule items written to DynamoDB; 100,000 on request),
 SCHEDULING_BENCH_REPEAT (default 3 timed runs of the new query; the best is reported),
 SCHEDULING_BENCH_ORIGINAL (default 1: also time the original shape; 0 skips it).
 """
@@ -155,7 +155,7 @@ def _original(engine, cutoff) -> tuple[float, dict, str]:
 
 def run(ctx) -> list[dict]:
     n = ctx.size("SCHEDULING_BENCH_USERS", 1_000_000)
-    n_record = ctx.size("SCHEDULING_BENCH_RECORD_USERS", 100_000)
+    n_record = ctx.size("SCHEDULING_BENCH_RECORD_USERS", 20_000)
     repeat = max(1, ctx.size("SCHEDULING_BENCH_REPEAT", 3))
     with_original = bool(ctx.size("SCHEDULING_BENCH_ORIGINAL", 1))
     _url, engine = ctx.new_database("scheduling")
