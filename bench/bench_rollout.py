@@ -2,8 +2,9 @@
 
 1. append a new drill after the last one (the default placement): every user gets one row;
 2. a re-run of the same rollout (must insert nothing);
-3. (ROLLOUT_BENCH_SHIFT=1; off by default to keep `make bench` within 15 minutes) a second drill at place 1, which moves each user's later
-   drills one place on (3 status rows per user) as well as inserting one row per user.
+3. with ROLLOUT_BENCH_SHIFT=1 (off by default to keep `make bench` within 15 minutes): a second
+   drill at place 1, which moves each user's later drills one place on (3 status rows per user)
+   as well as inserting one row per user.
 """
 
 from __future__ import annotations

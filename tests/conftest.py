@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from airflow_support import ROOT, load_dag
 
-ROOT = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="drill-airflow-home-"))
 os.environ.update({
     "AIRFLOW_HOME": str(_HOME),
@@ -33,6 +33,7 @@ os.environ.update({
 })
 for _name in ("AIRFLOW_CONN_DRILL_PROGRESS_DB", "AIRFLOW_CONN_AWS_DEFAULT"):
     os.environ.pop(_name, None)
+
 
 from drill_progress import migrations  # noqa: E402
 from drill_progress.db import make_engine  # noqa: E402
@@ -152,15 +153,6 @@ def airflow_env(monkeypatch, airflow_db, drill_db, aws):
     yield {"db": drill_db, "aws": aws}
     for engine_factory in (runtime._engine_for,):
         engine_factory.cache_clear()
-
-
-def load_dag(dag_id: str):
-    """The DAG object from its file in dags/, parsed the way the dag-processor parses it."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def _summary(dag_run) -> dict:
 
 
 def test_dag_header(airflow_db):
-    from conftest import load_dag
+    from airflow_support import load_dag
 
     dag = load_dag("trigger_reminders")
     assert dag.schedule == "*/5 14-23 * * *"

@@ -269,7 +269,7 @@ def test_plugin_module_imports_cheaply_and_touches_no_database():
         "assert 'drill_progress.ui.app' not in sys.modules and 'fastapi' not in sys.modules\n"
         "print('ok')\n"
     )
-    from conftest import ROOT
+    from airflow_support import ROOT
 
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             check=False)

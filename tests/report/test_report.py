@@ -150,7 +150,7 @@ def _state(dag_run) -> str:
 def test_dag_has_a_one_day_data_interval_timetable(airflow_db):
     from airflow.sdk import CronDataIntervalTimetable
     from airflow.serialization.encoders import coerce_to_core_timetable
-    from conftest import load_dag
+    from airflow_support import load_dag
 
     dag = load_dag("drill_progress_report")
     assert isinstance(dag.timetable, CronDataIntervalTimetable)

@@ -38,7 +38,7 @@ def _task_instance(dag_run):
 
 
 def test_dag_header_and_trigger_form(airflow_db):
-    from conftest import load_dag
+    from airflow_support import load_dag
 
     dag = load_dag("drill_rollout")
     assert dag.schedule is None and dag.catchup is False and dag.max_active_runs == 1

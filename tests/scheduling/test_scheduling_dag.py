@@ -22,7 +22,7 @@ def _state(obj) -> str:
 
 
 def _dag():
-    from conftest import load_dag
+    from airflow_support import load_dag
 
     return load_dag(DAG_ID)
 
