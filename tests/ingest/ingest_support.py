@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from drill_progress import chaos, streams
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_EXAMPLES = ROOT.parent / "shared" / "contracts" / "examples"
 LOCAL_EXAMPLES = Path(__file__).resolve().parent / "data"
@@ -107,13 +109,7 @@ def user_story(phone: str, minute0: int = 0) -> list[dict]:
 
 
 SNAPSHOT_QUERIES = {
-    "users": "SELECT user_id, seq, profile, last_interacted_time FROM users ORDER BY user_id",
-    "phone_numbers": "SELECT id, phone_number, user_id, is_primary FROM phone_numbers ORDER BY id",
-    "drill_statuses": ("SELECT id, user_id, drill_instance_id, drill_slug, place_in_sequence, started_time, "
-                       "completed_time FROM drill_statuses ORDER BY id"),
-    "drill_instances": ("SELECT drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug, "
-                        "current_prompt_start_time, current_prompt_last_response_time, completion_time, is_valid "
-                        "FROM drill_instances ORDER BY drill_instance_id"),
+    **chaos.AGGREGATE_QUERIES,
     "command_outbox": "SELECT idempotency_key, command_type, partition_key, payload FROM command_outbox ORDER BY 1",
 }
 
@@ -145,17 +141,7 @@ def raw_records(docs: list, start: int = 1):
 
 
 def read_stream(kinesis, stream: str) -> list[dict]:
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while it:
-            resp = kinesis.get_records(ShardIterator=it, Limit=10000)
-            records += resp["Records"]
-            if not resp["Records"]:
-                break
-            it = resp.get("NextShardIterator")
-    return records
+    return streams.read_all(kinesis, stream)
 
 
 def put_docs(kinesis, stream: str, docs: list) -> None:
