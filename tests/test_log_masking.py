@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from airflow_support import run_state as _state
 
 from drill_progress.aws_resources import ensure_stream
 from drill_progress.privacy import mask_phone
@@ -64,10 +65,6 @@ def captured_logs(capfd, caplog):
         return {"stdout": out, "stderr": err, "records": records, **files}
 
     return collect
-
-
-def _state(run) -> str:
-    return str(getattr(run.state, "value", run.state))
 
 
 def test_ingest_run_logs_no_full_phone_number(run_dag, airflow_env, captured_logs):

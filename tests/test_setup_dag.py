@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from airflow_support import run_state as _state
+
 from drill_progress import config
-
-
-def _state(dag_run) -> str:
-    return str(getattr(dag_run.state, "value", dag_run.state))
 
 
 def test_setup_creates_schema_and_aws_resources_and_runs_twice(run_dag, empty_db, monkeypatch, aws):

@@ -200,6 +200,18 @@ def boto3_client(service: str, endpoint_url: str):
 # --------------------------------------------------------------------------- seeding (reminders, scheduling)
 
 
+def _insert_users(conn, phones: list[str], users: list[str], last_interacted) -> None:
+    """Validated users with one primary phone number each, in two set-based statements."""
+    conn.exec_driver_sql(
+        "INSERT INTO users (user_id, seq, profile, last_interacted_time) "
+        "SELECT u, 1, '{\"validated\": true}'::jsonb, %(t)s FROM unnest(%(u)s::uuid[]) AS u",
+        {"u": users, "t": last_interacted})
+    conn.exec_driver_sql(
+        "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary) "
+        "SELECT gen_random_uuid(), p, u, true FROM unnest(%(p)s::text[], %(u)s::uuid[]) AS x(p, u)",
+        {"p": phones, "u": users})
+
+
 def seed_reminder_instances(engine, n: int, reference: datetime, phone_base: int = 1_000_000) -> None:
     """n users, each with one valid, incomplete drill instance whose prompt started 5 h before
     `reference` (inside the default reminder window), one statement per table."""
@@ -210,14 +222,7 @@ def seed_reminder_instances(engine, n: int, reference: datetime, phone_base: int
     instances = [_uuid5("chaos-instance:" + p) for p in phones]
     started = reference - timedelta(hours=5)
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO users (user_id, seq, profile, last_interacted_time) "
-            "SELECT u, 1, '{\"validated\": true}'::jsonb, %(t)s FROM unnest(%(u)s::uuid[]) AS u",
-            {"u": users, "t": started})
-        conn.exec_driver_sql(
-            "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary) "
-            "SELECT gen_random_uuid(), p, u, true FROM unnest(%(p)s::text[], %(u)s::uuid[]) AS x(p, u)",
-            {"p": phones, "u": users})
+        _insert_users(conn, phones, users, started)
         conn.exec_driver_sql(
             "INSERT INTO drill_instances (drill_instance_id, user_id, phone_number, drill_slug, "
             "current_prompt_slug, current_prompt_start_time, is_valid) "
@@ -235,14 +240,7 @@ def seed_due_users(engine, n: int, reference: datetime, phone_base: int = 2_000_
     users = [str(ids.user_id(p)) for p in phones]
     at = reference - timedelta(days=3)
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO users (user_id, seq, profile, last_interacted_time) "
-            "SELECT u, 1, '{\"validated\": true}'::jsonb, %(t)s FROM unnest(%(u)s::uuid[]) AS u",
-            {"u": users, "t": at})
-        conn.exec_driver_sql(
-            "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary) "
-            "SELECT gen_random_uuid(), p, u, true FROM unnest(%(p)s::text[], %(u)s::uuid[]) AS x(p, u)",
-            {"p": phones, "u": users})
+        _insert_users(conn, phones, users, at)
         for place, slug in enumerate(config.INITIAL_CATALOG):
             conn.exec_driver_sql(
                 "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence, started_time) "

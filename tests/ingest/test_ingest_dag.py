@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 
+from airflow_support import run_state as _state
 from ingest_support import PHONE, VALID_EXAMPLES, example_bytes, put_docs, read_stream, rows, user_story
 
 from drill_progress import ids
 from drill_progress.aws_resources import ensure_stream
-
-
-def _state(dag_run) -> str:
-    return str(getattr(dag_run.state, "value", dag_run.state))
 
 
 def _commands(kinesis, stream="dialog-commands"):

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from airflow_support import return_value
+from airflow_support import run_state as _state
 from reminder_seed import add_instance, outbox_rows, read_stream
 
 from drill_progress.aws_resources import ensure_stream
@@ -13,19 +15,8 @@ from drill_progress.aws_resources import ensure_stream
 REF = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)  # a scheduled slot
 
 
-def _state(obj) -> str:
-    return str(getattr(obj.state, "value", obj.state))
-
-
 def _summary(dag_run) -> dict:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        value = session.query(XComModel.value).filter(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == "send_reminders", XComModel.key == "return_value").scalar()
-    return json.loads(value) if isinstance(value, str) else value
+    return return_value(dag_run, "send_reminders")
 
 
 def test_dag_header(airflow_db):

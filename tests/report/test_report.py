@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import report_dataset as dataset
+from airflow_support import run_state as _state
 
 from drill_progress import report
 
@@ -141,10 +142,6 @@ def test_a_failed_run_leaves_the_previous_figures_of_its_day(data_db, monkeypatc
 
 
 # ---------------------------------------------------------------------------- the DAG
-
-
-def _state(dag_run) -> str:
-    return str(getattr(dag_run.state, "value", dag_run.state))
 
 
 def test_dag_has_a_one_day_data_interval_timetable(airflow_db):

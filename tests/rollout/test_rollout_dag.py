@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
+from airflow_support import return_value
+from airflow_support import run_state as _state
 from rollout_seed import catalog, orders, seed_users, snapshot
 
 from drill_progress import rollout
@@ -13,19 +14,8 @@ from drill_progress import rollout
 MIDDLE = ["01-sample-drill", "04-new", "02-sample-drill", "03-sample-drill"]
 
 
-def _state(obj) -> str:
-    return str(getattr(obj.state, "value", obj.state))
-
-
 def _summary(dag_run) -> dict:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        value = session.query(XComModel.value).filter(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == "roll_out_drill", XComModel.key == "return_value").scalar()
-    return json.loads(value) if isinstance(value, str) else value
+    return return_value(dag_run, "roll_out_drill")
 
 
 def _task_instance(dag_run):

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from airflow_support import run_state as _state
 from scheduling_support import add_user, read_stream, scan_table
 
 from drill_progress import scheduling
@@ -15,10 +16,6 @@ from drill_progress.scheduling import Window
 DAG_ID = "schedule_next_drills"
 TABLE, STREAM = "drill-trigger-schedule", "dialog-commands"  # the contract's default names
 D2 = "02-sample-drill"
-
-
-def _state(obj) -> str:
-    return str(getattr(obj.state, "value", obj.state))
 
 
 def _dag():
