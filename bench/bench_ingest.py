@@ -79,8 +79,7 @@ def _apply_path(engine, records: list[tuple[str, bytes]], micro_batch: int):
     raws = [pipeline.RawRecord(f"{n:020d}", pk, data) for n, (pk, data) in enumerate(records, 1)]
     applier = pipeline.Applier(engine, STREAM, "bench-shard")
     started, cpu = time.perf_counter(), time.process_time()
-    for i in range(0, len(raws), micro_batch):
-        applier.apply_raw(raws[i:i + micro_batch], 0)
+    applier.apply_pages((raws[i:i + micro_batch], 0) for i in range(0, len(raws), micro_batch))
     return time.perf_counter() - started, time.process_time() - cpu, applier.stats
 
 

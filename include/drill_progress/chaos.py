@@ -595,7 +595,7 @@ def _install_fault(die_at: str | None, die_after: int, kinesis):
                 _die()  # inside the recording transaction: nothing is committed
             return enqueue
         outbox.enqueue = dying(outbox.enqueue)
-        store.enqueue_commands = dying(store.enqueue_commands)  # ingestion's outbox write
+        store.execute_write = dying(store.execute_write)  # ingestion's write, outbox rows included
     elif die_at:
         raise ValueError(f"unknown --die-at {die_at}")
     return kinesis

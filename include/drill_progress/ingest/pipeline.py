@@ -22,16 +22,17 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, RootTransaction
 
 from drill_progress.ingest import events as ev
 from drill_progress.ingest import reader, store
-from drill_progress.ingest.fold import fold
+from drill_progress.ingest.fold import FoldResult, fold
 from drill_progress.privacy import mask_phones_in
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ MAX_ATTEMPTS = 3
 # trigger/function (P0). Those are isolated by bisecting. Anything else (connection loss,
 # deadlock, a bug in a statement) propagates and the task is retried from the checkpoint.
 ISOLATED_SQLSTATE_CLASSES = frozenset({"22", "23", "54", "P0"})
+# How long the next micro-batch keeps its users locked while waiting for the write of the one
+# before it (normally tens of milliseconds); longer than PostgreSQL's deadlock_timeout (1 s), so
+# that cycles PostgreSQL can see are broken by PostgreSQL first.
+WRITE_PATIENCE_SECONDS = 2.0
 
 
 def is_record_error(exc: BaseException) -> bool:
@@ -127,8 +132,42 @@ def parse_records(raws: Sequence[RawRecord]) -> list[Parsed]:
     return out
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A micro-batch loaded (its users locked) and folded in its own open transaction, with its
+    write planned: what is left is to execute the write and commit."""
+    parsed: list[Parsed]
+    behind_ms: int | None
+    conn: Connection
+    transaction: RootTransaction
+    result: FoldResult
+    plan: store.WritePlan | None
+    rejections: list[store.Rejection]
+
+    def close(self) -> None:
+        """Return the connection (rolling back whatever was not committed)."""
+        self.conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A prepared micro-batch whose write was handed to the writer thread."""
+    future: Future
+    prepared: _Prepared
+    phones: set[str]
+
+
 class Applier:
-    """Applies micro-batches of one shard, each in one transaction with its checkpoint."""
+    """Applies micro-batches of one shard, each in one transaction with its checkpoint.
+
+    `apply_pages` overlaps the work of two micro-batches, on two connections: while the database
+    writes and commits micro-batch N, Python parses micro-batch N+1, locks and loads its users and
+    folds it. Writes and commits stay strictly in stream order (N+1 is written only after N has
+    committed), so the checkpoint committed with a micro-batch never covers an uncommitted one.
+    Loading N+1 early is safe: its users are locked FOR UPDATE before their trees are read, so a
+    user N is still writing is read only once N has committed; and a micro-batch that shares a
+    phone number with the one in flight (a user N may be creating) waits for N's commit first.
+    """
 
     def __init__(self, engine: Engine, stream: str, shard_id: str, *, parents: Sequence[str] = (),
                  stats: ShardStats | None = None, fault: Fault | None = None):
@@ -146,77 +185,168 @@ class Applier:
     def apply_raw(self, raws: Sequence[RawRecord], behind_ms: int | None = None) -> None:
         """Parse and apply one micro-batch of raw records (one GetRecords page)."""
         with gc_paused():
-            started = time.perf_counter()
-            parsed = parse_records(raws)
-            self.stats.timings["parse"] += time.perf_counter() - started
-            self.stats.records_read += len(raws)
-            self.stats.micro_batches += 1
-            self.apply(parsed, behind_ms)
+            self.apply(self._parse(raws), behind_ms)
 
-    def _apply(self, parsed: list[Parsed], behind_ms: int | None, attempt: int) -> None:
+    def apply_pages(self, pages: Iterable[tuple[Sequence[RawRecord], int | None]]) -> None:
+        """Parse and apply micro-batches (GetRecords pages: records, ms behind the tip) in order,
+        preparing each while the previous one is written (see the class's docstring). On an error
+        the write in flight ends (commits or rolls back) before the error propagates."""
+        with gc_paused(), ThreadPoolExecutor(1, thread_name_prefix=f"ingest-{self.shard_id}") as writer:
+            inflight: _InFlight | None = None
+            for raws, behind_ms in pages:
+                if raws:
+                    inflight = self._overlap(writer, inflight, self._parse(raws), behind_ms)
+            if inflight is not None:
+                self._settle(inflight)
+
+    def _overlap(self, writer: ThreadPoolExecutor, inflight: _InFlight | None, parsed: list[Parsed],
+                 behind_ms: int | None) -> _InFlight:
+        """Prepare `parsed` while `inflight` is written; submit its write once `inflight` committed."""
+        phones = {p.batch.phone_number for p in parsed if p.batch is not None}
+        if inflight is not None and not phones.isdisjoint(inflight.phones):
+            self._settle(inflight)  # a user of this micro-batch may still be being created: wait
+            inflight = None
+        prepared: _Prepared | None = self._prepare(parsed, behind_ms)
         try:
-            self._apply_once(parsed, behind_ms)
+            if inflight is not None:
+                if not wait([inflight.future], timeout=WRITE_PATIENCE_SECONDS).done:
+                    # the write may wait for a lock held by another transaction (a rollout, say) that
+                    # waits for one of ours: a cycle PostgreSQL cannot see. Let go of ours meanwhile.
+                    prepared.close()  # type: ignore[union-attr]
+                    prepared = None
+                failure = self._wait(inflight)
+                if failure is not None:
+                    # let go of ours before the bisect too: a user we share with the failed micro-batch
+                    # (under another phone number) would block it for ever
+                    if prepared is not None:
+                        prepared.close()
+                        prepared = None
+                    self._bisect(inflight.prepared.parsed, inflight.prepared.behind_ms, 1, failure)
+            if prepared is None:
+                prepared = self._prepare(parsed, behind_ms)
+            return _InFlight(writer.submit(self._write, prepared), prepared, phones)
+        except BaseException:
+            if prepared is not None:
+                prepared.close()
+            raise
+
+    def _parse(self, raws: Sequence[RawRecord]) -> list[Parsed]:
+        started = time.perf_counter()
+        parsed = parse_records(raws)
+        self.stats.timings["parse"] += time.perf_counter() - started
+        self.stats.records_read += len(raws)
+        self.stats.micro_batches += 1
+        return parsed
+
+    def _settle(self, inflight: _InFlight) -> None:
+        """Wait for a micro-batch's write; bisect it if a record error rolled it back."""
+        failure = self._wait(inflight)
+        if failure is not None:
+            self._bisect(inflight.prepared.parsed, inflight.prepared.behind_ms, 1, failure)
+
+    def _wait(self, inflight: _InFlight) -> sa_exc.DBAPIError | None:
+        """Wait for a micro-batch's write: None if it committed, the error if a record error rolled
+        it back (to bisect). Other errors propagate."""
+        try:
+            keys = inflight.future.result()
         except sa_exc.DBAPIError as exc:
             if not is_record_error(exc):
                 raise
-            reason = _db_reason(exc)
-            if len(parsed) > 1:
-                mid = len(parsed) // 2
-                log.warning("shard %s: database error on a micro-batch of %d records, bisecting: %s",
-                            self.shard_id, len(parsed), reason)
-                self._apply(parsed[:mid], behind_ms, 1)
-                self._apply(parsed[mid:], behind_ms, 1)
-            elif attempt < MAX_ATTEMPTS:
-                log.warning("shard %s: record %s failed (attempt %d of %d): %s", self.shard_id,
-                            parsed[0].raw.sequence_number, attempt, MAX_ATTEMPTS, reason)
-                self._apply(parsed, behind_ms, attempt + 1)
-            else:
-                log.error("shard %s: setting record %s aside after %d attempts: %s", self.shard_id,
-                          parsed[0].raw.sequence_number, attempt, reason)
-                raw = parsed[0].raw
-                rejection = store.Rejection(raw.sequence_number, raw.partition_key, raw.data,
-                                            f"database error after {attempt} attempts: {reason}", attempt)
-                self._set_aside(rejection, behind_ms)
+            return exc
+        self._committed(inflight.prepared, keys)
+        return None
 
-    def _apply_once(self, parsed: list[Parsed], behind_ms: int | None) -> None:
+    def _apply(self, parsed: list[Parsed], behind_ms: int | None, attempt: int) -> None:
+        try:
+            prepared = self._prepare(parsed, behind_ms)
+            keys = self._write(prepared)
+        except sa_exc.DBAPIError as exc:
+            if not is_record_error(exc):
+                raise
+            self._bisect(parsed, behind_ms, attempt, exc)
+            return
+        self._committed(prepared, keys)
+
+    def _bisect(self, parsed: list[Parsed], behind_ms: int | None, attempt: int, exc: sa_exc.DBAPIError) -> None:
+        """Lambda-style bisect-on-error: halves applied left then right; a single record still
+        failing after MAX_ATTEMPTS attempts is set aside with the error."""
+        reason = _db_reason(exc)
+        if len(parsed) > 1:
+            mid = len(parsed) // 2
+            log.warning("shard %s: database error on a micro-batch of %d records, bisecting: %s",
+                        self.shard_id, len(parsed), reason)
+            self._apply(parsed[:mid], behind_ms, 1)
+            self._apply(parsed[mid:], behind_ms, 1)
+        elif attempt < MAX_ATTEMPTS:
+            log.warning("shard %s: record %s failed (attempt %d of %d): %s", self.shard_id,
+                        parsed[0].raw.sequence_number, attempt, MAX_ATTEMPTS, reason)
+            self._apply(parsed, behind_ms, attempt + 1)
+        else:
+            log.error("shard %s: setting record %s aside after %d attempts: %s", self.shard_id,
+                      parsed[0].raw.sequence_number, attempt, reason)
+            raw = parsed[0].raw
+            rejection = store.Rejection(raw.sequence_number, raw.partition_key, raw.data,
+                                        f"database error after {attempt} attempts: {reason}", attempt)
+            self._set_aside(rejection, behind_ms)
+
+    def _position(self, sequence_number: str, records: int, behind_ms: int | None) -> store.Position:
+        return store.Position(self.stream, self.shard_id, sequence_number, records, behind_ms, self.parents)
+
+    def _prepare(self, parsed: list[Parsed], behind_ms: int | None) -> _Prepared:
+        """Open the micro-batch's transaction, lock and load its users, fold it, plan its write."""
         timings = self.stats.timings
         batches = [p.batch for p in parsed if p.batch is not None]
         rejections = [store.Rejection(p.raw.sequence_number, p.raw.partition_key, p.raw.data, p.reason)  # type: ignore[arg-type]
                       for p in parsed if p.batch is None]
-        position = store.Position(self.stream, self.shard_id, parsed[-1].raw.sequence_number, len(parsed),
-                                  behind_ms, self.parents)
-        with self.engine.begin() as conn:
+        conn = self.engine.connect()
+        try:
+            transaction = conn.begin()
             started = time.perf_counter()
             catalog, users = store.load_micro_batch(conn, batches)
             loaded = time.perf_counter()
             result = fold(users, batches, catalog)
-            folded = time.perf_counter()
-            store.write_users(conn, users, rejections=rejections, position=position)
-            keys = store.enqueue_commands(conn, result.commands)
+            plan = store.plan_write(users, rejections=rejections, commands=result.commands,
+                                    position=self._position(parsed[-1].raw.sequence_number, len(parsed), behind_ms))
+            timings["db_load"] += loaded - started
+            timings["fold"] += time.perf_counter() - loaded
+        except BaseException:
+            conn.close()
+            raise
+        return _Prepared(parsed, behind_ms, conn, transaction, result, plan, rejections)
+
+    def _write(self, prepared: _Prepared) -> list[str]:
+        """Execute a prepared micro-batch's write and commit; returns the new outbox keys. Runs on
+        the writer thread in `apply_pages`: it only waits on the database (the GIL is free)."""
+        started = time.perf_counter()
+        try:
+            keys = store.execute_write(prepared.conn, prepared.plan)
             if self.fault:
-                self.fault("before_commit", conn)
-        written = time.perf_counter()
-        timings["db_load"] += loaded - started
-        timings["fold"] += folded - loaded
-        timings["db_write"] += written - folded
-        stats = self.stats
+                self.fault("before_commit", prepared.conn)
+            prepared.transaction.commit()
+        finally:
+            prepared.close()
+        self.stats.timings["db_write"] += time.perf_counter() - started
+        if self.fault:
+            self.fault("after_commit", None)
+        return keys
+
+    def _committed(self, prepared: _Prepared, keys: list[str]) -> None:
+        stats, result = self.stats, prepared.result
         stats.transactions += 1
         stats.batches_applied += result.applied
         stats.duplicates_skipped += result.skipped
-        stats.records_rejected += len(rejections)
+        stats.records_rejected += len(prepared.rejections)
         stats.commands_emitted += len(keys)
         stats.command_keys += keys
-        for rejection in rejections:
+        for rejection in prepared.rejections:
             log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number,
                         rejection.reason)
-        if self.fault:
-            self.fault("after_commit", None)
 
     def _set_aside(self, rejection: store.Rejection, behind_ms: int | None) -> None:
+        plan = store.plan_write({}, rejections=[rejection],
+                                position=self._position(rejection.sequence_number, 1, behind_ms))
         with self.engine.begin() as conn:
-            store.write_rejections(conn, self.stream, self.shard_id, [rejection])
-            store.save_checkpoint(conn, self.stream, self.shard_id, rejection.sequence_number,
-                                  records=1, behind_ms=behind_ms, parents=self.parents)
+            store.execute_write(conn, plan)
         self.stats.transactions += 1
         self.stats.records_rejected += 1
 
@@ -257,32 +387,54 @@ def ingest_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_b
         stats.shard_closed = True
         stats.behind_ms = 0
         return stats
-    last_seq = None if at is not None else checkpoint.get("sequence_number")
     applier = Applier(engine, stream, shard_id, parents=info.parents, stats=stats, fault=fault)
-    iterator = reader.shard_iterator(kinesis, stream, shard_id, last_seq, at)
-    deadline = time.monotonic() + max_seconds
-    while stats.records_read < max_records and time.monotonic() < deadline:
-        limit = max(1, min(micro_batch_records, max_records - stats.records_read))
-        started = time.perf_counter()
-        try:
-            page = reader.get_records(kinesis, iterator, limit)
-        except kinesis.exceptions.ExpiredIteratorException:
-            iterator = reader.shard_iterator(kinesis, stream, shard_id, last_seq, at if last_seq is None else None)
-            continue
-        stats.timings["get_records"] += time.perf_counter() - started
-        if page.records:
-            raws = [RawRecord(r["SequenceNumber"], r.get("PartitionKey"), r["Data"]) for r in page.records]
-            applier.apply_raw(raws, page.behind_ms)
-            last_seq = raws[-1].sequence_number
-        stats.behind_ms = page.behind_ms
-        if page.next_iterator is None or (info.closed and not page.records and page.behind_ms == 0):
-            with engine.begin() as conn:
-                store.close_shard(conn, stream, shard_id, info.parents)
-            stats.shard_closed = True
-            break
-        iterator = page.next_iterator
-        if not page.records:
-            if page.behind_ms == 0:
-                break  # caught up
-            time.sleep(idle_sleep)
+    reading = _ShardReading(kinesis, stream, shard_id, info, stats,
+                            last_seq=None if at is not None else checkpoint.get("sequence_number"), at=at)
+    applier.apply_pages(reading.pages(micro_batch_records, max_records, time.monotonic() + max_seconds, idle_sleep))
+    if reading.drained:  # only once every micro-batch read from it has committed
+        with engine.begin() as conn:
+            store.close_shard(conn, stream, shard_id, info.parents)
+        stats.shard_closed = True
     return stats
+
+
+@dataclass
+class _ShardReading:
+    """GetRecords pages of one shard, from a sequence number (or a timestamp) on."""
+    kinesis: object
+    stream: str
+    shard_id: str
+    info: reader.ShardInfo
+    stats: ShardStats
+    last_seq: str | None
+    at: datetime | None
+    drained: bool = False  # a closed shard read to its end
+
+    def pages(self, micro_batch_records: int, max_records: int, deadline: float,
+              idle_sleep: float) -> Iterator[tuple[list[RawRecord], int | None]]:
+        """Pages until caught up, drained, or the bounds are hit (records counted as parsed)."""
+        kinesis, stats = self.kinesis, self.stats
+        iterator = reader.shard_iterator(kinesis, self.stream, self.shard_id, self.last_seq, self.at)
+        while stats.records_read < max_records and time.monotonic() < deadline:
+            limit = max(1, min(micro_batch_records, max_records - stats.records_read))
+            started = time.perf_counter()
+            try:
+                page = reader.get_records(kinesis, iterator, limit)
+            except kinesis.exceptions.ExpiredIteratorException:  # type: ignore[attr-defined]
+                iterator = reader.shard_iterator(kinesis, self.stream, self.shard_id, self.last_seq,
+                                                 self.at if self.last_seq is None else None)
+                continue
+            stats.timings["get_records"] += time.perf_counter() - started
+            if page.records:
+                raws = [RawRecord(r["SequenceNumber"], r.get("PartitionKey"), r["Data"]) for r in page.records]
+                self.last_seq = raws[-1].sequence_number
+                yield raws, page.behind_ms
+            stats.behind_ms = page.behind_ms
+            if page.next_iterator is None or (self.info.closed and not page.records and page.behind_ms == 0):
+                self.drained = True
+                return
+            iterator = page.next_iterator
+            if not page.records:
+                if page.behind_ms == 0:
+                    return  # caught up
+                time.sleep(idle_sleep)

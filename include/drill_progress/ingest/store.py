@@ -1,15 +1,15 @@
 """Set-based load and write of the user trees a micro-batch touches (templates in include/sql/ingest).
 
-Per micro-batch, whatever its size, at most four statements (round trips) before COMMIT:
+Per micro-batch, whatever its size, three statements (round trips) before COMMIT:
 1. lock_users.sql: the existing users, locked FOR UPDATE, and the drill catalog;
 2. load_trees.sql: their statuses and instances (only when some user exists; a separate statement
    so that its snapshot is taken after the locks are granted);
 3. write_trees.sql: every changed row (new/changed users, phone numbers, new/changed statuses,
-   new/changed instances), the set-aside bad records and the checkpoint, as one statement of
-   data-modifying CTEs;
-4. the outbox rows (only when the micro-batch caused commands; `enqueue_commands`, kept a
-   separate call so the outbox write stays one identifiable step).
-Never a round trip per event or per table.
+   new/changed instances), the set-aside bad records, the checkpoint and the outbox rows of the
+   commands the micro-batch caused, as one statement of data-modifying CTEs.
+Never a round trip per event or per table. The write is planned (`plan_write`: every parameter
+built in Python) apart from being executed (`execute_write`), so that the ingestion loop can
+build the next micro-batch's write while the database executes this one.
 """
 
 from __future__ import annotations
@@ -115,16 +115,24 @@ class Position:
 
 
 _EMPTY = "{}"
+_REJECTION_KEYS = ("rj_sequence_numbers", "rj_partition_keys", "rj_raw", "rj_reasons", "rj_attempts")
 
 
-def write_users(conn: Connection, users: dict[str, User], *, rejections: Sequence[Rejection] = (),
-                position: Position | None = None) -> dict[str, int]:
-    """Write back every changed row of the trees, and (in a micro-batch) its set-aside records and
-    its checkpoint, in ONE statement (ingest/write_trees.sql); returns row counts per table."""
+@dataclass(frozen=True, slots=True)
+class WritePlan:
+    """The bound parameters of one write_trees.sql execution and the row counts it writes."""
+    params: dict
+    counts: dict[str, int]
+
+
+def plan_write(users: dict[str, User], *, rejections: Sequence[Rejection] = (), position: Position | None = None,
+               commands: Sequence[Command] = ()) -> WritePlan | None:
+    """Parameters writing back every changed row of the trees and (in a micro-batch) its set-aside
+    records, its checkpoint and its commands' outbox rows; None when there is nothing to write."""
     changed = [u for u in users.values() if u.changed]
     counts = {"users": len(changed), "phone_numbers": 0, "drill_statuses": 0, "drill_instances": 0}
-    if not changed and not rejections and position is None:
-        return counts
+    if not changed and not rejections and position is None and not commands:
+        return None
     params: dict = {}
     new_users = [u for u in changed if u.is_new]
     old_users = [u for u in changed if not u.is_new]
@@ -143,17 +151,42 @@ def write_users(conn: Connection, users: dict[str, User], *, rejections: Sequenc
     counts["phone_numbers"] = len(new_users)
     counts["drill_statuses"] = _status_params(params, changed)
     counts["drill_instances"] = _instance_params(params, changed)
-    if rejections:
-        params.update({
-            "rj_sequence_numbers": [r.sequence_number for r in rejections],
-            "rj_partition_keys": [r.partition_key for r in rejections],
-            "rj_raw": [r.raw_data for r in rejections],
-            "rj_reasons": [r.reason for r in rejections],
-            "rj_attempts": [r.attempts for r in rejections],
-        })
-    else:
-        params.update(dict.fromkeys(("rj_sequence_numbers", "rj_partition_keys", "rj_raw", "rj_reasons",
-                                     "rj_attempts"), _EMPTY))
+    _rejection_params(params, rejections)
+    _position_params(params, position)
+    _outbox_params(params, commands)
+    return WritePlan(params, counts)
+
+
+def execute_write(conn: Connection, plan: WritePlan | None) -> list[str]:
+    """Run a planned write (ONE statement, ingest/write_trees.sql); returns the outbox keys that
+    are new (a command already in the outbox, from a re-delivered cause, is not written again)."""
+    if plan is None:
+        return []
+    return [row[0] for row in run(conn, "ingest/write_trees.sql", plan.params).all()]
+
+
+def write_users(conn: Connection, users: dict[str, User], *, rejections: Sequence[Rejection] = (),
+                position: Position | None = None) -> dict[str, int]:
+    """Plan and execute the write of the trees (and set-aside records and checkpoint); row counts."""
+    plan = plan_write(users, rejections=rejections, position=position)
+    execute_write(conn, plan)
+    return plan.counts if plan else {"users": 0, "phone_numbers": 0, "drill_statuses": 0, "drill_instances": 0}
+
+
+def _rejection_params(params: dict, rejections: Sequence[Rejection]) -> None:
+    if not rejections:
+        params.update(dict.fromkeys(_REJECTION_KEYS, _EMPTY))
+        return
+    params.update({
+        "rj_sequence_numbers": [r.sequence_number for r in rejections],
+        "rj_partition_keys": [r.partition_key for r in rejections],
+        "rj_raw": [r.raw_data for r in rejections],
+        "rj_reasons": [r.reason for r in rejections],
+        "rj_attempts": [r.attempts for r in rejections],
+    })
+
+
+def _position_params(params: dict, position: Position | None) -> None:
     if position is None:
         params.update({"stream": None, "shard_id": None, "sequence_number": None, "parents": _EMPTY,
                        "records": 0, "behind_ms": None})
@@ -161,8 +194,18 @@ def write_users(conn: Connection, users: dict[str, User], *, rejections: Sequenc
         params.update({"stream": position.stream, "shard_id": position.shard_id,
                        "sequence_number": position.sequence_number, "parents": list(position.parents),
                        "records": position.records, "behind_ms": position.behind_ms})
-    run(conn, "ingest/write_trees.sql", params)
-    return counts
+
+
+def _outbox_params(params: dict, commands: Sequence[Command]) -> None:
+    """The outbox rows, as `drill_progress.outbox.enqueue` writes them, with the arrays passed as
+    literals: encoding thousands of JSON payloads element by element cost more than the rest."""
+    params.update({
+        "source": OUTBOX_SOURCE,
+        "ob_keys": _text_array(c.idempotency_key for c in commands),
+        "ob_types": _text_array(c.command_type for c in commands),
+        "ob_phones": _text_array(c.phone_number for c in commands),
+        "ob_payloads": _text_array([_json(c.payload) for c in commands]),
+    })
 
 
 def _status_params(params: dict, changed: list[User]) -> int:
@@ -220,44 +263,6 @@ def _instance_values(prefix: str, instances: list[Instance]) -> dict[str, str]:
         f"{prefix}_completions": _array(i.completion_time for i in instances),
         f"{prefix}_valid": _array(i.is_valid for i in instances),
     }
-
-
-def enqueue_commands(conn: Connection, cmds: list[Command]) -> list[str]:
-    """Outbox rows for the commands (same transaction); returns the keys that are new.
-
-    The same statement as `drill_progress.outbox.enqueue` (template outbox/enqueue.sql, ON
-    CONFLICT (idempotency_key) DO NOTHING), with the arrays passed as literals: encoding
-    thousands of JSON payloads element by element cost more than the rest of the write."""
-    if not cmds:
-        return []
-    params = {
-        "source": OUTBOX_SOURCE,
-        "keys": _text_array(c.idempotency_key for c in cmds),
-        "types": _text_array(c.command_type for c in cmds),
-        "phones": _text_array(c.phone_number for c in cmds),
-        "payloads": _text_array([_json(c.payload) for c in cmds]),
-    }
-    return [row[0] for row in run(conn, "outbox/enqueue.sql", params).all()]
-
-
-def write_rejections(conn: Connection, stream: str, shard_id: str, rejections: Sequence[Rejection]) -> None:
-    if not rejections:
-        return
-    run(conn, "ingest/insert_rejected.sql", {
-        "stream": stream, "shard_id": shard_id,
-        "sequence_numbers": [r.sequence_number for r in rejections],
-        "partition_keys": [r.partition_key for r in rejections],
-        "raw": [r.raw_data for r in rejections],
-        "reasons": [r.reason for r in rejections],
-        "attempts": [r.attempts for r in rejections],
-    })
-
-
-def save_checkpoint(conn: Connection, stream: str, shard_id: str, sequence_number: str, *, records: int,
-                    behind_ms: int | None, parents: Sequence[str] = ()) -> None:
-    run(conn, "ingest/save_checkpoint.sql", {
-        "stream": stream, "shard_id": shard_id, "sequence_number": sequence_number,
-        "parents": list(parents), "records": records, "behind_ms": behind_ms})
 
 
 def close_shard(conn: Connection, stream: str, shard_id: str, parents: Sequence[str] = ()) -> None:

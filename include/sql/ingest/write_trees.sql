@@ -1,6 +1,7 @@
--- Everything a micro-batch writes except its outbox rows, in ONE statement (one round trip):
--- new users, changed users, the new users' primary phone numbers, new and changed drill statuses,
--- new and changed drill instances, the micro-batch's set-aside bad records and its checkpoint.
+-- Everything a micro-batch writes, in ONE statement (one round trip): new users, changed users,
+-- the new users' primary phone numbers, new and changed drill statuses, new and changed drill
+-- instances, the micro-batch's set-aside bad records, its checkpoint and the outbox rows of the
+-- commands it caused. Returns the outbox keys that are new.
 -- Each part reads its own parameter arrays; an empty array writes nothing. Every part affects
 -- different rows, so the parts are independent; foreign keys to users inserted by a sibling part
 -- are checked at the end of the statement and see them. Any error fails the whole statement (and
@@ -65,7 +66,7 @@ WITH new_users AS (
     WHERE d.drill_instance_id = v.drill_instance_id AND d.user_id = v.user_id
 ), rejected AS (
     -- bad input set aside with its reason; a record already set aside (re-delivery, replay) is
-    -- never set aside twice (the statement of insert_rejected.sql)
+    -- never set aside twice
     INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, attempts)
     SELECT %(stream)s::text, %(shard_id)s::text, v.sequence_number, v.partition_key, v.raw_data, v.reason, v.attempts
     FROM unnest(%(rj_sequence_numbers)s::text[], %(rj_partition_keys)s::text[], %(rj_raw)s::bytea[],
@@ -73,7 +74,8 @@ WITH new_users AS (
          AS v(sequence_number, partition_key, raw_data, reason, attempts)
     ON CONFLICT (stream, shard_id, sequence_number) DO NOTHING
 ), checkpoint AS (
-    -- the position the micro-batch covers (the statement of save_checkpoint.sql); no row when
+    -- the position the micro-batch covers, never moving backwards (a replay from an earlier
+    -- timestamp re-reads behind the checkpoint without rewinding it); no row when
     -- %(sequence_number)s is NULL (write_users() outside a micro-batch)
     INSERT INTO stream_checkpoints AS c (stream, shard_id, sequence_number, parent_shard_ids, records_applied,
                                          behind_ms, updated_at)
@@ -89,5 +91,14 @@ WITH new_users AS (
         records_applied = c.records_applied + EXCLUDED.records_applied,
         behind_ms = EXCLUDED.behind_ms,
         updated_at = now()
+), outbox AS (
+    -- commands caused by the micro-batch, the statement of outbox/enqueue.sql: a key already in
+    -- the outbox (a re-delivered cause, a retry) writes nothing
+    INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source)
+    SELECT k, t, p, d::jsonb, %(source)s::text
+    FROM unnest(%(ob_keys)s::text[], %(ob_types)s::text[], %(ob_phones)s::text[], %(ob_payloads)s::text[])
+         AS c(k, t, p, d)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key
 )
-SELECT 1
+SELECT idempotency_key FROM outbox
