@@ -2,19 +2,23 @@
 -- 's' rows: every drill status of the users, in catalog order per user;
 -- 'i' rows: the drill instances an event can change: the valid ones (USER_VALIDATED invalidates
 --           them) and any the micro-batch names (an invalid one is still updated by its events).
+-- Driven by the given user ids: one index lookup per user (a LATERAL subquery kept apart from the
+-- join by OFFSET 0, so the planner cannot flatten it), whatever the table statistics say. On a
+-- young or fast-growing table stale statistics made the planner hash-join whole-table scans, even
+-- with parallel workers, to read the trees of a few hundred users.
 SELECT kind, user_id, id, drill_slug, place, text1, text2, time1, time2, time3, flag
 FROM (
-    SELECT 's' AS kind, user_id::text AS user_id, id::text AS id, drill_slug, place_in_sequence AS place,
-           drill_instance_id::text AS text1, NULL::text AS text2,
-           started_time AS time1, completed_time AS time2, NULL::timestamptz AS time3, NULL::boolean AS flag
-    FROM drill_statuses
-    WHERE user_id = ANY (%(user_ids)s::uuid[])
+    SELECT 's' AS kind, s.user_id::text AS user_id, s.id::text AS id, s.drill_slug, s.place_in_sequence AS place,
+           s.drill_instance_id::text AS text1, NULL::text AS text2,
+           s.started_time AS time1, s.completed_time AS time2, NULL::timestamptz AS time3, NULL::boolean AS flag
+    FROM unnest(%(user_ids)s::uuid[]) AS k(user_id)
+    CROSS JOIN LATERAL (SELECT * FROM drill_statuses WHERE user_id = k.user_id OFFSET 0) AS s
     UNION ALL
-    SELECT 'i', user_id::text, drill_instance_id::text, drill_slug, NULL,
-           phone_number, current_prompt_slug,
-           current_prompt_start_time, current_prompt_last_response_time, completion_time, is_valid
-    FROM drill_instances
-    WHERE user_id = ANY (%(user_ids)s::uuid[])
-      AND (is_valid OR drill_instance_id = ANY (%(instance_ids)s::uuid[]))
+    SELECT 'i', d.user_id::text, d.drill_instance_id::text, d.drill_slug, NULL,
+           d.phone_number, d.current_prompt_slug,
+           d.current_prompt_start_time, d.current_prompt_last_response_time, d.completion_time, d.is_valid
+    FROM unnest(%(user_ids)s::uuid[]) AS k(user_id)
+    CROSS JOIN LATERAL (SELECT * FROM drill_instances WHERE user_id = k.user_id OFFSET 0) AS d
+    WHERE d.is_valid OR d.drill_instance_id = ANY (%(instance_ids)s::uuid[])
 ) AS t
 ORDER BY kind DESC, user_id, place
