@@ -3,7 +3,13 @@ through the emulator, and peak memory.
 
 Sizes (env): INGEST_BENCH_USERS (10000 users x 10 events in batches of 3,3,2,2),
 INGEST_BENCH_BASELINE_USERS (default: the same users), INGEST_BENCH_E2E_USERS (2000),
-INGEST_BENCH_MICRO_BATCH (500), INGEST_BENCH_SHARDS (2).
+INGEST_BENCH_MICRO_BATCH (500), INGEST_BENCH_SHARDS (2), INGEST_BENCH_REPEAT (3: the apply path
+runs that many times, each on a fresh database; the median is the figure, every run is printed,
+because on a shared 2-core machine the same run varies by a third from one minute to the next).
+
+The apply path overlaps two micro-batches (parse/load/fold of the next while the previous one is
+written), so its time split has two columns: the main thread (parse, db_load, fold: these add up
+to at most the wall time) and the writer thread (db_write, overlapping them).
 """
 
 from __future__ import annotations
@@ -99,22 +105,36 @@ def run(ctx) -> list[dict]:
     records = stream_records(users)
     events = users * EVENTS_PER_USER
 
-    # 1. the set-based apply path (parse + validate + load + fold + write + checkpoint)
-    _url, engine = ctx.new_database("ingest_apply")
-    seconds, python_cpu, stats = _apply_path(engine, records, micro_batch)
-    assert stats.batches_applied == len(records), stats.as_dict()
-    assert _count(engine, "command_outbox") == 2 * users
+    # 1. the set-based apply path (parse + validate + load + fold + write + checkpoint), on fresh
+    # databases; the median run is the figure
+    repeat = max(1, ctx.size("INGEST_BENCH_REPEAT", 3))
+    runs = []
+    for _ in range(repeat):
+        _url, engine = ctx.new_database("ingest_apply")
+        seconds, python_cpu, stats = _apply_path(engine, records, micro_batch)
+        assert stats.batches_applied == len(records), stats.as_dict()
+        assert _count(engine, "command_outbox") == 2 * users
+        runs.append((seconds, python_cpu, stats, engine))
+    runs.sort(key=lambda r: r[0])
+    seconds, python_cpu, stats, engine = runs[len(runs) // 2]
+    for *_rest, other in runs:
+        if other is not engine:
+            other.dispose()
     ours = events / seconds
     out += [
         {"metric": "ingest.apply.events_per_s", "value": round(ours), "unit": "events/s", "users": users,
-         "events": events, "records": len(records), "micro_batch": micro_batch, "seconds": round(seconds, 2)},
+         "events": events, "records": len(records), "micro_batch": micro_batch, "seconds": round(seconds, 2),
+         "of_runs": repeat, "runs_events_per_s": [round(events / r[0]) for r in runs]},
+        {"metric": "ingest.apply.best_events_per_s", "value": round(events / runs[0][0]), "unit": "events/s"},
         {"metric": "ingest.apply.transactions", "value": stats.transactions, "unit": "transactions"},
         {"metric": "ingest.apply.python_cpu_seconds", "value": round(python_cpu, 2), "unit": "s",
          "load_average": round(os.getloadavg()[0], 1)},
     ]
     for part, spent in stats.timings.items():
         if part != "get_records":
-            out.append({"metric": f"ingest.apply.seconds.{part}", "value": round(spent, 3), "unit": "s"})
+            thread = "writer" if part == "db_write" else "main"
+            out.append({"metric": f"ingest.apply.seconds.{part}", "value": round(spent, 3), "unit": "s",
+                        "thread": thread})
     # re-delivery of everything: all skipped by the seq guard
     seconds_dup, dup_stats = apply_path(engine, records, micro_batch)
     assert dup_stats.duplicates_skipped == len(records)
@@ -163,9 +183,10 @@ def run(ctx) -> list[dict]:
                 "users": e2e_users, "events": e2e_events, "shards": shards, "seconds": round(e2e_seconds, 2)})
     for part, spent in totals.items():
         out.append({"metric": f"ingest.e2e.seconds.{part}", "value": round(spent, 3), "unit": "s",
-                    "share": round(spent / e2e_seconds, 3)})
-    out.append({"metric": "ingest.e2e.seconds.other", "value": round(e2e_seconds - sum(totals.values()), 3),
-                "unit": "s"})
+                    "share": round(spent / e2e_seconds, 3), "thread": "writer" if part == "db_write" else "main"})
+    main_thread = sum(spent for part, spent in totals.items() if part != "db_write")
+    out.append({"metric": "ingest.e2e.seconds.main_thread_other", "value": round(e2e_seconds - main_thread, 3),
+                "unit": "s", "note": "waiting for the writer, shard planning, iterators"})
     out.append({"metric": "ingest.e2e.rss_growth", "value": round(
         (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1), "unit": "MiB"})
     e2e_engine.dispose()

@@ -27,6 +27,11 @@ each event batch to the user aggregate in PostgreSQL (connection `drill_progress
   written once) and published after commit; a task retry or a re-run never publishes a command twice.
   Only a crash between Kinesis accepting a command and `published_at` committing can resend it, with
   the same `idempotency_key`.
+- *Overlap, commits in order*: while one micro-batch is written and committed, the next is parsed, its
+  users locked (`FOR UPDATE`) and loaded, and folded, on a second connection. It is written only after
+  the previous one has committed, so a checkpoint never covers an uncommitted micro-batch; when the two
+  share a phone number the next waits for the commit before loading. A micro-batch stuck behind a
+  lock for more than 2 s lets go of the next one's locks (no hidden lock cycle with, say, a rollout).
 - *Bisect*: a database error on a micro-batch (constraint, bad data, trigger) splits it in halves,
   each applied in its own transaction, down to the single record; that record is retried 3 times and
   then set aside in `rejected_records` with the error. The stream keeps flowing.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from datetime import datetime
 
 import pytest
 from ingest_support import (
@@ -40,8 +41,28 @@ def test_valid_examples_parse(name):
     doc = example(name)
     assert batch.seq == int(doc["seq"]) and batch.phone_number == doc["phone_number"]
     assert [e.event_type for e in batch.events] == [e["event_type"] for e in doc["events"]]
-    assert all(e.created_time.tzinfo is not None for e in batch.events)
+    assert [datetime.fromisoformat(e.created_time) for e in batch.events] == [
+        datetime.fromisoformat(e["created_time"].upper()) for e in doc["events"]]
     assert not list(ev.schema_validator().iter_errors(doc))
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("2026-03-02T08:00:00Z", "2026-03-02T08:00:00Z"),
+    ("2026-03-02t08:00:00.5z", "2026-03-02T08:00:00.5Z"),
+    ("2026-03-02T08:00:00.123456+05:30", "2026-03-02T08:00:00.123456+05:30"),
+    ("2026-03-02T08:00:00.123456789Z", "2026-03-02T08:00:00.123456Z"),  # truncated, as datetime does
+    ("2026-03-02T08:00:00.1234567-01:00", "2026-03-02T08:00:00.123456-01:00"),
+])
+def test_times_are_kept_as_validated_text(text, kept):
+    assert ev._timestamp(text, "", "created_time") == kept
+    assert datetime.fromisoformat(kept) == datetime.fromisoformat(text.upper())
+
+
+@pytest.mark.parametrize("text", ["2026-03-02T08:00:00Z\n", "2026-02-30T08:00:00Z", "2026-03-02T08:00:00",
+                                  "2026-03-02 08:00:00Z", "2026-03-02T24:00:00Z", "2026-03-02T08:00:60Z"])
+def test_times_that_are_not_rfc_3339_are_refused(text):
+    with pytest.raises(ev.BadRecord, match="created_time"):
+        ev._timestamp(text, "", "created_time")
 
 
 @pytest.mark.parametrize(("name", "needle"), [

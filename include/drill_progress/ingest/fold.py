@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from drill_progress import commands, ids
 from drill_progress.commands import Command
 from drill_progress.ingest import events as ev
 from drill_progress.progress import next_drill
+
+# A timestamptz as text: an event's validated RFC 3339 created_time, or PostgreSQL's text output
+# for a value loaded from the database. Times are only copied into rows here, never computed
+# with, and the database reads either form as the same instant.
+Timestamp = str
 
 
 @dataclass(slots=True)
@@ -23,8 +27,8 @@ class Status:
     drill_slug: str
     place_in_sequence: int
     drill_instance_id: str | None = None
-    started_time: datetime | None = None
-    completed_time: datetime | None = None
+    started_time: Timestamp | None = None
+    completed_time: Timestamp | None = None
     is_new: bool = False
     loaded: tuple | None = None  # values as loaded, to write only what changed
 
@@ -38,9 +42,9 @@ class Instance:
     drill_slug: str
     phone_number: str
     current_prompt_slug: str | None = None
-    current_prompt_start_time: datetime | None = None
-    current_prompt_last_response_time: datetime | None = None
-    completion_time: datetime | None = None
+    current_prompt_start_time: Timestamp | None = None
+    current_prompt_last_response_time: Timestamp | None = None
+    completion_time: Timestamp | None = None
     is_valid: bool = True
     is_new: bool = False
     loaded: tuple | None = None
@@ -58,7 +62,7 @@ class User:
     is_new: bool = False
     changed: bool = False
     profile: dict | None = None
-    last_interacted_time: datetime | None = None
+    last_interacted_time: Timestamp | None = None
     statuses: list[Status] = field(default_factory=list)           # in place_in_sequence order
     instances: dict[str, Instance] = field(default_factory=dict)
 
@@ -78,8 +82,8 @@ class FoldResult:
 
 def new_user(phone_number: str, catalog: Sequence[CatalogDrill]) -> User:
     """A user seen for the first time: deterministic ids, one status row per catalog drill."""
-    user_id = str(ids.user_id(phone_number))
-    statuses = [Status(str(ids.status_id(user_id, d.drill_slug)), d.drill_slug, d.place_in_sequence, is_new=True)
+    user_id = ids.user_id_text(phone_number)
+    statuses = [Status(ids.status_id_text(user_id, d.drill_slug), d.drill_slug, d.place_in_sequence, is_new=True)
                 for d in sorted(catalog, key=lambda d: d.place_in_sequence)]
     return User(user_id, phone_number, None, is_new=True, statuses=statuses)
 

@@ -22,6 +22,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ ISOLATED_SQLSTATE_CLASSES = frozenset({"22", "23", "54", "P0"})
 # before it (normally tens of milliseconds); longer than PostgreSQL's deadlock_timeout (1 s), so
 # that cycles PostgreSQL can see are broken by PostgreSQL first.
 WRITE_PATIENCE_SECONDS = 2.0
+# Pages parsed ahead while a write is in flight (memory: a few thousand records at most).
+PARSE_AHEAD_PAGES = 4
 
 
 def is_record_error(exc: BaseException) -> bool:
@@ -149,6 +152,35 @@ class _Prepared:
         self.conn.close()
 
 
+class _ParsedPages:
+    """Pages parsed in order, up to `limit` of them ahead of their turn: parsing is pure Python (no
+    database, no locks), so the time the main thread would spend waiting for a write goes into
+    parsing the pages after the next one."""
+
+    def __init__(self, pages: Iterable[tuple[Sequence[RawRecord], int | None]],
+                 parse: Callable[[Sequence[RawRecord]], list[Parsed]], limit: int):
+        self._pages = iter(pages)
+        self._parse = parse
+        self._limit = limit
+        self._ready: deque[tuple[list[Parsed], int | None]] = deque()
+        self._exhausted = False
+
+    def parse_ahead(self) -> bool:
+        """Parse one more page; False when `limit` pages are waiting or there are no more pages."""
+        if self._exhausted or len(self._ready) >= self._limit:
+            return False
+        for raws, behind_ms in self._pages:
+            if raws:
+                self._ready.append((self._parse(raws), behind_ms))
+                return True
+        self._exhausted = True
+        return False
+
+    def __iter__(self) -> Iterator[tuple[list[Parsed], int | None]]:
+        while self._ready or self.parse_ahead():
+            yield self._ready.popleft()
+
+
 @dataclass(frozen=True, slots=True)
 class _InFlight:
     """A prepared micro-batch whose write was handed to the writer thread."""
@@ -193,15 +225,16 @@ class Applier:
         the write in flight ends (commits or rolls back) before the error propagates."""
         with gc_paused(), ThreadPoolExecutor(1, thread_name_prefix=f"ingest-{self.shard_id}") as writer:
             inflight: _InFlight | None = None
-            for raws, behind_ms in pages:
-                if raws:
-                    inflight = self._overlap(writer, inflight, self._parse(raws), behind_ms)
+            parsed_pages = _ParsedPages(pages, self._parse, PARSE_AHEAD_PAGES)
+            for parsed, behind_ms in parsed_pages:
+                inflight = self._overlap(writer, inflight, parsed, behind_ms, parsed_pages.parse_ahead)
             if inflight is not None:
                 self._settle(inflight)
 
     def _overlap(self, writer: ThreadPoolExecutor, inflight: _InFlight | None, parsed: list[Parsed],
-                 behind_ms: int | None) -> _InFlight:
-        """Prepare `parsed` while `inflight` is written; submit its write once `inflight` committed."""
+                 behind_ms: int | None, parse_ahead: Callable[[], bool]) -> _InFlight:
+        """Prepare `parsed` while `inflight` is written; submit its write once `inflight` committed.
+        Time left waiting for the write is spent parsing the next pages (`parse_ahead`)."""
         phones = {p.batch.phone_number for p in parsed if p.batch is not None}
         if inflight is not None and not phones.isdisjoint(inflight.phones):
             self._settle(inflight)  # a user of this micro-batch may still be being created: wait
@@ -209,6 +242,8 @@ class Applier:
         prepared: _Prepared | None = self._prepare(parsed, behind_ms)
         try:
             if inflight is not None:
+                while not inflight.future.done() and parse_ahead():
+                    pass
                 if not wait([inflight.future], timeout=WRITE_PATIENCE_SECONDS).done:
                     # the write may wait for a lock held by another transaction (a rollout, say) that
                     # waits for one of ours: a cycle PostgreSQL cannot see. Let go of ours meanwhile.
@@ -415,8 +450,9 @@ class _ShardReading:
         """Pages until caught up, drained, or the bounds are hit (records counted as parsed)."""
         kinesis, stats = self.kinesis, self.stats
         iterator = reader.shard_iterator(kinesis, self.stream, self.shard_id, self.last_seq, self.at)
-        while stats.records_read < max_records and time.monotonic() < deadline:
-            limit = max(1, min(micro_batch_records, max_records - stats.records_read))
+        fetched = 0  # pages are parsed some time after they are fetched (parse-ahead)
+        while fetched < max_records and time.monotonic() < deadline:
+            limit = max(1, min(micro_batch_records, max_records - fetched))
             started = time.perf_counter()
             try:
                 page = reader.get_records(kinesis, iterator, limit)
@@ -428,6 +464,7 @@ class _ShardReading:
             if page.records:
                 raws = [RawRecord(r["SequenceNumber"], r.get("PartitionKey"), r["Data"]) for r in page.records]
                 self.last_seq = raws[-1].sequence_number
+                fetched += len(raws)
                 yield raws, page.behind_ms
             stats.behind_ms = page.behind_ms
             if page.next_iterator is None or (self.info.closed and not page.records and page.behind_ms == 0):

@@ -95,7 +95,13 @@ def load_micro_batch(conn: Connection, batches: Sequence[ev.Batch]) -> tuple[lis
                 instance = Instance(row_id, slug, text1, text2, time1, time2, time3, flag)
                 instance.loaded = (slug, text2, time1, time2, time3, flag)
                 by_id[user_id].instances[row_id] = instance
+        for user in by_id.values():
+            user.statuses.sort(key=_place)
     return catalog, users
+
+
+def _place(status: Status) -> int:
+    return status.place_in_sequence
 
 
 def load_users(conn: Connection, batches: Sequence[ev.Batch]) -> dict[str, User]:
@@ -144,7 +150,7 @@ def plan_write(users: dict[str, User], *, rejections: Sequence[Rejection] = (), 
             f"{prefix}_times": _array(u.last_interacted_time for u in group),
         })
     params.update({
-        "pn_ids": _array(ids.phone_number_id(u.phone_number) for u in new_users),
+        "pn_ids": _array(ids.phone_number_id_text(u.phone_number) for u in new_users),
         "pn_phones": _text_array(u.phone_number for u in new_users),
         "pn_user_ids": _array(u.user_id for u in new_users),
     })
