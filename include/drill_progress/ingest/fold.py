@@ -65,6 +65,10 @@ class User:
     last_interacted_time: Timestamp | None = None
     statuses: list[Status] = field(default_factory=list)           # in place_in_sequence order
     instances: dict[str, Instance] = field(default_factory=dict)
+    # what was loaded of an existing user's tree (see tree_needs): a rule that reads a part that
+    # was not loaded raises instead of silently changing nothing
+    statuses_loaded: bool = True
+    valid_instances_loaded: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,42 @@ class FoldResult:
     commands: list[Command] = field(default_factory=list)
 
 
+# The event types whose rules read the user's drill statuses, and those that read every valid
+# instance of the user (beyond the instances the events name, which are always loaded).
+READS_STATUSES = frozenset({ev.USER_VALIDATED, ev.DRILL_STARTED, ev.DRILL_COMPLETED, ev.NEXT_DRILL_REQUESTED,
+                            ev.OPTED_OUT})
+READS_VALID_INSTANCES = frozenset({ev.USER_VALIDATED})
+
+
+@dataclass(slots=True)
+class TreeNeeds:
+    """What of the users' trees the rules of a micro-batch's events read, by phone number."""
+    statuses: set[str] = field(default_factory=set)
+    valid_instances: set[str] = field(default_factory=set)
+    instance_ids: set[str] = field(default_factory=set)
+
+
+def tree_needs(batches: Iterable[ev.Batch]) -> TreeNeeds:
+    """Most batches only answer prompts: their users' statuses need not be loaded at all."""
+    needs = TreeNeeds()
+    for batch in batches:
+        for event in batch.events:
+            kind = event.event_type
+            if kind in READS_STATUSES:
+                needs.statuses.add(batch.phone_number)
+                if kind in READS_VALID_INSTANCES:
+                    needs.valid_instances.add(batch.phone_number)
+            if event.drill_instance_id is not None:
+                needs.instance_ids.add(event.drill_instance_id)
+    return needs
+
+
+def _statuses(user: User) -> list[Status]:
+    if not user.statuses_loaded:
+        raise AssertionError(f"user {user.user_id}: statuses read but not loaded (READS_STATUSES is wrong)")
+    return user.statuses
+
+
 def new_user(phone_number: str, catalog: Sequence[CatalogDrill]) -> User:
     """A user seen for the first time: deterministic ids, one status row per catalog drill."""
     user_id = ids.user_id_text(phone_number)
@@ -93,7 +133,7 @@ def _command_key(event_id: str) -> str:
 
 
 def _drill_started(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
-    for status in user.statuses:
+    for status in _statuses(user):
         if status.drill_slug == event.drill_slug:
             status.started_time = event.created_time
             status.drill_instance_id = event.drill_instance_id
@@ -126,7 +166,7 @@ def _advanced(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
 
 
 def _drill_completed(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
-    for status in user.statuses:
+    for status in _statuses(user):
         if status.drill_instance_id == event.drill_instance_id:
             status.completed_time = event.created_time
     instance = user.instances.get(event.drill_instance_id)  # type: ignore[arg-type]
@@ -138,7 +178,9 @@ def _drill_completed(user: User, batch: ev.Batch, event: ev.Event, out: list) ->
 
 
 def _user_validated(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
-    for status in user.statuses:
+    if not user.valid_instances_loaded:
+        raise AssertionError(f"user {user.user_id}: valid instances read but not loaded (READS_VALID_INSTANCES)")
+    for status in _statuses(user):
         status.started_time = None
         status.completed_time = None
         status.drill_instance_id = None
@@ -150,7 +192,7 @@ def _user_validated(user: User, batch: ev.Batch, event: ev.Event, out: list) -> 
 def _opted_out(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
     if event.drill_instance_id is None:
         return
-    for status in user.statuses:
+    for status in _statuses(user):
         if status.drill_instance_id == event.drill_instance_id:
             status.started_time = None
     instance = user.instances.get(event.drill_instance_id)
@@ -207,7 +249,7 @@ def apply_batch(user: User, batch: ev.Batch, catalog: Sequence[CatalogDrill]) ->
         elif next_request is None:
             next_request = event_id
     if next_request is not None:
-        slug = next_drill(user.statuses)
+        slug = next_drill(_statuses(user))
         if slug is not None:
             out.append(commands.start_drill(batch.phone_number, slug, _command_key(next_request)))
     return out

@@ -24,7 +24,7 @@ from drill_progress import ids
 from drill_progress.commands import Command
 from drill_progress.db import run
 from drill_progress.ingest import events as ev
-from drill_progress.ingest.fold import CatalogDrill, Instance, Status, User
+from drill_progress.ingest.fold import CatalogDrill, Instance, Status, TreeNeeds, User, tree_needs
 
 OUTBOX_SOURCE = "ingest"
 
@@ -72,7 +72,8 @@ def load_catalog(conn: Connection) -> list[CatalogDrill]:
 
 def load_micro_batch(conn: Connection, batches: Sequence[ev.Batch]) -> tuple[list[CatalogDrill], dict[str, User]]:
     """The drill catalog and the trees of the existing users among the batches' phone numbers
-    (locked), by phone number: two statements, the second only when some user exists."""
+    (locked), by phone number: two statements, the second only when some user exists. Only the
+    parts of the trees the events' rules read are loaded (`fold.tree_needs`)."""
     phones = list({b.phone_number for b in batches})
     catalog: list[CatalogDrill] = []
     users: dict[str, User] = {}
@@ -84,20 +85,31 @@ def load_micro_batch(conn: Connection, batches: Sequence[ev.Batch]) -> tuple[lis
             users[name] = by_id[user_id] = User(user_id, name, int(seq))
     catalog.sort(key=lambda d: d.place_in_sequence)
     if by_id:
-        referenced = {e.drill_instance_id for b in batches for e in b.events if e.drill_instance_id is not None}
-        rows = run(conn, "ingest/load_trees.sql", {"user_ids": _array(by_id), "instance_ids": _array(referenced)})
-        for kind, user_id, row_id, slug, place, text1, text2, time1, time2, time3, flag in rows.all():
-            if kind == "s":
-                status = Status(row_id, slug, place, text1, time1, time2)
-                status.loaded = (text1, time1, time2)
-                by_id[user_id].statuses.append(status)
-            else:
-                instance = Instance(row_id, slug, text1, text2, time1, time2, time3, flag)
-                instance.loaded = (slug, text2, time1, time2, time3, flag)
-                by_id[user_id].instances[row_id] = instance
-        for user in by_id.values():
-            user.statuses.sort(key=_place)
+        _load_trees(conn, users, by_id, tree_needs(batches))
     return catalog, users
+
+
+def _load_trees(conn: Connection, users: dict[str, User], by_id: dict[str, User], needs: TreeNeeds) -> None:
+    for phone, user in users.items():
+        user.statuses_loaded = phone in needs.statuses
+        user.valid_instances_loaded = phone in needs.valid_instances
+    rows = run(conn, "ingest/load_trees.sql", {
+        "user_ids": _array(by_id),
+        "status_user_ids": _array(u.user_id for u in by_id.values() if u.statuses_loaded),
+        "valid_instance_user_ids": _array(u.user_id for u in by_id.values() if u.valid_instances_loaded),
+        "instance_ids": _array(needs.instance_ids),
+    })
+    for kind, user_id, row_id, slug, place, text1, text2, time1, time2, time3, flag in rows.all():
+        if kind == "s":
+            status = Status(row_id, slug, place, text1, time1, time2)
+            status.loaded = (text1, time1, time2)
+            by_id[user_id].statuses.append(status)
+        else:
+            instance = Instance(row_id, slug, text1, text2, time1, time2, time3, flag)
+            instance.loaded = (slug, text2, time1, time2, time3, flag)
+            by_id[user_id].instances[row_id] = instance
+    for user in by_id.values():
+        user.statuses.sort(key=_place)
 
 
 def _place(status: Status) -> int:
