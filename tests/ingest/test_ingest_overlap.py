@@ -4,6 +4,7 @@ applied one after the other reach, and commits stay in stream order."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -198,3 +199,15 @@ def test_a_lock_cycle_through_another_transaction_is_broken(drill_db, monkeypatc
     assert 0.1 < outcome["waited"] < 10  # got micro-batch 2's lock once it let go, not by a timeout
     assert applier.stats.batches_applied == 2 and applier.stats.transactions == 2
     assert rows(drill_db.engine, "SELECT seq FROM users ORDER BY seq") == [(2,), (2,)]
+
+
+def test_thread_switch_interval_is_short_only_while_applying(drill_db):
+    seen = []
+
+    def fault(stage, conn):
+        seen.append(sys.getswitchinterval())
+
+    before = sys.getswitchinterval()
+    apply_pages(drill_db.engine, interleaved()[:4], 2, fault=fault)
+    assert seen and all(interval <= 0.001 for interval in seen)
+    assert sys.getswitchinterval() == before
