@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -100,6 +101,8 @@ def main(argv: list[str]) -> int:
     finally:
         moto.stop()
         pg.stop(mode="immediate")
+        if not os.environ.get("BENCH_KEEP_DATA"):  # a 1,000,000-user run leaves gigabytes behind
+            shutil.rmtree(base, ignore_errors=True)
     print()
     print(_table(results))
     out = HERE / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
