@@ -9,23 +9,23 @@
 -- so the planner cannot flatten them), whatever the table statistics say. On a young or
 -- fast-growing table stale statistics made the planner hash-join whole-table scans, even with
 -- parallel workers, to read the trees of a few hundred users.
+WITH instances AS (
+    SELECT d.*
+    FROM unnest(%(valid_instance_user_ids)s::uuid[]) AS k(user_id)
+    CROSS JOIN LATERAL (SELECT * FROM drill_instances WHERE user_id = k.user_id AND is_valid OFFSET 0) AS d
+    UNION ALL
+    SELECT d.*
+    FROM unnest(%(instance_ids)s::uuid[]) AS k(drill_instance_id)
+    CROSS JOIN LATERAL (SELECT * FROM drill_instances WHERE drill_instance_id = k.drill_instance_id OFFSET 0) AS d
+    WHERE d.user_id = ANY (%(user_ids)s::uuid[])
+)
 SELECT 's' AS kind, s.user_id::text AS user_id, s.id::text AS id, s.drill_slug, s.place_in_sequence AS place,
        s.drill_instance_id::text AS text1, NULL::text AS text2,
        s.started_time::text AS time1, s.completed_time::text AS time2, NULL::text AS time3, NULL::boolean AS flag
 FROM unnest(%(status_user_ids)s::uuid[]) AS k(user_id)
 CROSS JOIN LATERAL (SELECT * FROM drill_statuses WHERE user_id = k.user_id OFFSET 0) AS s
 UNION ALL
-SELECT 'i', d.user_id::text, d.drill_instance_id::text, d.drill_slug, NULL,
-       d.phone_number, d.current_prompt_slug,
-       d.current_prompt_start_time::text, d.current_prompt_last_response_time::text, d.completion_time::text,
-       d.is_valid
-FROM unnest(%(valid_instance_user_ids)s::uuid[]) AS k(user_id)
-CROSS JOIN LATERAL (SELECT * FROM drill_instances WHERE user_id = k.user_id AND is_valid OFFSET 0) AS d
-UNION ALL
-SELECT 'i', d.user_id::text, d.drill_instance_id::text, d.drill_slug, NULL,
-       d.phone_number, d.current_prompt_slug,
-       d.current_prompt_start_time::text, d.current_prompt_last_response_time::text, d.completion_time::text,
-       d.is_valid
-FROM unnest(%(instance_ids)s::uuid[]) AS k(drill_instance_id)
-CROSS JOIN LATERAL (SELECT * FROM drill_instances WHERE drill_instance_id = k.drill_instance_id OFFSET 0) AS d
-WHERE d.user_id = ANY (%(user_ids)s::uuid[])
+SELECT 'i', user_id::text, drill_instance_id::text, drill_slug, NULL,
+       phone_number, current_prompt_slug,
+       current_prompt_start_time::text, current_prompt_last_response_time::text, completion_time::text, is_valid
+FROM instances
