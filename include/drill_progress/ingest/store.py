@@ -116,11 +116,6 @@ def _place(status: Status) -> int:
     return status.place_in_sequence
 
 
-def load_users(conn: Connection, batches: Sequence[ev.Batch]) -> dict[str, User]:
-    """Trees of the existing users among the batches' phone numbers (locked), by phone number."""
-    return load_micro_batch(conn, batches)[1]
-
-
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a micro-batch ends in its shard: the checkpoint written with its state changes."""
