@@ -26,30 +26,30 @@ def uuid5_text(name: str) -> str:
 
 
 def user_id_text(phone_number: str) -> str:
-    """`str(user_id(phone_number))`."""
+    """The id of the user created for a phone number seen for the first time."""
     return uuid5_text("user:" + phone_number)
 
 
 def phone_number_id_text(phone_number: str) -> str:
-    """`str(phone_number_id(phone_number))`."""
+    """The id of a user's primary `phone_numbers` row."""
     return uuid5_text("phone:" + phone_number)
 
 
 def status_id_text(user_id: uuid.UUID | str, drill_slug: str) -> str:
-    """`str(status_id(user_id, drill_slug))`."""
+    """The id of the `drill_statuses` row of (user, drill); the rollout uses the same rule."""
     return uuid5_text(f"{user_id}:{drill_slug}")
 
 
 def user_id(phone_number: str) -> uuid.UUID:
-    """The id of the user created for a phone number seen for the first time."""
-    return uuid.uuid5(NAMESPACE, "user:" + phone_number)
+    """`user_id_text` as a UUID."""
+    return uuid.UUID(user_id_text(phone_number))
 
 
 def phone_number_id(phone_number: str) -> uuid.UUID:
-    """The id of a user's primary `phone_numbers` row."""
-    return uuid.uuid5(NAMESPACE, "phone:" + phone_number)
+    """`phone_number_id_text` as a UUID."""
+    return uuid.UUID(phone_number_id_text(phone_number))
 
 
 def status_id(user_id: uuid.UUID | str, drill_slug: str) -> uuid.UUID:
-    """The id of the `drill_statuses` row of (user, drill); the rollout uses the same rule."""
-    return uuid.uuid5(NAMESPACE, f"{user_id}:{drill_slug}")
+    """`status_id_text` as a UUID."""
+    return uuid.UUID(status_id_text(user_id, drill_slug))

@@ -269,8 +269,3 @@ def fold(users: dict[str, User], batches: Iterable[ev.Batch], catalog: Sequence[
             result.applied += 1
             result.commands += produced
     return result
-
-
-def referenced_instances(batches: Iterable[ev.Batch]) -> list[str]:
-    """Instance ids named by the events (loaded even when no longer valid)."""
-    return list({e.drill_instance_id for b in batches for e in b.events if e.drill_instance_id is not None})
