@@ -110,8 +110,8 @@ def dialog_event_ingest():
         from drill_progress.ingest import tasks
 
         return tasks.ingest_shard(
-            runtime.db_engine(), runtime.aws_client("kinesis"), runtime.variable(config.DIALOG_EVENT_STREAM),
-            runtime.variable(config.COMMAND_STREAM), shard_id,
+            runtime.db_engine(role="ingest"), runtime.aws_client("kinesis"),
+            runtime.variable(config.DIALOG_EVENT_STREAM), runtime.variable(config.COMMAND_STREAM), shard_id,
             micro_batch_records=int(params["micro_batch_records"]), max_records=int(params["max_records_per_shard"]),
             max_seconds=float(params["max_seconds"]), replay_shard_id=params.get("replay_shard_id"),
             replay_from=params.get("replay_from"))

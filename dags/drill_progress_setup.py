@@ -49,7 +49,7 @@ def drill_progress_setup():
     def apply_migrations() -> dict:
         from drill_progress import runtime, setup
 
-        return setup.migrate(runtime.db_engine())
+        return setup.migrate(runtime.db_engine(role="migrations"))
 
     @task
     def create_aws_resources(params: dict | None = None) -> dict:

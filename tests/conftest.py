@@ -164,3 +164,12 @@ def run_dag(airflow_env):
         return dag.test(run_conf=conf, logical_date=logical_date)
 
     return _run
+
+
+# Hypothesis: the same examples on every run (CI must not flake), no example database written
+# into the repository. HYPOTHESIS_PROFILE=explore draws new, more examples.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+_hypothesis_settings.register_profile("explore", max_examples=5000, database=None, deadline=None)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

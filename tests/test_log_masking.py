@@ -1,7 +1,7 @@
 """Phone numbers are masked in task logs: real DAG runs (dag.test) whose work touches phone numbers,
 then every log line they produced — captured stdout/stderr, Python log records, and any log file
 under the Airflow home — is searched for a full phone number. The masked form
-('+1555***0001', drill_progress.privacy.mask_phone) may appear; the full number may not.
+('***0001', drill_progress.privacy.mask_phone) may appear; the full number may not.
 """
 
 from __future__ import annotations
@@ -124,3 +124,47 @@ def test_the_check_catches_an_unmasked_phone_number(run_dag, airflow_env, captur
     leaks = {where for where, body in captured_logs().items() if _leaks(body, ["+15557770009"])}
     assert leaks, "an unmasked phone number in a task log went unnoticed"
     print(f"unmasked number found in: {sorted(leaks)}")
+
+
+_REFUSE_PHONES = """
+CREATE FUNCTION refuse_phone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'phone number % refused', NEW.phone_number
+        USING ERRCODE = '42501', DETAIL = 'Key (phone_number)=(' || NEW.phone_number || ') is not allowed';
+END $$;
+CREATE TRIGGER refuse_phone BEFORE INSERT ON phone_numbers FOR EACH ROW EXECUTE FUNCTION refuse_phone();
+"""
+
+
+def test_a_database_error_that_fails_an_ingest_task_logs_no_full_phone_number(airflow_env, captured_logs):
+    """A database error the task cannot get past (a permission error raised with the phone number in
+    its message and DETAIL): the task fails, and its log says why without the number."""
+    from airflow_support import load_dag
+    from sqlalchemy.exc import ProgrammingError
+
+    aws, db = airflow_env["aws"], airflow_env["db"]
+    ensure_stream(aws.kinesis, "dialog-events", 1)
+    ensure_stream(aws.kinesis, "dialog-commands", 1)
+    with db.engine.begin() as conn:
+        from drill_progress.db import run_script
+
+        run_script(conn, _REFUSE_PHONES)
+    with pytest.raises(ProgrammingError) as raw, db.engine.begin() as conn:  # the control: the error names it
+        conn.exec_driver_sql("INSERT INTO users (user_id, seq) VALUES (gen_random_uuid(), 1) RETURNING user_id")
+        conn.exec_driver_sql("INSERT INTO phone_numbers (id, phone_number, user_id) "
+                             "SELECT gen_random_uuid(), %(p)s, user_id FROM users", {"p": PHONES[0]})
+    assert _leaks(str(raw.value), PHONES)
+    aws.kinesis.put_record(StreamName="dialog-events", PartitionKey=PHONES[0],
+                           Data=_batch(1, [_event("USER_VALIDATED", PHONES[0], 0,
+                                                  code_validation_payload={"valid": True})]))
+    dag = load_dag("dialog_event_ingest")
+    for task in dag.tasks:
+        task.retries = 0
+    run = dag.test()
+    logs = captured_logs()
+    states = {ti.task_id: _state(ti) for ti in run.get_task_instances()}
+    assert states["ingest_shard"] == "failed", states
+    text = "\n".join(logs.values())
+    assert "DatabaseError: 42501: phone number ***0001 refused" in text
+    leaks = {where: _leaks(body, PHONES) for where, body in logs.items() if _leaks(body, PHONES)}
+    assert not leaks, f"full phone numbers in logs: {leaks}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from drill_progress import commands, outbox
 from drill_progress.aws_resources import ensure_stream
 from drill_progress.privacy import mask_phone, mask_phones_in
@@ -43,6 +45,13 @@ def test_failed_publish_stays_pending(drill_db, aws):
     assert json.loads(_read_all(aws.kinesis, "missing")[0]["Data"])["payload"]["prompt_slug"] == "q2"
 
 
-def test_mask_phone():
-    assert mask_phone("+15551230001") == "+1555***0001"
-    assert "5551230001" not in mask_phones_in("user +15551230001 failed")
+@pytest.mark.parametrize(("phone", "masked"), [
+    ("+15551230001", "***0001"), ("+44 20 7946 0958", "***0958"), ("5551234", "***4"), ("+1555123", "***3"),
+    ("12345", "***"), ("+1", "***"), ("", "<none>"), (None, "<none>"), ("+1 (555) 123-0001", "***0001"),
+])
+def test_mask_phone_keeps_at_most_the_last_four_digits(phone, masked):
+    assert mask_phone(phone) == masked
+
+
+def test_mask_phones_in_free_text():
+    assert mask_phones_in("user +15551230001 failed; 555-123-4567 too") == "user ***0001 failed; ***4567 too"

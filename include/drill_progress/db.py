@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
@@ -34,8 +35,27 @@ def normalise_url(url: str | URL) -> URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
-def make_engine(url: str | URL, **kwargs: Any) -> Engine:
-    options: dict[str, Any] = {"pool_pre_ping": True, "future": True}
+# (lock_timeout, statement_timeout) of every connection, by the job that opens it (docs/operations.md).
+# A lock or a statement that waits longer fails with SQLSTATE 55P03 / 57014, which each job treats
+# as transient trouble: ingestion retries the micro-batch, tasks retry.
+TIMEOUTS: dict[str, tuple[str, str]] = {
+    "ingest": ("10s", "60s"),      # a micro-batch's statements take milliseconds; users locked ~1 s at most
+    "task": ("30s", "10min"),      # set-based DAG tasks: due users, reports, rollout batches, prunes
+    "migrations": ("60s", "0"),    # DDL may rewrite tables; never queue forever behind a long lock
+    "ui": ("2s", "15s"),           # the Drill Progress page reads, it must answer or fail fast
+}
+
+
+def make_engine(url: str | URL, role: str = "task", **kwargs: Any) -> Engine:
+    """A pooled engine whose connections carry `role`'s timeouts and name (application_name
+    drill_progress.<role>), and never print bound parameters in errors (they hold phone numbers)."""
+    lock_timeout, statement_timeout = TIMEOUTS[role]
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "hide_parameters": True,
+        "connect_args": {"options": f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}",
+                         "application_name": f"drill_progress.{role}"},
+    }
     options.update(kwargs)
     return create_engine(normalise_url(url), **options)
 
@@ -48,3 +68,75 @@ def run(conn: Connection, template: str, params: Mapping[str, Any] | None = None
 def run_script(conn: Connection, sql: str) -> None:
     """Execute a multi-statement SQL script (no parameters) on the connection's transaction."""
     conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+
+
+# ---- what a database error means for the caller ----------------------------------------------
+
+TRANSIENT = "transient"  # try the same work again: it may well succeed
+DATA = "data"            # caused by the data written: retrying the same rows fails the same way
+FATAL = "fatal"          # the connection, the server or the code: stop and let the task retry
+
+# Deadlock, serialization failure, lock_timeout, statement_timeout (or another cancel).
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57014"})
+# Data exception (22), integrity violation (23), program limit exceeded (54: e.g. an index row
+# too large), raised by a trigger or function (P0).
+DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54", "P0"})
+# Raised by the client library or Python on values it cannot send (a lone surrogate, ...).
+CONTENT_ERRORS = (UnicodeError, ValueError, TypeError, LookupError, ArithmeticError, RecursionError)
+
+
+def trouble(exc: BaseException) -> str:
+    """TRANSIENT, DATA or FATAL for an error raised while reading or writing the drill database.
+
+    A psycopg error without SQLSTATE that is not about the connection is a client-side refusal
+    (e.g. a NUL character in a text value): TRANSIENT, so that the work is retried and then, when
+    it keeps failing, isolated like a DATA error."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return FATAL
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate in TRANSIENT_SQLSTATES:
+            return TRANSIENT
+        if sqlstate:
+            return DATA if sqlstate[:2] in DATA_SQLSTATE_CLASSES else FATAL
+        return FATAL if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) else TRANSIENT
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return FATAL  # pool exhausted, closed result, ...
+    return DATA if isinstance(exc, CONTENT_ERRORS) else FATAL
+
+
+def is_transient(exc: BaseException) -> bool:
+    return trouble(exc) == TRANSIENT
+
+
+def error_summary(exc: BaseException, limit: int = 500) -> str:
+    """'<SQLSTATE or error type>: <first line of the message>', phone numbers masked, storable as text.
+    Never the SQL, its parameters or PostgreSQL's DETAIL line (which may quote a row)."""
+    from drill_progress.privacy import mask_phones_in, safe_text
+
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlstate", None) or type(orig).__name__
+    lines = str(orig).strip().splitlines()
+    text = mask_phones_in(f"{code}: {lines[0] if lines else type(orig).__name__}")
+    return safe_text(text, limit)  # type: ignore[return-value]
+
+
+class DatabaseError(RuntimeError):
+    """A database error, summarised (`error_summary`): no SQL, no bound parameters, no row details."""
+
+
+def masked_errors(fn):
+    """Decorator for task entry points: a database error leaving the task is re-raised as
+    DatabaseError with its summary only, its original (whose message may quote a row holding a
+    phone number) detached from the traceback Airflow logs."""
+    import psycopg
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (sa_exc.SQLAlchemyError, psycopg.Error) as exc:
+            summary = error_summary(exc)
+        raise DatabaseError(summary)
+
+    return call

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from drill_progress import commands, outbox
-from drill_progress.db import load_sql, run
+from drill_progress.db import load_sql, masked_errors, run
 from drill_progress.privacy import mask_phone
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ def enqueue_due(engine: Engine, reference: datetime, win: Window) -> dict:
     return {"candidates": len(due), "already_enqueued": len(due) - len(fresh), "enqueued": len(new_keys)}
 
 
+@masked_errors
 def trigger_reminders(engine: Engine, kinesis, stream: str, *, reference: datetime,
                       floor_minutes: int = DEFAULT_FLOOR_MINUTES, ceil_minutes: int = DEFAULT_CEIL_MINUTES,
                       max_attempts: int = 8) -> dict:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from drill_progress.db import run
+from drill_progress.db import masked_errors, run
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def build_day(engine: Engine, day: ReportDay) -> dict[str, Any]:
     return summary
 
 
+@masked_errors
 def build_for_run(engine: Engine, *, report_date: str | None = None, data_interval_start: datetime | None = None,
                   data_interval_end: datetime | None = None, run_after: datetime | None = None) -> dict[str, Any]:
     """The DAG task: resolve the run's report day (see `resolve_day`) and replace it."""

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from drill_progress import ids
-from drill_progress.db import run
+from drill_progress.db import masked_errors, run
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ def resolve_placement(request: RolloutRequest, existing_name: str | None, existi
 # --------------------------------------------------------------------------- the rollout
 
 
+@masked_errors
 def roll_out(engine: Engine, *, drill_slug: Any = None, drill_name: Any = None, place_in_sequence: Any = None,
              only_employer_ids: Any = None, dry_run: Any = False, batch_size: int = BATCH_SIZE,
              workers: int = WORKERS, settle_timeout: float = SETTLE_TIMEOUT_S) -> dict:

@@ -44,13 +44,14 @@ def db_url(conn_id: str = config.DB_CONN_ID) -> URL:
 
 
 @functools.cache
-def _engine_for(url: str) -> Engine:
-    return make_engine(url, pool_size=4, max_overflow=4)
+def _engine_for(url: str, role: str) -> Engine:
+    return make_engine(url, role, pool_size=4, max_overflow=4)
 
 
-def db_engine(conn_id: str = config.DB_CONN_ID) -> Engine:
-    """A pooled engine for the drill database, one per process and connection URL."""
-    return _engine_for(db_url(conn_id).render_as_string(hide_password=False))
+def db_engine(conn_id: str = config.DB_CONN_ID, role: str = "task") -> Engine:
+    """A pooled engine for the drill database, one per process, connection URL and job role
+    (`drill_progress.db.TIMEOUTS`: the role sets the connections' lock and statement timeouts)."""
+    return _engine_for(db_url(conn_id).render_as_string(hide_password=False), role)
 
 
 def aws_client(service: str, conn_id: str = config.AWS_CONN_ID):

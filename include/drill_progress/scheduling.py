@@ -37,7 +37,7 @@ from typing import NamedTuple
 from sqlalchemy.engine import Connection, Engine
 
 from drill_progress import commands, outbox, progress
-from drill_progress.db import run
+from drill_progress.db import masked_errors, run
 from drill_progress.privacy import mask_phone
 
 log = logging.getLogger(__name__)
@@ -317,6 +317,7 @@ def send_slot(engine: Engine, dynamodb, kinesis, *, table: str, stream: str, slo
 
 # --- Airflow entry points (called from task bodies only) ---------------------------------------
 
+@masked_errors
 def plan_task(dag_run, params: dict) -> list[dict]:
     """Plan the run; return the slot specs the send tasks are mapped over (the summary is logged)."""
     from drill_progress import config, runtime
@@ -330,6 +331,7 @@ def plan_task(dag_run, params: dict) -> list[dict]:
     return planned["slots"]
 
 
+@masked_errors
 def send_slot_task(slot: dict, deferred: bool) -> dict:
     from drill_progress import config, runtime
 

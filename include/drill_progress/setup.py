@@ -7,10 +7,12 @@ import logging
 from sqlalchemy.engine import Engine
 
 from drill_progress import aws_resources, migrations
+from drill_progress.db import masked_errors
 
 log = logging.getLogger(__name__)
 
 
+@masked_errors
 def migrate(engine: Engine) -> dict:
     applied = migrations.apply_migrations(engine)
     with engine.connect() as conn:

@@ -23,7 +23,7 @@ def parsed(name_or_doc) -> ev.Batch:
 
 def at(doc_name: str) -> str:
     """The last event's time as the fold copies it: the validated RFC 3339 text."""
-    return ev._timestamp(example(doc_name)["events"][-1]["created_time"], "", "created_time")
+    return ev._timestamp(example(doc_name)["events"][-1]["created_time"], "created_time")
 
 
 def instant(text: str | None) -> datetime | None:

@@ -185,7 +185,7 @@ def test_replay_shard_from_timestamp_is_safe(drill_db, stream):
     shard_id = checkpoints[0][0]
     since = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
     assert shard_id in tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=since)
-    with pytest.raises(ValueError, match="needs replay_from"):
+    with pytest.raises(pipeline.ReplayRefused, match="needs both"):
         tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id)
     result = tasks.ingest_shard(drill_db.engine, stream, STREAM, "dialog-commands", shard_id,
                                 replay_shard_id=shard_id, replay_from=since)
@@ -195,3 +195,52 @@ def test_replay_shard_from_timestamp_is_safe(drill_db, stream):
     assert rows(drill_db.engine, "SELECT shard_id, sequence_number FROM stream_checkpoints ORDER BY 1") == checkpoints
     with pytest.raises(ValueError, match="not a listed shard"):
         tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id="shardId-000000000099", replay_from=since)
+
+
+def test_checkpoint_records_when_its_last_record_arrived(drill_db, stream):
+    put_docs(stream, STREAM, story_docs()[:6])
+    ingest_all(drill_db.engine, stream)
+    arrivals = {}
+    for shard in stream.list_shards(StreamName=STREAM)["Shards"]:
+        it = stream.get_shard_iterator(StreamName=STREAM, ShardId=shard["ShardId"],
+                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records = stream.get_records(ShardIterator=it, Limit=100)["Records"]
+        if records:
+            arrivals[shard["ShardId"]] = (records[-1]["SequenceNumber"], records[-1]["ApproximateArrivalTimestamp"])
+    stored = {shard: (seq, at) for shard, seq, at in rows(
+        drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints")}
+    assert stored == arrivals
+
+
+def test_a_replay_that_would_skip_unread_records_is_refused(drill_db, stream):
+    """A replay from later than the checkpoint's last record would move the checkpoint past records
+    never read: refused with a clear message, before anything is read or written."""
+    docs = story_docs()
+    put_docs(stream, STREAM, docs[:8])
+    ingest_all(drill_db.engine, stream)
+    put_docs(stream, STREAM, docs[8:])  # arrive after the checkpoint: never read yet
+    time.sleep(0.05)
+    later = datetime.now(UTC).isoformat()
+    before = rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints ORDER BY 1")
+    shard_id, _, arrived = before[0]
+    with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint .* never read"):
+        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=later)
+    with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint"):
+        pipeline.ingest_shard(drill_db.engine, stream, STREAM, shard_id, replay_from=later, idle_sleep=0)
+    assert rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints "
+                                 "ORDER BY 1") == before
+    # at the checkpoint's own arrival time it is allowed, and it reads everything after
+    assert shard_id in tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
+                                         replay_from=arrived.isoformat())
+    ingest_all(drill_db.engine, stream)
+    assert len(rows(drill_db.engine, "SELECT * FROM users")) == len(PHONES)
+    assert rows(drill_db.engine, "SELECT count(*) FROM users WHERE seq = 5") == [(len(PHONES),)]
+
+
+def test_a_replay_of_a_shard_never_read_is_refused(drill_db, stream):
+    shard_id = stream.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
+    with pytest.raises(pipeline.ReplayRefused, match="no checkpoint yet"):
+        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
+                          replay_from="2026-01-01T00:00:00+00:00")
+    with pytest.raises(pipeline.ReplayRefused, match="not an ISO 8601 timestamp"):
+        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from="yesterday")

@@ -1,20 +1,32 @@
-"""Parse and validate one record of the dialog event stream (contract §2) at the edge.
+"""The edge of ingestion: one record of the dialog event stream (contract §2), bytes in, a `Batch`
+or a `BadRecord` out, whatever the bytes.
 
-A record is bytes. It is *bad input* when it is not UTF-8, not JSON, fails the JSON schema
-`schemas/dialog-event-batch.schema.json` (Draft 2020-12, with the `uuid` and `date-time`
-formats checked) or names an unknown `event_type`. `parse_record` returns a `Batch` or raises
-`BadRecord` whose reason names the field and the problem (never a value, so never a phone
-number).
+**One source of truth.** The record format is the JSON Schema `schemas/dialog-event-batch.schema.json`.
+The typed msgspec structs below are its fast path (checked in C); `tests/ingest/test_ingest_edge.py`
+cross-checks them against `jsonschema` (Draft 2020-12, formats checked) on the contract's examples,
+thousands of mutations and generated documents: the edge never accepts what the schema rejects.
+
+**What the edge accepts** is what the schema accepts, within limits that keep every accepted record
+storable in PostgreSQL and readable again in Python (docs/edge.md lists each refusal and its reason):
+
+- at most `MAX_RECORD_BYTES` (1 MiB, the Kinesis record limit), strict UTF-8, one JSON document;
+- JSON nested at most ~1,000 levels anywhere, and a `user_profile` (stored whole as jsonb) nested at
+  most `MAX_STORED_DEPTH` levels, with integers within 64 bits (Python reads jsonb back with `json`,
+  which refuses deeper nesting and integers past 4,300 digits);
+- no U+0000 in anything stored (phone number, drill and prompt slugs, profile keys and values):
+  PostgreSQL text and jsonb cannot hold it; lone surrogates are not valid JSON text;
+- UUIDs in their canonical 8-4-4-4-12 form (any case);
+- date-times per RFC 3339 with an offset and a year from 1900 to 9998 (PostgreSQL and Python then
+  agree on every instant; the schema's `date-time` allows years 0000-9999);
+- `account_info.employer_id` / `unit_id` at most 256 characters as text (the daily report keys
+  its rows, in a btree index, by employer id).
+
+`parse_record` raises nothing but `BadRecord`, whose message is the reason stored in
+`rejected_records`: it names the field and the problem, never a value of the record.
 
 Timestamps stay text: `created_time` is the validated RFC 3339 date-time (upper-cased, offset
-included), which PostgreSQL reads as the same instant. Ingestion only copies event times into
-rows, never computes with them, so no `datetime` is built for the hundred thousand times a
-benchmark run carries (nor formatted back into text for the database).
-
-The validator here is hand-written for speed (the JSON-schema library costs more than the whole
-rest of the apply path). It mirrors the schema rule for rule; `tests/ingest/test_events.py`
-checks it against `jsonschema` on the contract's examples and on thousands of mutations, so it
-rejects everything the schema rejects. `schema_validator()` gives the reference validator.
+included), which PostgreSQL reads as the same instant. Ingestion only copies event times into rows,
+never computes with them.
 """
 
 from __future__ import annotations
@@ -25,7 +37,11 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from uuid import UUID
+from typing import Annotated, Any
+
+import msgspec
+
+from drill_progress.privacy import mask_phones_in
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "dialog-event-batch.schema.json"
 
@@ -43,6 +59,14 @@ EVENT_TYPES = frozenset({
     USER_VALIDATED, USER_VALIDATION_FAILED, DRILL_STARTED, ADVANCED_TO_NEXT_PROMPT, COMPLETED_PROMPT,
     FAILED_PROMPT, DRILL_COMPLETED, REMINDER_TRIGGERED, NEXT_DRILL_REQUESTED, OPTED_OUT,
 })
+
+# ---- the edge's limits (docs/edge.md) ----
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_STORED_DEPTH = 32
+MAX_INT = 2**63 - 1
+MIN_YEAR, MAX_YEAR = 1900, 9998
+MAX_ID_LENGTH = 256  # account_info.employer_id / unit_id as text (the report's key)
+MAX_REASON_LENGTH = 500
 
 
 class BadRecord(ValueError):
@@ -81,404 +105,291 @@ def schema_validator():
     return jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
-# ---- format checks, the same as jsonschema's (uuid: UUID() + dashes; date-time: RFC 3339) ----
-# Error paths are formatted only when raising: the success path builds no strings.
-
-_RFC3339 = re.compile(
-    r"^(\d{4})-(0[1-9]|1[0-2])-(\d{2})T(?:[01]\d|2[0123]):(?:[0-5]\d):(?:[0-5]\d)(?:\.\d+)?"
-    r"(?:Z|[+-](?:[01]\d|2[0123]):[0-5]\d)$", re.ASCII)
-_BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
-_SEQ = re.compile(r"^[0-9]{1,30}$")
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def _path(where: str, key: str | None) -> str:
-    return f"{where}.{key}" if where and key else (key or where)
-
-
-def _canonical_uuid(value: str) -> str | None:
-    """The lowercase canonical form if jsonschema's uuid check accepts `value`, else None."""
-    if _CANONICAL_UUID.fullmatch(value) is not None:
-        return value.lower()  # the usual form: accepted by the jsonschema check too
-    try:
-        parsed = UUID(value)
-    except ValueError:
-        return None
-    if value[8] == "-" and value[13] == "-" and value[18] == "-" and value[23] == "-":
-        return str(parsed)
-    return None
-
-
-def _timestamp(value: object, where: str, key: str) -> str:
-    """The date-time as validated text (RFC 3339, with an offset; upper-cased 'T' and 'Z')."""
-    if not isinstance(value, str):
-        raise BadRecord(f"{_path(where, key)}: must be a string (ISO 8601 date-time)")
-    upper = value.upper()
-    match = _RFC3339.fullmatch(upper)
-    if match is None:
-        raise BadRecord(f"{_path(where, key)}: not an RFC 3339 date-time with offset")
-    day = int(match[3])
-    if day > 28 or day < 1 or match[1] == "0000":
-        year, month = int(match[1]), int(match[2])
-        if not year or not 1 <= day <= calendar.monthrange(year, month)[1]:
-            raise BadRecord(f"{_path(where, key)}: not a valid calendar date")
-    if len(upper) > 27 and "." in upper:  # beyond microseconds: truncated, as datetime does
-        upper = _BEYOND_MICROSECONDS.sub(r"\1", upper, 1)
-    return upper
-
-
-def _uuid(value: object, where: str, key: str) -> str:
-    if not isinstance(value, str):
-        raise BadRecord(f"{_path(where, key)}: must be a string (UUID)")
-    canonical = _canonical_uuid(value)
-    if canonical is None:
-        raise BadRecord(f"{_path(where, key)}: not a UUID")
-    return canonical
-
-
-def _string(obj: dict, key: str, where: str, *, min_len: int = 0, max_len: int | None = None,
-            required: bool = True) -> str | None:
-    if key not in obj:
-        if required:
-            raise BadRecord(f"{_path(where, key)}: required")
-        return None
-    value = obj[key]
-    if not isinstance(value, str):
-        raise BadRecord(f"{_path(where, key)}: must be a string")
-    if len(value) < min_len or (max_len is not None and len(value) > max_len):
-        raise BadRecord(f"{_path(where, key)}: length must be {min_len}..{max_len}")
-    return value
-
-
-def _object(value: object, where: str, key: str | None = None) -> dict:
-    if type(value) is not dict:
-        raise BadRecord(f"{_path(where, key)}: must be an object")
-    return value
-
-
-def _phone(obj: dict, where: str) -> str | None:
-    return _string(obj, "phone_number", where, min_len=3, max_len=32, required=False)
-
-
-def _prompt(value: object, where: str, key: str) -> str:
-    prompt = _object(value, where, key)
-    slug = prompt.get("slug")
-    if type(slug) is str and 1 <= len(slug) <= 200:
-        return slug
-    return _string(prompt, "slug", _path(where, key), min_len=1, max_len=200)  # type: ignore[return-value]
-
-
-def _is_integer(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, float) and value.is_integer()
-
-
-def _profile(value: object, where: str) -> dict:
-    profile = _object(value, where, "user_profile")
-    if "validated" not in profile:
-        raise BadRecord(f"{where}.user_profile.validated: required")
-    for key, item in profile.items():
-        if key in _PROFILE_BOOL_KEYS:
-            if item is not True and item is not False:
-                raise BadRecord(f"{where}.user_profile.{key}: must be a boolean")
-        elif key in _PROFILE_STR_KEYS:
-            if item is not None and not isinstance(item, str):
-                raise BadRecord(f"{where}.user_profile.{key}: must be a string or null")
-        elif key == "account_info" and item is not None and type(item) is not dict:
-            raise BadRecord(f"{where}.user_profile.account_info: must be an object or null")
-    return profile
-
-
-_PROFILE_BOOL_KEYS = frozenset({"validated", "opted_out", "is_demo"})
-_PROFILE_STR_KEYS = frozenset({"name", "language"})
-_EVENT_REQUIRED = ("event_id", "event_type", "phone_number", "created_time", "user_profile")
-
-
-def _instance(event: dict, where: str) -> str:
-    if "drill_instance_id" not in event:
-        raise BadRecord(f"{where}.drill_instance_id: required")
-    return _uuid(event["drill_instance_id"], where, "drill_instance_id")
-
-
-def _event(value: object, where: str) -> Event:
-    event = _object(value, where)
-    for key in _EVENT_REQUIRED:
-        if key not in event:
-            raise BadRecord(f"{where}.{key}: required")
-    event_type = event["event_type"]
-    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
-        raise BadRecord(f"{where}.event_type: unknown event type")
-    event_id = _uuid(event["event_id"], where, "event_id")
-    _phone(event, where)
-    created = _timestamp(event["created_time"], where, "created_time")
-    profile = _profile(event["user_profile"], where)
-    if "schema_version" in event and not _is_integer(event["schema_version"]):
-        raise BadRecord(f"{where}.schema_version: must be an integer")
-    parsed = Event(event_id, event_type, created, profile)
-    rule = _TYPE_RULES.get(event_type)
-    if rule is not None:
-        rule(event, parsed, where)
-    return parsed
-
-
-def _drill_started(event: dict, parsed: Event, where: str) -> None:
-    for key in ("drill", "drill_instance_id", "first_prompt"):
-        if key not in event:
-            raise BadRecord(f"{where}.{key}: required for {DRILL_STARTED}")
-    drill = _object(event["drill"], where, "drill")
-    parsed.drill_slug = _prompt(drill, where, "drill")  # the same rule: slug of 1..200 characters
-    if not isinstance(drill.get("name"), str):
-        _string(drill, "name", f"{where}.drill")
-    if "prompts" in drill:
-        prompts = drill["prompts"]
-        if type(prompts) is not list:
-            raise BadRecord(f"{where}.drill.prompts: must be an array")
-        for i, prompt in enumerate(prompts):
-            _prompt(prompt, f"{where}.drill", f"prompts[{i}]")
-    parsed.drill_instance_id = _instance(event, where)
-    parsed.prompt_slug = _prompt(event["first_prompt"], where, "first_prompt")
-
-
-def _prompt_event(event: dict, parsed: Event, where: str) -> None:
-    kind = parsed.event_type
-    if "prompt" not in event:
-        raise BadRecord(f"{where}.prompt: required for {kind}")
-    if kind != ADVANCED_TO_NEXT_PROMPT:
-        if "response" not in event:
-            raise BadRecord(f"{where}.response: required for {kind}")
-        _string(event, "response", where)
-    if kind == FAILED_PROMPT:
-        if "abandoned" not in event:
-            raise BadRecord(f"{where}.abandoned: required for {kind}")
-        if not isinstance(event["abandoned"], bool):
-            raise BadRecord(f"{where}.abandoned: must be a boolean")
-    parsed.drill_instance_id = _instance(event, where)
-    parsed.prompt_slug = _prompt(event["prompt"], where, "prompt")
-
-
-def _drill_completed(event: dict, parsed: Event, where: str) -> None:
-    parsed.drill_instance_id = _instance(event, where)
-
-
-def _opted_out(event: dict, parsed: Event, where: str) -> None:
-    instance = event.get("drill_instance_id")
-    if instance is not None:
-        parsed.drill_instance_id = _uuid(instance, where, "drill_instance_id")
-
-
-def _user_validated(event: dict, parsed: Event, where: str) -> None:
-    if "code_validation_payload" not in event:
-        raise BadRecord(f"{where}.code_validation_payload: required for {USER_VALIDATED}")
-    payload = _object(event["code_validation_payload"], where, "code_validation_payload")
-    if "valid" not in payload:
-        raise BadRecord(f"{where}.code_validation_payload.valid: required")
-
-
-# USER_VALIDATION_FAILED, REMINDER_TRIGGERED, NEXT_DRILL_REQUESTED have no extra fields.
-_TYPE_RULES = {
-    DRILL_STARTED: _drill_started,
-    ADVANCED_TO_NEXT_PROMPT: _prompt_event,
-    COMPLETED_PROMPT: _prompt_event,
-    FAILED_PROMPT: _prompt_event,
-    DRILL_COMPLETED: _drill_completed,
-    OPTED_OUT: _opted_out,
-    USER_VALIDATED: _user_validated,
-}
-
+# ---- decoding: bytes -> Python objects ---------------------------------------------------------
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def validate(doc: object) -> Batch:
-    """The batch in a decoded JSON document, or BadRecord naming the first schema violation."""
-    batch = _object(doc, "batch")
-    for key in ("batch_id", "seq", "phone_number", "created_time", "events"):
-        if key not in batch:
-            raise BadRecord(f"{key}: required")
-    batch_id = _uuid(batch["batch_id"], "", "batch_id")
-    seq = batch["seq"]
-    if not isinstance(seq, str):
-        raise BadRecord("seq: must be a string of decimal digits")
-    if _SEQ.search(seq) is None:
-        raise BadRecord("seq: must be 1 to 30 decimal digits")
-    phone = _phone(batch, "")
-    created = _timestamp(batch["created_time"], "", "created_time")
-    events = batch["events"]
-    if type(events) is not list:
-        raise BadRecord("events: must be an array")
-    if not events:
-        raise BadRecord("events: must not be empty")
-    parsed = [_event(event, f"events[{i}]") for i, event in enumerate(events)]
-    return Batch(batch_id, int(seq), phone, created, parsed)  # type: ignore[arg-type]
-
-
-try:  # a C JSON decoder shipped with Airflow's task SDK; the stdlib is the fallback
-    import msgspec
-    from msgspec import DecodeError as _FastDecodeError
-    from msgspec import ValidationError as _FastValidationError
-    from msgspec.json import decode as _fast_decode
-except ImportError:  # pragma: no cover
-    msgspec = None  # type: ignore[assignment]
-    _fast_decode = None
-
-
-def _stdlib_decode(data: bytes) -> object:
+def _why_not_json(data: bytes) -> str:
+    """The precise reason the C decoder refused `data` (asked of the stdlib, only on failure)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRecord(f"not valid UTF-8 (byte {exc.start})") from None
+        return f"not valid UTF-8 (byte {exc.start})"
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        detail = f"line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "bad token"
-        raise BadRecord(f"not valid JSON ({detail})") from None
+        json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return "not valid JSON (nested too deeply)"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON (line {exc.lineno} column {exc.colno})"
+    except ValueError:
+        return "not valid JSON (bad token)"
+    # the stdlib accepts what the C decoder refuses: a number out of range or a lone surrogate
+    # escape, neither of which PostgreSQL's jsonb would store
+    return "not valid JSON (number out of range or invalid unicode escape)"
 
 
 def decode(data: bytes) -> object:
-    """Strict UTF-8 JSON -> Python objects; BadRecord with a precise reason otherwise."""
-    if _fast_decode is None:
-        return _stdlib_decode(data)
+    """Strict UTF-8 JSON of at most MAX_RECORD_BYTES -> Python objects; BadRecord otherwise."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise BadRecord(f"record of {len(data)} bytes is larger than {MAX_RECORD_BYTES} bytes (1 MiB)")
     try:
-        return _fast_decode(data)
-    except (_FastDecodeError, _FastValidationError, UnicodeDecodeError):
-        # (the fast decoder raises UnicodeDecodeError for invalid UTF-8 inside a string)
-        _stdlib_decode(data)  # raises with the precise reason (UTF-8 or JSON position)
-        # the stdlib accepts what the fast decoder refuses: a number out of range or a lone
-        # surrogate escape, neither of which PostgreSQL's jsonb would store
-        raise BadRecord("not valid JSON (number out of range or invalid unicode escape)") from None
+        return _decode(data)
+    except RecursionError:
+        raise BadRecord("not valid JSON (nested too deeply)") from None
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        # (the C decoder raises UnicodeDecodeError for invalid UTF-8 inside a string)
+        raise BadRecord(_why_not_json(data)) from None
 
 
-# ---- fast path: the same rules as typed msgspec structs, checked in C ----
-# `msgspec.convert` of the decoded document into these structs accepts a subset of what
-# `validate` accepts (uuids must be in the canonical 8-4-4-4-12 form, schema_version a JSON
-# integer, ...); timestamps and the profile are then checked by the very functions `validate`
-# uses. Whenever the fast path refuses a document, `validate` decides, so the outcome and the
-# reason are always `validate`'s; tests/ingest/test_ingest_events.py checks that both give
-# equal results on the examples and thousands of mutations.
-
-if msgspec is not None:
-    from typing import Annotated, Any
-
-    _Uuid = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}"
-                                                r"-[0-9a-fA-F]{12}\Z")]
-    _Phone = Annotated[str, msgspec.Meta(min_length=3, max_length=32)]
-    _Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-
-    class _FPrompt(msgspec.Struct):
-        slug: _Slug
-
-    class _FDrill(msgspec.Struct):
-        slug: _Slug
-        name: str
-        prompts: list[_FPrompt] = []
-
-    class _FPayload(msgspec.Struct):
-        valid: Any
-
-    class _FProfile(msgspec.Struct):
-        """Checks a user_profile (the profile itself stays the decoded dict, every key kept)."""
-        validated: bool
-        opted_out: bool = False
-        is_demo: bool = False
-        name: str | None = None
-        language: str | None = None
-        account_info: dict | None = None
-
-    class _FEvent(msgspec.Struct, tag_field="event_type", kw_only=True):
-        event_id: _Uuid
-        phone_number: _Phone
-        created_time: str
-        user_profile: dict
-        schema_version: int = 1
-
-    class _FUserValidated(_FEvent, tag=USER_VALIDATED):
-        code_validation_payload: _FPayload
-
-    class _FUserValidationFailed(_FEvent, tag=USER_VALIDATION_FAILED):
-        pass
-
-    class _FDrillStarted(_FEvent, tag=DRILL_STARTED):
-        drill: _FDrill
-        drill_instance_id: _Uuid
-        first_prompt: _FPrompt
-
-    class _FAdvanced(_FEvent, tag=ADVANCED_TO_NEXT_PROMPT):
-        prompt: _FPrompt
-        drill_instance_id: _Uuid
-
-    class _FCompleted(_FEvent, tag=COMPLETED_PROMPT):
-        prompt: _FPrompt
-        response: str
-        drill_instance_id: _Uuid
-
-    class _FFailed(_FEvent, tag=FAILED_PROMPT):
-        prompt: _FPrompt
-        response: str
-        abandoned: bool
-        drill_instance_id: _Uuid
-
-    class _FDrillCompleted(_FEvent, tag=DRILL_COMPLETED):
-        drill_instance_id: _Uuid
-
-    class _FReminder(_FEvent, tag=REMINDER_TRIGGERED):
-        pass
-
-    class _FNextDrill(_FEvent, tag=NEXT_DRILL_REQUESTED):
-        pass
-
-    class _FOptedOut(_FEvent, tag=OPTED_OUT):
-        drill_instance_id: _Uuid | None = None
-
-    _FAnyEvent = (_FUserValidated | _FUserValidationFailed | _FDrillStarted | _FAdvanced | _FCompleted | _FFailed
-                  | _FDrillCompleted | _FReminder | _FNextDrill | _FOptedOut)
-
-    class _FBatch(msgspec.Struct):
-        batch_id: _Uuid
-        seq: Annotated[str, msgspec.Meta(pattern=_SEQ.pattern)]
-        phone_number: _Phone
-        created_time: str
-        events: Annotated[list[_FAnyEvent], msgspec.Meta(min_length=1)]  # type: ignore[valid-type]
-
-    _FAST_TYPES = {cls: cls.__struct_config__.tag for cls in (  # type: ignore[attr-defined]
-        _FUserValidated, _FUserValidationFailed, _FDrillStarted, _FAdvanced, _FCompleted, _FFailed,
-        _FDrillCompleted, _FReminder, _FNextDrill, _FOptedOut)}
-    _PROMPT_TYPES = (_FAdvanced, _FCompleted, _FFailed)
-    _convert = msgspec.convert
+_decode = msgspec.json.Decoder().decode
 
 
-def _fast_validate(doc: object) -> Batch:
-    """`validate(doc)` for documents the typed structs accept; raises when they don't."""
-    fast = _convert(doc, _FBatch)
-    events = []
-    for e in fast.events:
-        kind = type(e)
-        profile = e.user_profile
-        _convert(profile, _FProfile)
-        event = Event(e.event_id.lower(), _FAST_TYPES[kind], _timestamp(e.created_time, "", "created_time"), profile)
-        if kind in _PROMPT_TYPES:
-            event.drill_instance_id = e.drill_instance_id.lower()
-            event.prompt_slug = e.prompt.slug
-        elif kind is _FDrillStarted:
-            event.drill_instance_id = e.drill_instance_id.lower()
-            event.drill_slug = e.drill.slug
-            event.prompt_slug = e.first_prompt.slug
-        elif kind is _FDrillCompleted or (kind is _FOptedOut and e.drill_instance_id is not None):
-            event.drill_instance_id = e.drill_instance_id.lower()
-        events.append(event)
-    created = _timestamp(fast.created_time, "", "created_time")
-    return Batch(fast.batch_id.lower(), int(fast.seq), fast.phone_number, created, events)
+# ---- the schema as typed structs (fast path, checked in C) -------------------------------------
+
+_UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+_SEQ_PATTERN = r"^[0-9]{1,30}$"
+_Uuid = Annotated[str, msgspec.Meta(pattern=_UUID_PATTERN)]
+_Phone = Annotated[str, msgspec.Meta(min_length=3, max_length=32)]
+_Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+_Seq = Annotated[str, msgspec.Meta(pattern=_SEQ_PATTERN)]
+# msgspec's messages name the regex; operators read what it means instead
+_PATTERN_WORDS = {
+    f"`str` matching regex {_UUID_PATTERN!r}": "a UUID (8-4-4-4-12 hexadecimal digits)",
+    f"`str` matching regex {_SEQ_PATTERN!r}": "a string of 1 to 30 decimal digits",
+}
+
+
+class _Prompt(msgspec.Struct):
+    slug: _Slug
+
+
+class _Drill(msgspec.Struct):
+    slug: _Slug
+    name: str
+    prompts: list[_Prompt] = []
+
+
+class _Payload(msgspec.Struct):
+    valid: Any
+
+
+class _Profile(msgspec.Struct):
+    """Checks a user_profile's known keys (the profile itself stays the decoded dict, every key kept)."""
+    validated: bool
+    opted_out: bool = False
+    is_demo: bool = False
+    name: str | None = None
+    language: str | None = None
+    account_info: dict | None = None
+
+
+class _Event(msgspec.Struct, tag_field="event_type", kw_only=True):
+    event_id: _Uuid
+    phone_number: _Phone
+    created_time: str
+    user_profile: dict
+    schema_version: int | float = 1  # JSON Schema's integer: 1.0 too (checked below)
+
+
+class _UserValidated(_Event, tag=USER_VALIDATED):
+    code_validation_payload: _Payload
+
+
+class _UserValidationFailed(_Event, tag=USER_VALIDATION_FAILED):
+    pass
+
+
+class _DrillStarted(_Event, tag=DRILL_STARTED):
+    drill: _Drill
+    drill_instance_id: _Uuid
+    first_prompt: _Prompt
+
+
+class _Advanced(_Event, tag=ADVANCED_TO_NEXT_PROMPT):
+    prompt: _Prompt
+    drill_instance_id: _Uuid
+
+
+class _Completed(_Event, tag=COMPLETED_PROMPT):
+    prompt: _Prompt
+    response: str
+    drill_instance_id: _Uuid
+
+
+class _Failed(_Event, tag=FAILED_PROMPT):
+    prompt: _Prompt
+    response: str
+    abandoned: bool
+    drill_instance_id: _Uuid
+
+
+class _DrillCompleted(_Event, tag=DRILL_COMPLETED):
+    drill_instance_id: _Uuid
+
+
+class _Reminder(_Event, tag=REMINDER_TRIGGERED):
+    pass
+
+
+class _NextDrill(_Event, tag=NEXT_DRILL_REQUESTED):
+    pass
+
+
+class _OptedOut(_Event, tag=OPTED_OUT):
+    drill_instance_id: _Uuid | None = None
+
+
+_EVENT_STRUCTS = (_UserValidated, _UserValidationFailed, _DrillStarted, _Advanced, _Completed, _Failed,
+                  _DrillCompleted, _Reminder, _NextDrill, _OptedOut)
+_AnyEvent = (_UserValidated | _UserValidationFailed | _DrillStarted | _Advanced | _Completed | _Failed
+             | _DrillCompleted | _Reminder | _NextDrill | _OptedOut)
+
+
+class _Batch(msgspec.Struct):
+    batch_id: _Uuid
+    seq: _Seq
+    phone_number: _Phone
+    created_time: str
+    events: Annotated[list[_AnyEvent], msgspec.Meta(min_length=1)]  # type: ignore[valid-type]
+
+
+_TYPE_OF = {cls: cls.__struct_config__.tag for cls in _EVENT_STRUCTS}  # type: ignore[attr-defined]
+_PROMPT_EVENTS = (_Advanced, _Completed, _Failed)
+_convert = msgspec.convert
+
+
+def _schema_reason(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    """msgspec's message ("Expected `str`, got `int` - at `$.events[0].event_id`") as a reason."""
+    message, _, where = mask_phones_in(str(exc)).partition(" - at `$")
+    location = prefix + where.rstrip("`").lstrip(".")
+    if message.startswith("Invalid value"):  # a value outside an enumeration: never echoed back
+        message = "unknown event type" if location.endswith("event_type") else "not an allowed value"
+    for pattern, words in _PATTERN_WORDS.items():
+        message = message.replace(pattern, words)
+    return (f"{location}: {message}" if location else message)[:MAX_REASON_LENGTH]
+
+
+def _clip(reason: str) -> str:
+    return mask_phones_in(reason)[:MAX_REASON_LENGTH]
+
+
+# ---- checks beyond the types: formats and storability -------------------------------------------
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(0[1-9]|1[0-2])-(\d{2})T(?:[01]\d|2[0123]):(?:[0-5]\d):(?:[0-5]\d)(?:\.\d+)?"
+    r"(?:Z|[+-](?:[01]\d|2[0123]):[0-5]\d)$", re.ASCII)
+_BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
+
+
+def _timestamp(value: str, where: str) -> str:
+    """The date-time as validated text (RFC 3339, with an offset; upper-cased 'T' and 'Z')."""
+    upper = value.upper()
+    match = _RFC3339.fullmatch(upper)
+    if match is None:
+        raise BadRecord(f"{where}: not an RFC 3339 date-time with offset")
+    year = match[1]
+    if not str(MIN_YEAR) <= year <= str(MAX_YEAR):
+        raise BadRecord(f"{where}: year must be from {MIN_YEAR} to {MAX_YEAR}")
+    day = int(match[3])
+    if (day > 28 and day > calendar.monthrange(int(year), int(match[2]))[1]) or day < 1:
+        raise BadRecord(f"{where}: not a valid calendar date")
+    if len(upper) > 27 and "." in upper:  # beyond microseconds: truncated, as datetime does
+        upper = _BEYOND_MICROSECONDS.sub(r"\1", upper, 1)
+    return upper
+
+
+def _stored_value(value: object, where: str, depth: int) -> None:
+    """A JSON value stored in jsonb (and read back by Python): bounded depth and integers, no NUL."""
+    kind = type(value)
+    if kind is dict:
+        if depth > MAX_STORED_DEPTH:
+            raise BadRecord(f"{where}: nested deeper than {MAX_STORED_DEPTH} levels")
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if "\x00" in key:
+                raise BadRecord(f"{where}: a key contains U+0000")
+            _stored_value(item, where, depth + 1)
+    elif kind is list:
+        if depth > MAX_STORED_DEPTH:
+            raise BadRecord(f"{where}: nested deeper than {MAX_STORED_DEPTH} levels")
+        for item in value:  # type: ignore[attr-defined]
+            _stored_value(item, where, depth + 1)
+    elif kind is int:
+        if not -MAX_INT <= value <= MAX_INT:  # type: ignore[operator]
+            raise BadRecord(f"{where}: integer out of the 64-bit range")
+    elif kind is str and "\x00" in value:  # type: ignore[operator]
+        raise BadRecord(f"{where}: contains U+0000")
+
+
+def _profile(profile: dict, where: str) -> None:
+    """A user_profile: the schema's rules for its known keys, then storability of the whole."""
+    try:
+        _convert(profile, _Profile)
+    except msgspec.ValidationError as exc:
+        raise BadRecord(_schema_reason(exc, f"{where}.user_profile.")) from None
+    _stored_value(profile, f"{where}.user_profile", 1)
+    account = profile.get("account_info")
+    if account:
+        for key in ("employer_id", "unit_id"):
+            value = account.get(key)
+            if value is None or type(value) in (int, bool, float):
+                continue
+            text = value if type(value) is str else json.dumps(value, separators=(", ", ": "))
+            if len(text) > MAX_ID_LENGTH:
+                raise BadRecord(f"{where}.user_profile.account_info.{key}: longer than {MAX_ID_LENGTH} characters "
+                                "as text")
+
+
+def _no_nul(value: str | None, where: str) -> None:
+    if value is not None and "\x00" in value:
+        raise BadRecord(f"{where}: contains U+0000")
+
+
+def _event(e: _Event, where: str) -> Event:
+    kind = type(e)
+    if type(e.schema_version) is float and not e.schema_version.is_integer():
+        raise BadRecord(f"{where}.schema_version: must be an integer")
+    _profile(e.user_profile, where)
+    event = Event(e.event_id.lower(), _TYPE_OF[kind], _timestamp(e.created_time, f"{where}.created_time"),
+                  e.user_profile)
+    if kind in _PROMPT_EVENTS:
+        event.drill_instance_id = e.drill_instance_id.lower()  # type: ignore[attr-defined]
+        event.prompt_slug = e.prompt.slug  # type: ignore[attr-defined]
+        _no_nul(event.prompt_slug, f"{where}.prompt.slug")
+    elif kind is _DrillStarted:
+        event.drill_instance_id = e.drill_instance_id.lower()  # type: ignore[attr-defined]
+        event.drill_slug = e.drill.slug  # type: ignore[attr-defined]
+        event.prompt_slug = e.first_prompt.slug  # type: ignore[attr-defined]
+        _no_nul(event.drill_slug, f"{where}.drill.slug")
+        _no_nul(event.prompt_slug, f"{where}.first_prompt.slug")
+    elif kind is _DrillCompleted or (kind is _OptedOut and e.drill_instance_id is not None):  # type: ignore[attr-defined]
+        event.drill_instance_id = e.drill_instance_id.lower()  # type: ignore[attr-defined]
+    return event
+
+
+def validate(doc: object) -> Batch:
+    """The batch in a decoded JSON document, or BadRecord naming the first problem."""
+    try:
+        batch = _convert(doc, _Batch)
+    except msgspec.ValidationError as exc:
+        raise BadRecord(_schema_reason(exc)) from None
+    _no_nul(batch.phone_number, "phone_number")
+    created = _timestamp(batch.created_time, "created_time")
+    events = [_event(e, f"events[{i}]") for i, e in enumerate(batch.events)]
+    return Batch(batch.batch_id.lower(), int(batch.seq), batch.phone_number, created, events)
 
 
 def parse_record(data: bytes) -> Batch:
-    """bytes of one stream record -> Batch; BadRecord (with the reason) for bad input."""
-    doc = decode(data)
-    if msgspec is not None:
-        try:
-            return _fast_validate(doc)
-        except (_FastValidationError, BadRecord):
-            pass  # validate() decides, and gives the reason
-    return validate(doc)
+    """bytes of one stream record -> Batch; BadRecord (with the reason) for anything else.
+
+    Nothing else is ever raised: an unexpected error while validating is a bad record too (its
+    reason names the error), so that no record can stop its shard."""
+    try:
+        return validate(decode(data))
+    except BadRecord:
+        raise
+    except RecursionError:
+        raise BadRecord("not valid JSON (nested too deeply)") from None
+    except Exception as exc:
+        raise BadRecord(_clip(f"could not be validated ({type(exc).__name__})")) from None

@@ -9,11 +9,17 @@ Exactly-once in effect:
 - commands carry `ingest:<event_id>` as idempotency key; the outbox writes a key once and
   publishing marks it sent, so no retry or re-run publishes a command twice.
 
-A database error applying a micro-batch (integrity, data, raised by a trigger) is isolated
-like Lambda's bisect-on-error: the micro-batch is split in halves applied left then right,
-each in its own transaction; a single record still failing after MAX_ATTEMPTS attempts is
-set aside in `rejected_records` with the error. Connection-level errors propagate so the task
-is retried from the committed checkpoint.
+No record's content can stop a shard (`drill_progress.db.trouble` sorts the errors):
+- the edge (`events.parse_record`) turns any bytes into a Batch or a reason to set them aside;
+- database trouble (deadlock, serialization failure, lock or statement timeout, a value the
+  client library refuses) retries the micro-batch, up to ATTEMPTS times with jittered backoff;
+- an error caused by the data (integrity, data exception, a trigger, a value Python or the
+  driver refuses), or trouble that outlasts the retries, is isolated like Lambda's
+  bisect-on-error: the micro-batch is split in halves applied left then right, each in its own
+  transaction, down to the single record, which is set aside in `rejected_records` with the
+  error after ATTEMPTS attempts.
+Only fatal errors (the connection, the server, a bug) propagate, so that the task is retried
+from the committed checkpoint.
 """
 
 from __future__ import annotations
@@ -29,22 +35,20 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
+from drill_progress import db
 from drill_progress.ingest import events as ev
 from drill_progress.ingest import reader, store
 from drill_progress.ingest.fold import FoldResult, fold
-from drill_progress.privacy import mask_phones_in
+from drill_progress.retry import backoff
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
-# Errors caused by the data of a record, by SQLSTATE class: data exception (22), integrity
-# violation (23), program limit exceeded (54: e.g. an index row too large), raised by a
-# trigger/function (P0). Those are isolated by bisecting. Anything else (connection loss,
-# deadlock, a bug in a statement) propagates and the task is retried from the checkpoint.
-ISOLATED_SQLSTATE_CLASSES = frozenset({"22", "23", "54", "P0"})
+# Attempts at a micro-batch hitting database trouble before it is bisected, and at a single
+# record before it is set aside.
+ATTEMPTS = 3
+BACKOFF_BASE_SECONDS = 0.1
 # How long the next micro-batch keeps its users locked while waiting for the write of the one
 # before it (normally tens of milliseconds); longer than PostgreSQL's deadlock_timeout (1 s), so
 # that cycles PostgreSQL can see are broken by PostgreSQL first.
@@ -52,14 +56,6 @@ WRITE_PATIENCE_SECONDS = 2.0
 # Pages parsed ahead while a write is in flight (memory: a few thousand records at most).
 PARSE_AHEAD_PAGES = 4
 
-
-def is_record_error(exc: BaseException) -> bool:
-    if not isinstance(exc, sa_exc.DBAPIError) or exc.connection_invalidated:
-        return False
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
-        return False
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    return sqlstate[:2] in ISOLATED_SQLSTATE_CLASSES
 
 # Test hook for fault injection: called with a stage name and the open connection ("before_commit")
 # or None ("after_commit").
@@ -71,6 +67,7 @@ class RawRecord:
     sequence_number: str
     partition_key: str | None
     data: bytes
+    arrival: datetime | None = None  # Kinesis ApproximateArrivalTimestamp
 
 
 @dataclass(slots=True)
@@ -229,7 +226,7 @@ class Applier:
 
     def apply(self, parsed: list[Parsed], behind_ms: int | None = None) -> None:
         if parsed:
-            self._apply(parsed, behind_ms, 1)
+            self._apply(parsed, behind_ms)
 
     def apply_raw(self, raws: Sequence[RawRecord], behind_ms: int | None = None) -> None:
         """Parse and apply one micro-batch of raw records (one GetRecords page)."""
@@ -250,38 +247,53 @@ class Applier:
                 self._settle(inflight)
 
     def _overlap(self, writer: ThreadPoolExecutor, inflight: _InFlight | None, parsed: list[Parsed],
-                 behind_ms: int | None, parse_ahead: Callable[[], bool]) -> _InFlight:
+                 behind_ms: int | None, parse_ahead: Callable[[], bool]) -> _InFlight | None:
         """Prepare `parsed` while `inflight` is written; submit its write once `inflight` committed.
-        Time left waiting for the write is spent parsing the next pages (`parse_ahead`)."""
+        Time left waiting for the write is spent parsing the next pages (`parse_ahead`). Returns the
+        micro-batch now in flight (None when `parsed` had to be applied on its own, in order)."""
         phones = {p.batch.phone_number for p in parsed if p.batch is not None}
         if inflight is not None and not phones.isdisjoint(inflight.phones):
             self._settle(inflight)  # a user of this micro-batch may still be being created: wait
             inflight = None
-        prepared: _Prepared | None = self._prepare(parsed, behind_ms)
+        prepared = self._try_prepare(parsed, behind_ms)
         try:
             if inflight is not None:
                 while not inflight.future.done() and parse_ahead():
                     pass
-                if not wait([inflight.future], timeout=WRITE_PATIENCE_SECONDS).done:
+                if prepared is not None and not wait([inflight.future], timeout=WRITE_PATIENCE_SECONDS).done:
                     # the write may wait for a lock held by another transaction (a rollout, say) that
                     # waits for one of ours: a cycle PostgreSQL cannot see. Let go of ours meanwhile.
-                    prepared.close()  # type: ignore[union-attr]
+                    prepared.close()
                     prepared = None
                 failure = self._wait(inflight)
                 if failure is not None:
-                    # let go of ours before the bisect too: a user we share with the failed micro-batch
-                    # (under another phone number) would block it for ever
+                    # let go of ours before the retry or bisect too: a user we share with the failed
+                    # micro-batch (under another phone number) would block it for ever
                     if prepared is not None:
                         prepared.close()
                         prepared = None
-                    self._bisect(inflight.prepared.parsed, inflight.prepared.behind_ms, 1, failure)
+                    self._recover(inflight.prepared.parsed, inflight.prepared.behind_ms, failure)
             if prepared is None:
-                prepared = self._prepare(parsed, behind_ms)
+                prepared = self._try_prepare(parsed, behind_ms)
+                if prepared is None:  # database trouble preparing it: apply it on its own, retried
+                    self._apply(parsed, behind_ms)
+                    return None
             return _InFlight(writer.submit(self._write, prepared), prepared, phones)
         except BaseException:
             if prepared is not None:
                 prepared.close()
             raise
+
+    def _try_prepare(self, parsed: list[Parsed], behind_ms: int | None) -> _Prepared | None:
+        """`_prepare`, or None on an error that is not fatal (the caller applies it with retries)."""
+        try:
+            return self._prepare(parsed, behind_ms)
+        except Exception as exc:
+            if db.trouble(exc) == db.FATAL:
+                raise
+            log.warning("shard %s: preparing a micro-batch of %d records failed (%s); it is applied on its "
+                        "own", self.shard_id, len(parsed), db.error_summary(exc))
+            return None
 
     def _parse(self, raws: Sequence[RawRecord]) -> list[Parsed]:
         started = time.perf_counter()
@@ -292,58 +304,78 @@ class Applier:
         return parsed
 
     def _settle(self, inflight: _InFlight) -> None:
-        """Wait for a micro-batch's write; bisect it if a record error rolled it back."""
+        """Wait for a micro-batch's write; retry or bisect it if it failed on its records or on
+        database trouble."""
         failure = self._wait(inflight)
         if failure is not None:
-            self._bisect(inflight.prepared.parsed, inflight.prepared.behind_ms, 1, failure)
+            self._recover(inflight.prepared.parsed, inflight.prepared.behind_ms, failure)
 
-    def _wait(self, inflight: _InFlight) -> sa_exc.DBAPIError | None:
-        """Wait for a micro-batch's write: None if it committed, the error if a record error rolled
-        it back (to bisect). Other errors propagate."""
+    def _wait(self, inflight: _InFlight) -> Exception | None:
+        """Wait for a micro-batch's write: None if it committed, the error if it was rolled back by
+        an error that is not fatal. Fatal errors propagate."""
         try:
             keys = inflight.future.result()
-        except sa_exc.DBAPIError as exc:
-            if not is_record_error(exc):
+        except Exception as exc:
+            if db.trouble(exc) == db.FATAL:
                 raise
             return exc
         self._committed(inflight.prepared, keys)
         return None
 
-    def _apply(self, parsed: list[Parsed], behind_ms: int | None, attempt: int) -> None:
-        try:
-            prepared = self._prepare(parsed, behind_ms)
-            keys = self._write(prepared)
-        except sa_exc.DBAPIError as exc:
-            if not is_record_error(exc):
-                raise
-            self._bisect(parsed, behind_ms, attempt, exc)
-            return
-        self._committed(prepared, keys)
+    def _recover(self, parsed: list[Parsed], behind_ms: int | None, exc: Exception) -> None:
+        """A micro-batch failed once on `exc`: retry it (transient trouble) or isolate its records."""
+        if db.trouble(exc) == db.TRANSIENT:
+            self._pause(parsed, 1, exc)
+            self._apply(parsed, behind_ms, first_attempt=2)
+        else:
+            self._isolate(parsed, behind_ms, exc, 1)
 
-    def _bisect(self, parsed: list[Parsed], behind_ms: int | None, attempt: int, exc: sa_exc.DBAPIError) -> None:
-        """Lambda-style bisect-on-error: halves applied left then right; a single record still
-        failing after MAX_ATTEMPTS attempts is set aside with the error."""
-        reason = _db_reason(exc)
+    def _apply(self, parsed: list[Parsed], behind_ms: int | None, first_attempt: int = 1) -> None:
+        """Apply in one transaction; on transient trouble try again (ATTEMPTS in all), then, like on
+        an error caused by the data, isolate the failing records."""
+        for attempt in range(first_attempt, ATTEMPTS + 1):
+            try:
+                prepared = self._prepare(parsed, behind_ms)
+                keys = self._write(prepared)
+            except Exception as exc:
+                kind = db.trouble(exc)
+                if kind == db.FATAL:
+                    raise
+                if attempt < ATTEMPTS and (kind == db.TRANSIENT or len(parsed) == 1):
+                    self._pause(parsed, attempt, exc)
+                    continue
+                self._isolate(parsed, behind_ms, exc, attempt)
+                return
+            self._committed(prepared, keys)
+            return
+
+    def _pause(self, parsed: list[Parsed], attempt: int, exc: Exception) -> None:
+        delay = backoff(attempt, base=BACKOFF_BASE_SECONDS)
+        log.warning("shard %s: a micro-batch of %d records failed (attempt %d of %d): %s; retrying in %.2fs",
+                    self.shard_id, len(parsed), attempt, ATTEMPTS, db.error_summary(exc), delay)
+        time.sleep(delay)
+
+    def _isolate(self, parsed: list[Parsed], behind_ms: int | None, exc: Exception, attempts: int) -> None:
+        """Lambda-style bisect-on-error: halves applied left then right (each retried on its own);
+        a single record that still fails is set aside with the error."""
+        reason = db.error_summary(exc)
         if len(parsed) > 1:
             mid = len(parsed) // 2
-            log.warning("shard %s: database error on a micro-batch of %d records, bisecting: %s",
+            log.warning("shard %s: error on a micro-batch of %d records, bisecting: %s",
                         self.shard_id, len(parsed), reason)
-            self._apply(parsed[:mid], behind_ms, 1)
-            self._apply(parsed[mid:], behind_ms, 1)
-        elif attempt < MAX_ATTEMPTS:
-            log.warning("shard %s: record %s failed (attempt %d of %d): %s", self.shard_id,
-                        parsed[0].raw.sequence_number, attempt, MAX_ATTEMPTS, reason)
-            self._apply(parsed, behind_ms, attempt + 1)
-        else:
-            log.error("shard %s: setting record %s aside after %d attempts: %s", self.shard_id,
-                      parsed[0].raw.sequence_number, attempt, reason)
-            raw = parsed[0].raw
-            rejection = store.Rejection(raw.sequence_number, raw.partition_key, raw.data,
-                                        f"database error after {attempt} attempts: {reason}", attempt)
-            self._set_aside(rejection, behind_ms)
+            self._apply(parsed[:mid], behind_ms)
+            self._apply(parsed[mid:], behind_ms)
+            return
+        raw = parsed[0].raw
+        log.error("shard %s: setting record %s aside after %d attempts: %s", self.shard_id, raw.sequence_number,
+                  attempts, reason)
+        rejection = store.Rejection(raw.sequence_number, raw.partition_key, raw.data,
+                                    f"database error after {attempts} attempts: {reason}", attempts)
+        self._set_aside(rejection, raw.arrival, behind_ms)
 
-    def _position(self, sequence_number: str, records: int, behind_ms: int | None) -> store.Position:
-        return store.Position(self.stream, self.shard_id, sequence_number, records, behind_ms, self.parents)
+    def _position(self, last: RawRecord, records: int, behind_ms: int | None) -> store.Position:
+        return store.Position(self.stream, self.shard_id, last.sequence_number, records, behind_ms, self.parents,
+                              last.arrival)
 
     def _prepare(self, parsed: list[Parsed], behind_ms: int | None) -> _Prepared:
         """Open the micro-batch's transaction, lock and load its users, fold it, plan its write."""
@@ -359,7 +391,7 @@ class Applier:
             loaded = time.perf_counter()
             result = fold(users, batches, catalog)
             plan = store.plan_write(users, rejections=rejections, commands=result.commands,
-                                    position=self._position(parsed[-1].raw.sequence_number, len(parsed), behind_ms))
+                                    position=self._position(parsed[-1].raw, len(parsed), behind_ms))
             timings["db_load"] += loaded - started
             timings["fold"] += time.perf_counter() - loaded
         except BaseException:
@@ -395,20 +427,14 @@ class Applier:
             log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number,
                         rejection.reason)
 
-    def _set_aside(self, rejection: store.Rejection, behind_ms: int | None) -> None:
-        plan = store.plan_write({}, rejections=[rejection],
-                                position=self._position(rejection.sequence_number, 1, behind_ms))
+    def _set_aside(self, rejection: store.Rejection, arrival: datetime | None, behind_ms: int | None) -> None:
+        position = store.Position(self.stream, self.shard_id, rejection.sequence_number, 1, behind_ms, self.parents,
+                                  arrival)
+        plan = store.plan_write({}, rejections=[rejection], position=position)
         with self.engine.begin() as conn:
             store.execute_write(conn, plan)
         self.stats.transactions += 1
         self.stats.records_rejected += 1
-
-
-def _db_reason(exc: sa_exc.DBAPIError) -> str:
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or type(orig).__name__
-    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return mask_phones_in(f"{code}: {message}")[:500]
 
 
 def apply_raw(engine: Engine, stream: str, shard_id: str, raws: Sequence[RawRecord], *,
@@ -419,11 +445,39 @@ def apply_raw(engine: Engine, stream: str, shard_id: str, raws: Sequence[RawReco
     return applier.stats
 
 
+class ReplayRefused(ValueError):
+    """A replay that would skip records, or that names no readable point: nothing was read."""
+
+
 def parse_timestamp(value: str | datetime | None) -> datetime | None:
     if value is None or value == "":
         return None
-    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip().replace("z", "Z"))
+    if isinstance(value, datetime):
+        when = value
+    else:
+        try:
+            when = datetime.fromisoformat(str(value).strip().replace("z", "Z"))
+        except ValueError:
+            raise ReplayRefused(f"replay_from {str(value)[:40]!r} is not an ISO 8601 timestamp") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def check_replay(shard_id: str, replay_from: datetime, checkpoint: dict) -> None:
+    """A replay re-reads a shard from `replay_from` (AT_TIMESTAMP) and moves its checkpoint on from
+    there: refused when that is later than the last record the checkpoint covers (the records in
+    between were never read and would be skipped for good)."""
+    arrived = checkpoint.get("last_arrival_at")
+    if not checkpoint.get("sequence_number"):
+        raise ReplayRefused(f"shard {shard_id} has no checkpoint yet: nothing was read from it, so there is "
+                            "nothing to replay (the next run reads it from its start)")
+    if arrived is None:
+        raise ReplayRefused(f"the checkpoint of shard {shard_id} does not say when its last record arrived yet "
+                            "(it predates migration 0009): replay after the next run has applied a record")
+    if replay_from > arrived:
+        raise ReplayRefused(
+            f"replay_from {replay_from.isoformat()} is later than the checkpoint of shard {shard_id}, whose last "
+            f"applied record arrived at {arrived.isoformat()}: the records in between were never read and would "
+            f"be skipped. Replay from {arrived.isoformat()} or earlier.")
 
 
 def ingest_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_batch_records: int = 500,
@@ -436,6 +490,8 @@ def ingest_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_b
     info = reader.shard_info(kinesis, stream, shard_id)
     with engine.connect() as conn:
         checkpoint = store.load_checkpoints(conn, stream).get(shard_id, {})
+    if at is not None:
+        check_replay(shard_id, at, checkpoint)
     if checkpoint.get("shard_closed") and at is None:
         stats.shard_closed = True
         stats.behind_ms = 0
@@ -480,7 +536,8 @@ class _ShardReading:
                 continue
             stats.timings["get_records"] += time.perf_counter() - started
             if page.records:
-                raws = [RawRecord(r["SequenceNumber"], r.get("PartitionKey"), r["Data"]) for r in page.records]
+                raws = [RawRecord(r["SequenceNumber"], r.get("PartitionKey"), r["Data"],
+                                  r.get("ApproximateArrivalTimestamp")) for r in page.records]
                 self.last_seq = raws[-1].sequence_number
                 fetched += len(raws)
                 yield raws, page.behind_ms

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
@@ -25,6 +26,7 @@ from drill_progress.commands import Command
 from drill_progress.db import run
 from drill_progress.ingest import events as ev
 from drill_progress.ingest.fold import CatalogDrill, Instance, Status, TreeNeeds, User, tree_needs
+from drill_progress.privacy import safe_text
 
 OUTBOX_SOURCE = "ingest"
 
@@ -125,6 +127,7 @@ class Position:
     records: int
     behind_ms: int | None = None
     parents: tuple[str, ...] = ()
+    arrival: datetime | None = None  # when its last record reached Kinesis (replays start at or before it)
 
 
 _EMPTY = "{}"
@@ -186,15 +189,21 @@ def write_users(conn: Connection, users: dict[str, User], *, rejections: Sequenc
     return plan.counts if plan else {"users": 0, "phone_numbers": 0, "drill_statuses": 0, "drill_instances": 0}
 
 
+# A partition key is at most 256 characters on Kinesis; reasons are summaries.
+PARTITION_KEY_LIMIT, REASON_LIMIT = 256, 1000
+
+
 def _rejection_params(params: dict, rejections: Sequence[Rejection]) -> None:
+    """Set-aside records, storable whatever they hold: the raw data is bytea (any bytes), the
+    partition key and the reason are made valid text (no NUL, no lone surrogate) and cut."""
     if not rejections:
         params.update(dict.fromkeys(_REJECTION_KEYS, _EMPTY))
         return
     params.update({
         "rj_sequence_numbers": [r.sequence_number for r in rejections],
-        "rj_partition_keys": [r.partition_key for r in rejections],
-        "rj_raw": [r.raw_data for r in rejections],
-        "rj_reasons": [r.reason for r in rejections],
+        "rj_partition_keys": [safe_text(r.partition_key, PARTITION_KEY_LIMIT) for r in rejections],
+        "rj_raw": [bytes(r.raw_data) for r in rejections],
+        "rj_reasons": [safe_text(r.reason, REASON_LIMIT) or "unknown" for r in rejections],
         "rj_attempts": [r.attempts for r in rejections],
     })
 
@@ -202,11 +211,12 @@ def _rejection_params(params: dict, rejections: Sequence[Rejection]) -> None:
 def _position_params(params: dict, position: Position | None) -> None:
     if position is None:
         params.update({"stream": None, "shard_id": None, "sequence_number": None, "parents": _EMPTY,
-                       "records": 0, "behind_ms": None})
+                       "records": 0, "behind_ms": None, "arrival": None})
     else:
         params.update({"stream": position.stream, "shard_id": position.shard_id,
                        "sequence_number": position.sequence_number, "parents": list(position.parents),
-                       "records": position.records, "behind_ms": position.behind_ms})
+                       "records": position.records, "behind_ms": position.behind_ms,
+                       "arrival": position.arrival})
 
 
 def _outbox_params(params: dict, commands: Sequence[Command]) -> None:

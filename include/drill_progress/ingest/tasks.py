@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy.engine import Engine
 
 from drill_progress import outbox
+from drill_progress.db import masked_errors
 from drill_progress.ingest import pipeline, reader, store
 
 log = logging.getLogger(__name__)
@@ -15,23 +16,24 @@ log = logging.getLogger(__name__)
 TOTAL_KEYS = ("records_read", "batches_applied", "duplicates_skipped", "records_rejected", "commands_emitted")
 
 
+@masked_errors
 def plan_shards(engine: Engine, kinesis, stream: str, replay_shard_id: str | None = None,
                 replay_from: str | None = None) -> list[str]:
     """Shard ids to read in this run: every listed shard not yet drained whose parents are
     drained (or expired), plus the shard being replayed, if any."""
-    if replay_shard_id and not replay_from:
-        raise ValueError("replay_shard_id needs replay_from (an ISO 8601 timestamp with offset)")
-    if replay_from:
-        pipeline.parse_timestamp(replay_from)  # fail here, once, on a malformed timestamp
+    if bool(replay_shard_id) != bool(replay_from):
+        raise pipeline.ReplayRefused("a replay needs both replay_shard_id and replay_from (ISO 8601 with offset)")
     shards = reader.list_shards(kinesis, stream)
     with engine.connect() as conn:
         checkpoints = store.load_checkpoints(conn, stream)
     readable = reader.readable_shards(shards, checkpoints)
     waiting = sorted({s.shard_id for s in shards} - set(readable)
                      - {k for k, v in checkpoints.items() if v.get("shard_closed")})
-    if replay_shard_id:
+    if replay_shard_id:  # refused here, once, before any shard is read
         if replay_shard_id not in {s.shard_id for s in shards}:
-            raise ValueError(f"replay_shard_id {replay_shard_id} is not a listed shard of {stream}")
+            raise pipeline.ReplayRefused(f"replay_shard_id {replay_shard_id} is not a listed shard of {stream}")
+        pipeline.check_replay(replay_shard_id, pipeline.parse_timestamp(replay_from),  # type: ignore[arg-type]
+                              checkpoints.get(replay_shard_id, {}))
         if replay_shard_id not in readable:
             readable.append(replay_shard_id)
     log.info("stream %s: %d shards listed; reading %s; waiting for parents: %s", stream, len(shards),
@@ -39,14 +41,13 @@ def plan_shards(engine: Engine, kinesis, stream: str, replay_shard_id: str | Non
     return readable
 
 
+@masked_errors
 def ingest_shard(engine: Engine, kinesis, stream: str, command_stream: str, shard_id: str, *,
                  micro_batch_records: int = 500, max_records: int = 20000, max_seconds: float = 45.0,
                  replay_shard_id: str | None = None, replay_from: str | None = None) -> dict:
     """Ingest one shard, then publish the commands it caused (best effort: `publish_commands`
     publishes whatever is left). Returns and logs the shard's figures."""
     replay = replay_from if replay_shard_id and shard_id == replay_shard_id else None
-    if replay_shard_id and shard_id == replay_shard_id and not replay_from:
-        raise ValueError("replay_shard_id needs replay_from (an ISO 8601 timestamp)")
     stats = pipeline.ingest_shard(engine, kinesis, stream, shard_id, micro_batch_records=micro_batch_records,
                                   max_records=max_records, max_seconds=max_seconds, replay_from=replay)
     result = stats.as_dict()
@@ -65,6 +66,7 @@ def ingest_shard(engine: Engine, kinesis, stream: str, command_stream: str, shar
     return result
 
 
+@masked_errors
 def publish_commands(engine: Engine, kinesis, command_stream: str) -> dict:
     """Publish every unpublished ingest command; raise (so the task retries) if some failed."""
     result = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE)

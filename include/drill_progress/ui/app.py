@@ -74,7 +74,7 @@ class _EngineCache:
 
                 for stale in self._engines.values():
                     stale.dispose()
-                self._engines = {self._url: make_engine(self._url, pool_size=2, max_overflow=2)}
+                self._engines = {self._url: make_engine(self._url, "ui", pool_size=2, max_overflow=2)}
                 engine = self._engines[self._url]
             return engine
 

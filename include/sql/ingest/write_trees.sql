@@ -74,19 +74,23 @@ WITH new_users AS (
          AS v(sequence_number, partition_key, raw_data, reason, attempts)
     ON CONFLICT (stream, shard_id, sequence_number) DO NOTHING
 ), checkpoint AS (
-    -- the position the micro-batch covers, never moving backwards (a replay from an earlier
-    -- timestamp re-reads behind the checkpoint without rewinding it); no row when
-    -- %(sequence_number)s is NULL (write_users() outside a micro-batch)
-    INSERT INTO stream_checkpoints AS c (stream, shard_id, sequence_number, parent_shard_ids, records_applied,
-                                         behind_ms, updated_at)
-    SELECT %(stream)s::text, %(shard_id)s::text, %(sequence_number)s::text, %(parents)s::text[], %(records)s::bigint,
-           %(behind_ms)s::bigint, now()
+    -- the position the micro-batch covers and when its last record reached the stream, never
+    -- moving backwards (a replay from an earlier timestamp re-reads behind the checkpoint without
+    -- rewinding it); no row when %(sequence_number)s is NULL (write_users() outside a micro-batch)
+    INSERT INTO stream_checkpoints AS c (stream, shard_id, sequence_number, last_arrival_at, parent_shard_ids,
+                                         records_applied, behind_ms, updated_at)
+    SELECT %(stream)s::text, %(shard_id)s::text, %(sequence_number)s::text, %(arrival)s::timestamptz,
+           %(parents)s::text[], %(records)s::bigint, %(behind_ms)s::bigint, now()
     WHERE %(sequence_number)s::text IS NOT NULL
     ON CONFLICT (stream, shard_id) DO UPDATE
     SET sequence_number = CASE
             WHEN c.sequence_number IS NULL
               OR EXCLUDED.sequence_number::numeric > c.sequence_number::numeric THEN EXCLUDED.sequence_number
             ELSE c.sequence_number END,
+        last_arrival_at = CASE
+            WHEN c.sequence_number IS NULL
+              OR EXCLUDED.sequence_number::numeric > c.sequence_number::numeric THEN EXCLUDED.last_arrival_at
+            ELSE c.last_arrival_at END,
         parent_shard_ids = EXCLUDED.parent_shard_ids,
         records_applied = c.records_applied + EXCLUDED.records_applied,
         behind_ms = EXCLUDED.behind_ms,
