@@ -32,12 +32,17 @@ each event batch to the user aggregate in PostgreSQL (connection `drill_progress
   the previous one has committed, so a checkpoint never covers an uncommitted micro-batch; when the two
   share a phone number the next waits for the commit before loading. A micro-batch stuck behind a
   lock for more than 2 s lets go of the next one's locks (no hidden lock cycle with, say, a rollout).
-- *Bisect*: a database error on a micro-batch (constraint, bad data, trigger) splits it in halves,
-  each applied in its own transaction, down to the single record; that record is retried 3 times and
-  then set aside in `rejected_records` with the error. The stream keeps flowing.
+- *Database trouble* (deadlock, serialization failure, lock or statement timeout, a value the client
+  library refuses) retries the micro-batch up to 3 times with jittered backoff. *Bisect*: an error
+  caused by the data (constraint, bad data, trigger), or trouble that outlasts the retries, splits the
+  micro-batch in halves, each applied in its own transaction, down to the single record, which is set
+  aside in `rejected_records` with the error after 3 attempts. The stream keeps flowing.
 
-**Bad input** (not UTF-8, not JSON, failing the schema, unknown event type) is set aside in
-`rejected_records` (stream, shard, sequence number, raw data, reason) and never set aside twice.
+**Bad input, any bytes at all** (not UTF-8, not JSON, failing the schema, an unknown event type, or
+beyond the edge's limits: over 1 MiB, nested too deeply, U+0000 in a stored field, dates outside
+1900-9998, ...) is set aside in `rejected_records` (stream, shard, sequence number, raw data, reason)
+exactly once; no record can stop its shard. Every refusal and its reason: `docs/edge.md`. After a fix,
+re-apply set-aside records with the DAG **dialog_event_reapply**.
 
 **Params**: `micro_batch_records` (records per GetRecords and per transaction, default 500),
 `max_records_per_shard` (default 20000) and `max_seconds` (default 45) bound one run;
@@ -49,10 +54,16 @@ each event batch to the user aggregate in PostgreSQL (connection `drill_progress
 - `publish_commands` failing means the command stream refused records: they stay in `command_outbox`
   (`published_at IS NULL`, `last_error`) and go out on the retry or the next run.
 - Records that keep failing are in `rejected_records` (reason, attempts). After fixing the cause
-  (e.g. a schema change or a bug), **replay the shard**: trigger the DAG with
+  (e.g. a schema change or a bug), trigger **dialog_event_reapply**: it applies them in stream order
+  where their user has not moved past them, and reports the others.
+- To re-read a shard, **replay** it: trigger with
   `{"replay_shard_id": "shardId-000000000001", "replay_from": "2026-03-02T15:00:00+00:00"}`.
   Replaying is safe: batches already applied are skipped by the seq guard and commands are not
-  re-sent; the checkpoint never moves backwards.
+  re-sent; the checkpoint never moves backwards. A `replay_from` later than the arrival of the last
+  record the checkpoint covers is refused (it would skip records never read), as is a replay of a
+  shard never read.
+- A task failing with `DatabaseError: <SQLSTATE>: ...` met an error of the connection, the server or
+  the code (the message is a summary: no SQL, no values); fix the cause and clear the task.
 - Backfill is not meaningful (the stream is the source of truth, not the logical date); catchup is off.
 """
 

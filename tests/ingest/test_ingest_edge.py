@@ -313,3 +313,16 @@ def test_what_the_edge_accepts_the_schema_accepts(doc, ascii_only):
     batch = _only_bad_records(data)
     if batch is not None:
         assert ev.schema_validator().is_valid(json.loads(data)), doc
+
+
+def test_a_profile_equal_to_the_last_one_is_still_checked_for_its_types():
+    """The storability check is skipped for a profile equal to the last one found storable; Python's
+    == equates 1 and true, so the types of the known keys are checked every time."""
+    ev.parse_record(example_bytes("drill_started"))  # remembers its profile
+    with pytest.raises(ev.BadRecord, match=r"events\[0\].user_profile.validated: Expected `bool`, got `int`"):
+        ev.parse_record(_with("drill_started", lambda d: _profile(d).__setitem__("validated", 1)))
+    deep = _with("drill_started", lambda d: _profile(d).__setitem__("extra", hostile.nested(40)))
+    with pytest.raises(ev.BadRecord, match="nested deeper"):
+        ev.parse_record(deep)
+    with pytest.raises(ev.BadRecord, match="nested deeper"):  # not remembered: refused again
+        ev.parse_record(deep)

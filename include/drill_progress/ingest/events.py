@@ -283,6 +283,9 @@ _RFC3339 = re.compile(
 _BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
 
 
+_YEARS = (f"{MIN_YEAR:04d}", f"{MAX_YEAR:04d}")
+
+
 def _timestamp(value: str, where: str) -> str:
     """The date-time as validated text (RFC 3339, with an offset; upper-cased 'T' and 'Z')."""
     upper = value.upper()
@@ -290,7 +293,7 @@ def _timestamp(value: str, where: str) -> str:
     if match is None:
         raise BadRecord(f"{where}: not an RFC 3339 date-time with offset")
     year = match[1]
-    if not str(MIN_YEAR) <= year <= str(MAX_YEAR):
+    if not _YEARS[0] <= year <= _YEARS[1]:
         raise BadRecord(f"{where}: year must be from {MIN_YEAR} to {MAX_YEAR}")
     day = int(match[3])
     if (day > 28 and day > calendar.monthrange(int(year), int(match[2]))[1]) or day < 1:
@@ -300,35 +303,44 @@ def _timestamp(value: str, where: str) -> str:
     return upper
 
 
-def _stored_value(value: object, where: str, depth: int) -> None:
-    """A JSON value stored in jsonb (and read back by Python): bounded depth and integers, no NUL."""
-    kind = type(value)
-    if kind is dict:
-        if depth > MAX_STORED_DEPTH:
-            raise BadRecord(f"{where}: nested deeper than {MAX_STORED_DEPTH} levels")
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if "\x00" in key:
-                raise BadRecord(f"{where}: a key contains U+0000")
-            _stored_value(item, where, depth + 1)
-    elif kind is list:
-        if depth > MAX_STORED_DEPTH:
-            raise BadRecord(f"{where}: nested deeper than {MAX_STORED_DEPTH} levels")
-        for item in value:  # type: ignore[attr-defined]
-            _stored_value(item, where, depth + 1)
-    elif kind is int:
-        if not -MAX_INT <= value <= MAX_INT:  # type: ignore[operator]
-            raise BadRecord(f"{where}: integer out of the 64-bit range")
-    elif kind is str and "\x00" in value:  # type: ignore[operator]
-        raise BadRecord(f"{where}: contains U+0000")
+def _stored(value: object, depth: int, nul: bool) -> None:
+    """A JSON value stored in jsonb (and read back by Python): depth at most MAX_STORED_DEPTH,
+    integers within 64 bits, no U+0000 (looked for only when the record holds a `\\u0000` escape,
+    the only way JSON text can carry one). The common scalars are checked inline: this runs for
+    every event's profile. Reasons are relative to the profile."""
+    if depth > MAX_STORED_DEPTH:
+        raise BadRecord(f"nested deeper than {MAX_STORED_DEPTH} levels")
+    items = value.items() if type(value) is dict else enumerate(value)  # type: ignore[attr-defined]
+    for key, item in items:
+        kind = type(item)
+        if kind is str:
+            if nul and "\x00" in item:
+                raise BadRecord("contains U+0000")
+        elif kind is int:
+            if not -MAX_INT <= item <= MAX_INT:
+                raise BadRecord("integer out of the 64-bit range")
+        elif kind is dict or kind is list:
+            _stored(item, depth + 1, nul)
+        if nul and type(key) is str and "\x00" in key:
+            raise BadRecord("a key contains U+0000")
 
 
-def _profile(profile: dict, where: str) -> None:
-    """A user_profile: the schema's rules for its known keys, then storability of the whole."""
+def _profile(profile: dict, nul: bool) -> None:
+    """A user_profile: the schema's rules for its known keys, then storability of the whole
+    (reasons relative to the event)."""
     try:
         _convert(profile, _Profile)
     except msgspec.ValidationError as exc:
-        raise BadRecord(_schema_reason(exc, f"{where}.user_profile.")) from None
-    _stored_value(profile, f"{where}.user_profile", 1)
+        raise BadRecord(_schema_reason(exc, "user_profile.")) from None
+    if profile == _last_stored_profile[0]:
+        # The events of a batch usually carry the same profile. Python's == equates 1, 1.0 and true,
+        # which cannot matter here: the known keys' types were checked just above, and an integer
+        # equal to a float is one Python and PostgreSQL store and read back alike.
+        return
+    try:
+        _stored(profile, 1, nul)
+    except BadRecord as bad:
+        raise BadRecord(f"user_profile: {bad}") from None
     account = profile.get("account_info")
     if account:
         for key in ("employer_id", "unit_id"):
@@ -337,8 +349,13 @@ def _profile(profile: dict, where: str) -> None:
                 continue
             text = value if type(value) is str else json.dumps(value, separators=(", ", ": "))
             if len(text) > MAX_ID_LENGTH:
-                raise BadRecord(f"{where}.user_profile.account_info.{key}: longer than {MAX_ID_LENGTH} characters "
-                                "as text")
+                raise BadRecord(f"user_profile.account_info.{key}: longer than {MAX_ID_LENGTH} characters as text")
+    _last_stored_profile[0] = profile
+
+
+# The last profile found storable. Parsing runs on one thread per shard task; were two threads to
+# share it, what one reads is still a profile found storable.
+_last_stored_profile: list[dict | None] = [None]
 
 
 def _no_nul(value: str | None, where: str) -> None:
@@ -346,37 +363,46 @@ def _no_nul(value: str | None, where: str) -> None:
         raise BadRecord(f"{where}: contains U+0000")
 
 
-def _event(e: _Event, where: str) -> Event:
+def _event(e: _Event, nul: bool) -> Event:
+    """One event; BadRecord reasons relative to the event (validate() names which one)."""
     kind = type(e)
     if type(e.schema_version) is float and not e.schema_version.is_integer():
-        raise BadRecord(f"{where}.schema_version: must be an integer")
-    _profile(e.user_profile, where)
-    event = Event(e.event_id.lower(), _TYPE_OF[kind], _timestamp(e.created_time, f"{where}.created_time"),
-                  e.user_profile)
+        raise BadRecord("schema_version: must be an integer")
+    _profile(e.user_profile, nul)
+    event = Event(e.event_id.lower(), _TYPE_OF[kind], _timestamp(e.created_time, "created_time"), e.user_profile)
     if kind in _PROMPT_EVENTS:
         event.drill_instance_id = e.drill_instance_id.lower()  # type: ignore[attr-defined]
         event.prompt_slug = e.prompt.slug  # type: ignore[attr-defined]
-        _no_nul(event.prompt_slug, f"{where}.prompt.slug")
+        if nul:
+            _no_nul(event.prompt_slug, "prompt.slug")
     elif kind is _DrillStarted:
         event.drill_instance_id = e.drill_instance_id.lower()  # type: ignore[attr-defined]
         event.drill_slug = e.drill.slug  # type: ignore[attr-defined]
         event.prompt_slug = e.first_prompt.slug  # type: ignore[attr-defined]
-        _no_nul(event.drill_slug, f"{where}.drill.slug")
-        _no_nul(event.prompt_slug, f"{where}.first_prompt.slug")
+        if nul:
+            _no_nul(event.drill_slug, "drill.slug")
+            _no_nul(event.prompt_slug, "first_prompt.slug")
     elif kind is _DrillCompleted or (kind is _OptedOut and e.drill_instance_id is not None):  # type: ignore[attr-defined]
         event.drill_instance_id = e.drill_instance_id.lower()  # type: ignore[attr-defined]
     return event
 
 
-def validate(doc: object) -> Batch:
-    """The batch in a decoded JSON document, or BadRecord naming the first problem."""
+def validate(doc: object, nul: bool = True) -> Batch:
+    """The batch in a decoded JSON document, or BadRecord naming the first problem. `nul`: whether
+    the document may hold U+0000 anywhere (see `parse_record`)."""
     try:
         batch = _convert(doc, _Batch)
     except msgspec.ValidationError as exc:
         raise BadRecord(_schema_reason(exc)) from None
-    _no_nul(batch.phone_number, "phone_number")
+    if nul:
+        _no_nul(batch.phone_number, "phone_number")
     created = _timestamp(batch.created_time, "created_time")
-    events = [_event(e, f"events[{i}]") for i, e in enumerate(batch.events)]
+    events = []
+    for i, e in enumerate(batch.events):
+        try:
+            events.append(_event(e, nul))
+        except BadRecord as bad:  # paths are built only for a bad record
+            raise BadRecord(f"events[{i}].{bad}") from None
     return Batch(batch.batch_id.lower(), int(batch.seq), batch.phone_number, created, events)
 
 
@@ -386,7 +412,7 @@ def parse_record(data: bytes) -> Batch:
     Nothing else is ever raised: an unexpected error while validating is a bad record too (its
     reason names the error), so that no record can stop its shard."""
     try:
-        return validate(decode(data))
+        return validate(decode(data), b"\\u0000" in data)
     except BadRecord:
         raise
     except RecursionError:

@@ -88,3 +88,17 @@ def summarize(shard_results: Iterable[dict] | None, published: dict | None = Non
     for shard_id, figures in totals["per_shard"].items():
         log.info("  %s: %s", shard_id, figures)
     return totals
+
+
+@masked_errors
+def reapply_rejected(params: dict) -> dict:
+    """Task `reapply_rejected` of `dialog_event_reapply`: re-apply set-aside records, then publish."""
+    from drill_progress import config, runtime
+    from drill_progress.ingest import reapply
+
+    return reapply.reapply_and_publish(
+        runtime.db_engine(role="ingest"), runtime.aws_client("kinesis"), runtime.variable(config.DIALOG_EVENT_STREAM),
+        runtime.variable(config.COMMAND_STREAM), shard_id=params.get("shard_id") or None,
+        since=pipeline.parse_timestamp(params.get("rejected_since")),
+        until=pipeline.parse_timestamp(params.get("rejected_until")),
+        limit=int(params.get("limit") or 10_000), dry_run=bool(params.get("dry_run")))
