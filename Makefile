@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STACK := $(PY) -m drill_progress.devstack
+STACK := $(PY) -m devtools.devstack
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status simulate test test-fast lint bench chaos lock clean
@@ -32,7 +32,7 @@ status: install ## show what the local stack is running
 	$(STACK) status
 
 simulate: install ## publish simulated Dialog Context traffic to the running stack (Ctrl-C stops)
-	@if [ -f .local/env.sh ]; then source .local/env.sh; fi; $(PY) -m drill_progress.simulator --follow $(ARGS)
+	@if [ -f .local/env.sh ]; then source .local/env.sh; fi; $(PY) -m devtools.simulator --follow $(ARGS)
 
 test: install ## run the whole test suite (starts its own PostgreSQL and AWS emulator)
 	$(VENV)/bin/ruff check .

@@ -21,9 +21,9 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drill_progress import migrations
+from devtools.services import MotoServer, PostgresServer, free_port
 from drill_progress.db import make_engine
-from drill_progress.services import MotoServer, PostgresServer, free_port
+from drill_progress.setup import migrations
 
 HERE = Path(__file__).resolve().parent
 

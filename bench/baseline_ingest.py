@@ -13,7 +13,7 @@ import psycopg
 
 from drill_progress import ids
 from drill_progress.ingest import events as ev
-from drill_progress.progress import StatusRow, next_drill
+from drill_progress.next_drill import StatusRow, next_drill
 
 
 def apply_batches(url: str, records: list[bytes]) -> int:

@@ -23,8 +23,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from bench import baseline_ingest
-from drill_progress.aws_resources import ensure_stream
-from drill_progress.ingest import pipeline, tasks
+from drill_progress.ingest import pipeline
+from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM = "bench-dialog-events"
 EVENTS_PER_USER = 10
@@ -170,8 +170,8 @@ def run(ctx) -> list[dict]:
     started = time.perf_counter()
     totals = dict.fromkeys(("get_records", "parse", "db_load", "fold", "db_write"), 0.0)
     read = 0
-    for shard_id in tasks.plan_shards(e2e_engine, kinesis, stream):
-        shard_stats = pipeline.ingest_shard(e2e_engine, kinesis, stream, shard_id, micro_batch_records=micro_batch,
+    for shard_id in runs.plan_shards(e2e_engine, kinesis, stream):
+        shard_stats = pipeline.consume_shard(e2e_engine, kinesis, stream, shard_id, micro_batch_records=micro_batch,
                                             max_records=10 ** 9, max_seconds=3600)
         read += shard_stats.records_read
         for part, spent in shard_stats.timings.items():

@@ -24,8 +24,8 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from drill_progress import reminders
-from drill_progress.aws_resources import ensure_stream
+from drill_progress.reminders import due as reminders
+from drill_progress.setup.aws_resources import ensure_stream
 
 REF = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

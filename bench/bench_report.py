@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import date, timedelta
 
-from drill_progress import report
+from drill_progress.report import daily as report
 from drill_progress.ui import queries
 
 SEED_SQL = """

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from drill_progress import rollout
+from drill_progress.rollout import add_drill as rollout
 
 SEED = """
 INSERT INTO users (user_id, seq, profile)
@@ -70,7 +70,7 @@ def _metrics(label: str, summary: dict, cpu: float, users: int) -> list[dict]:
 
 
 def run(ctx) -> list[dict]:
-    logging.getLogger("drill_progress.rollout").setLevel(logging.WARNING)  # no per-batch lines here
+    logging.getLogger("drill_progress.rollout.add_drill").setLevel(logging.WARNING)  # no per-batch lines here
     users = ctx.size("ROLLOUT_BENCH_USERS", 1_000_000)
     shift = ctx.size("ROLLOUT_BENCH_SHIFT", 0)
     _, engine = ctx.new_database("rollout")

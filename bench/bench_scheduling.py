@@ -14,10 +14,11 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from drill_progress import scheduling
-from drill_progress.aws_resources import ensure_stream, ensure_table
 from drill_progress.db import load_sql
-from drill_progress.progress import StatusRow, next_drill
+from drill_progress.next_drill import StatusRow, next_drill
+from drill_progress.scheduling import planning as scheduling
+from drill_progress.scheduling import sending
+from drill_progress.setup.aws_resources import ensure_stream, ensure_table
 
 REFERENCE = datetime(2026, 3, 2, 17, 5, tzinfo=UTC)
 INACTIVITY = timedelta(minutes=720)
@@ -222,7 +223,7 @@ def run(ctx) -> list[dict]:
     if slots:
         fullest = max(slots, key=lambda s: s["users"])
         started = time.perf_counter()
-        result = scheduling.send_slot(engine, dynamodb, kinesis, table=table, stream=stream, slot=fullest)
+        result = sending.send_slot(engine, dynamodb, kinesis, table=table, stream=stream, slot=fullest)
         seconds = time.perf_counter() - started
         _log(f"sent slot {fullest['pk']}: {result}")
         out.append({"metric": "scheduling.send_one_slot", "value": round(seconds, 2), "unit": "s",

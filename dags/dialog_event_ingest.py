@@ -108,38 +108,27 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 def dialog_event_ingest():
     @task
     def plan_shards(params: dict | None = None) -> list[str]:
-        from drill_progress import config, runtime
         from drill_progress.ingest import tasks
 
-        return tasks.plan_shards(runtime.db_engine(), runtime.aws_client("kinesis"),
-                                 runtime.variable(config.DIALOG_EVENT_STREAM), params.get("replay_shard_id"),
-                                 params.get("replay_from"))
+        return tasks.plan_shards(params or {})
 
     @task(max_active_tis_per_dagrun=16, execution_timeout=timedelta(minutes=15))
     def ingest_shard(shard_id: str, params: dict | None = None) -> dict:
-        from drill_progress import config, runtime
         from drill_progress.ingest import tasks
 
-        return tasks.ingest_shard(
-            runtime.db_engine(role="ingest"), runtime.aws_client("kinesis"),
-            runtime.variable(config.DIALOG_EVENT_STREAM), runtime.variable(config.COMMAND_STREAM), shard_id,
-            micro_batch_records=int(params["micro_batch_records"]), max_records=int(params["max_records_per_shard"]),
-            max_seconds=float(params["max_seconds"]), replay_shard_id=params.get("replay_shard_id"),
-            replay_from=params.get("replay_from"))
+        return tasks.ingest_shard(shard_id, params or {})
 
     @task(trigger_rule="all_done")
     def publish_commands() -> dict:
-        from drill_progress import config, runtime
         from drill_progress.ingest import tasks
 
-        return tasks.publish_commands(runtime.db_engine(), runtime.aws_client("kinesis"),
-                                      runtime.variable(config.COMMAND_STREAM))
+        return tasks.publish_commands()
 
     @task(trigger_rule="none_failed")
     def summary(shard_results: list[dict] | None = None, published: dict | None = None) -> dict:
         from drill_progress.ingest import tasks
 
-        return tasks.summarize(shard_results, published)
+        return tasks.summary(shard_results, published)
 
     results = ingest_shard.expand(shard_id=plan_shards())
     published = publish_commands()

@@ -44,9 +44,12 @@ interval. Without it, a scheduled or backfill run reports its data interval's da
 run reports the last complete UTC day before its logical date (Airflow's manual-run rule), e.g.
 `airflow dags test drill_progress_report 2026-03-10` reports 2026-03-09.
 
-**Writes**: the task replaces its day — `DELETE` that day's rows, then one set-based `INSERT ...
-SELECT` — in ONE transaction, serialised per day by an advisory lock. Readers see the old day or
-the new day, never a mix. Idempotent: re-run or clear any run freely.
+**Tasks**: `report_day` works out the day (params, data interval) and returns the bound parameters;
+`replace_day` (the common-sql provider's SQLExecuteQueryOperator) runs
+`include/sql/report/replace_day.sql` with them: an advisory lock for the day, `DELETE` that day's
+rows, one set-based `INSERT ... SELECT`, then the count written (its return value), all in ONE
+transaction. Readers see the old day or the new day, never a mix. Idempotent: re-run or clear any
+run freely. The exact SQL that ran is under the task's **Rendered Template** in the UI.
 
 **Re-run / backfill**: clear the run in the UI, or
 `airflow backfill create --dag-id drill_progress_report --from-date 2026-03-01 --to-date 2026-03-07`
@@ -58,14 +61,17 @@ add `--reprocess-behavior completed` to redo days that already ran), or trigger 
 untouched (the transaction rolls back). Usual causes: the database is unreachable (check the
 `drill_progress_db` connection and retry) or migration 0007 was not applied (run
 `drill_progress_setup`, then clear the failed run). A `ReportDayError` means the run's interval
-is not one whole UTC day or `report_date` is malformed: fix the param and trigger again.
+is not one whole UTC day or `report_date` is malformed (`report_day` fails without retrying): fix
+the param and trigger again. Its connection waits at most 30 s for a lock and 10 min per statement.
 """
 
 from __future__ import annotations
 
+from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
+from drill_progress import config
+from drill_progress.dag_defaults import DEFAULT_ARGS, SQL_DIR, START_DATE, TAGS_BASE
 
 
 @dag(
@@ -75,7 +81,8 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    tags=["drill-progress", "report"],
+    template_searchpath=[SQL_DIR],
+    tags=[*TAGS_BASE, "report"],
     doc_md=__doc__,
     params={
         "report_date": Param(
@@ -85,16 +92,22 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 )
 def drill_progress_report():
     @task
-    def build_daily_report(params: dict | None = None, data_interval_start=None, data_interval_end=None,
-                           dag_run=None) -> dict:
-        from drill_progress import report, runtime
+    def report_day(params: dict | None = None, data_interval_start=None, data_interval_end=None,
+                   dag_run=None) -> dict:
+        from drill_progress.report import tasks
 
-        return report.build_for_run(
-            runtime.db_engine(), report_date=(params or {}).get("report_date"),
-            data_interval_start=data_interval_start, data_interval_end=data_interval_end,
-            run_after=getattr(dag_run, "run_after", None))
+        return tasks.report_day(params or {}, data_interval_start, data_interval_end,
+                                getattr(dag_run, "run_after", None))
 
-    build_daily_report()
+    SQLExecuteQueryOperator(
+        task_id="replace_day",
+        conn_id=config.DB_CONN_ID,
+        sql="report/replace_day.sql",
+        parameters=report_day(),
+        split_statements=True,
+        return_last=True,
+        hook_params={"options": config.postgres_options("task")},
+    )
 
 
 drill_progress_report()

@@ -47,19 +47,15 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 def drill_progress_setup():
     @task
     def apply_migrations() -> dict:
-        from drill_progress import runtime, setup
+        from drill_progress.setup import tasks
 
-        return setup.migrate(runtime.db_engine(role="migrations"))
+        return tasks.apply_migrations()
 
     @task
     def create_aws_resources(params: dict | None = None) -> dict:
-        from drill_progress import runtime, setup
+        from drill_progress.setup import tasks
 
-        if not params["create_aws_resources"]:
-            return {"skipped": True}
-        return setup.create_aws_resources(
-            runtime.aws_client("kinesis"), runtime.aws_client("dynamodb"),
-            runtime.resource_names(), int(params["dialog_stream_shards"]))
+        return tasks.create_aws_resources(params or {})
 
     apply_migrations() >> create_aws_resources()
 

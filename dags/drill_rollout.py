@@ -84,14 +84,9 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
 def drill_rollout():
     @task
     def roll_out_drill(params: dict | None = None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from drill_progress.rollout import tasks
 
-        from drill_progress import rollout, runtime
-
-        try:
-            return rollout.roll_out(runtime.db_engine(), **rollout.from_params(params or {}))
-        except rollout.RolloutRefused as refused:
-            raise AirflowFailException(str(refused)) from refused  # no retries: nothing would change
+        return tasks.roll_out_drill(params or {})
 
     roll_out_drill()
 

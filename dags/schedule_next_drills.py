@@ -2,7 +2,8 @@
 ### Schedule next drills
 
 Daily at 17:05 UTC: every user who has gone quiet gets a START_DRILL for their next drill, at a
-moment spread over the following 3 hours (contract §6). Code: `drill_progress.scheduling`.
+moment spread over the following 3 hours (contract §6). Code: `drill_progress.scheduling`
+(`planning`, `sending`, `operators`; Airflow glue in `tasks`).
 
 1. **plan** — one set-based query (`include/sql/scheduling/due_users.sql`, connection
    `drill_progress_db`) finds the users with a primary phone number, not interacted within
@@ -46,7 +47,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
-from drill_progress.operators import SendScheduledSlotOperator
+from drill_progress.scheduling.operators import SendScheduledSlotOperator
 
 
 @dag(
@@ -70,9 +71,9 @@ from drill_progress.operators import SendScheduledSlotOperator
 def schedule_next_drills():
     @task
     def plan(params: dict | None = None, dag_run=None) -> list[dict]:
-        from drill_progress import scheduling
+        from drill_progress.scheduling import tasks
 
-        return scheduling.plan_task(dag_run, params)
+        return tasks.plan(dag_run, params)
 
     SendScheduledSlotOperator.partial(task_id="send_slot").expand(slot=plan())
 

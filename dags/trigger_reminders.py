@@ -84,17 +84,9 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 def trigger_reminders():
     @task
     def send_reminders(params: dict | None = None, dag_run=None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from drill_progress.reminders import tasks
 
-        from drill_progress import config, reminders, runtime
-
-        try:
-            return reminders.trigger_reminders(
-                runtime.db_engine(), runtime.aws_client("kinesis"), runtime.variable(config.COMMAND_STREAM),
-                reference=reminders.reference_time(dag_run.logical_date, dag_run.run_after),
-                floor_minutes=params["floor_minutes"], ceil_minutes=params["ceil_minutes"])
-        except reminders.InvalidWindow as exc:
-            raise AirflowFailException(str(exc)) from exc
+        return tasks.send_reminders(dag_run, params or {})
 
     send_reminders()
 

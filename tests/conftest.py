@@ -35,9 +35,9 @@ for _name in ("AIRFLOW_CONN_DRILL_PROGRESS_DB", "AIRFLOW_CONN_AWS_DEFAULT"):
     os.environ.pop(_name, None)
 
 
-from drill_progress import migrations  # noqa: E402
+from devtools.services import MotoServer, PostgresServer, free_port  # noqa: E402
 from drill_progress.db import make_engine  # noqa: E402
-from drill_progress.services import MotoServer, PostgresServer, free_port  # noqa: E402
+from drill_progress.setup import migrations  # noqa: E402
 
 _db_counter = itertools.count(1)
 
@@ -146,13 +146,12 @@ def airflow_db():
 @pytest.fixture
 def airflow_env(monkeypatch, airflow_db, drill_db, aws):
     """The contract's connections pointed at this test's database and the emulator."""
-    from drill_progress import runtime
+    from drill_progress import connections
 
     monkeypatch.setenv("AIRFLOW_CONN_DRILL_PROGRESS_DB", drill_db.url)
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws.airflow_conn)
     yield {"db": drill_db, "aws": aws}
-    for engine_factory in (runtime._engine_for,):
-        engine_factory.cache_clear()
+    connections.dispose_engines()
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import seed
 from airflow_support import run_state as _state
 
-from drill_progress.aws_resources import ensure_stream
 from drill_progress.privacy import mask_phone
+from drill_progress.setup.aws_resources import ensure_stream
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 PHONES = ["+15557770001", "+15557770002", "+15557770003"]
@@ -98,9 +99,8 @@ def test_reminder_run_logs_no_full_phone_number(run_dag, airflow_env, captured_l
     aws, db = airflow_env["aws"], airflow_env["db"]
     ensure_stream(aws.kinesis, "dialog-commands", 1)
     reference = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
-    from drill_progress import chaos
 
-    chaos.seed_reminder_instances(db.engine, 2, reference, phone_base=7_770_001)
+    seed.seed_reminder_instances(db.engine, 2, reference, phone_base=7_770_001)
     phones = ["+15557770001", "+15557770002"]
     run = run_dag("trigger_reminders", logical_date=reference)
     logs = captured_logs()
@@ -113,12 +113,12 @@ def test_reminder_run_logs_no_full_phone_number(run_dag, airflow_env, captured_l
 
 def test_the_check_catches_an_unmasked_phone_number(run_dag, airflow_env, captured_logs, monkeypatch):
     """Negative control: with masking switched off, the same reading of the logs finds the number."""
-    from drill_progress import chaos, reminders
+    from drill_progress.reminders import due as reminders
 
     aws, db = airflow_env["aws"], airflow_env["db"]
     ensure_stream(aws.kinesis, "dialog-commands", 1)
     reference = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
-    chaos.seed_reminder_instances(db.engine, 1, reference, phone_base=7_770_009)
+    seed.seed_reminder_instances(db.engine, 1, reference, phone_base=7_770_009)
     monkeypatch.setattr(reminders, "mask_phone", lambda phone: phone)
     assert _state(run_dag("trigger_reminders", logical_date=reference)) == "success"
     leaks = {where for where, body in captured_logs().items() if _leaks(body, ["+15557770009"])}

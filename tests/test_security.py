@@ -82,7 +82,7 @@ def _tables_intact(engine) -> dict[str, int]:
 def test_hostile_event_fields_are_stored_literally(drill_db):
     phones = {text: f"+1555300{n:04d}" for n, text in enumerate(HOSTILE)}
     docs = [batch for text, phone in phones.items() for batch in _story(phone, text)]
-    stats = pipeline.apply_raw(drill_db.engine, "dialog-events", "shardId-000000000000", _raws(docs))
+    stats = pipeline.apply_micro_batch(drill_db.engine, "dialog-events", "shardId-000000000000", _raws(docs))
     assert stats.records_rejected == 0 and stats.batches_applied == len(docs)
     counts = _tables_intact(drill_db.engine)
     assert counts["users"] == len(HOSTILE) and counts["drill_statuses"] == 3 * len(HOSTILE)
@@ -125,7 +125,7 @@ def test_hostile_identifiers_are_refused_and_kept_literally(drill_db, where, tex
     else:
         raw = text.encode()
     records = _raws([raw, good])
-    stats = pipeline.apply_raw(drill_db.engine, "dialog-events", "shardId-000000000000", records)
+    stats = pipeline.apply_micro_batch(drill_db.engine, "dialog-events", "shardId-000000000000", records)
     counts = _tables_intact(drill_db.engine)
     assert counts["drills"] == 3
     with drill_db.engine.connect() as conn:
@@ -168,11 +168,11 @@ def test_hostile_dag_params_are_refused_before_a_run(run_dag, airflow_env, dag_i
 def test_hostile_replay_params_are_refused(drill_db, aws, shard, since):
     """dialog_event_ingest's free-text params (replay_shard_id, replay_from) reach plan_shards,
     which refuses a shard that is not listed and a timestamp that does not parse."""
-    from drill_progress.aws_resources import ensure_stream
-    from drill_progress.ingest import tasks
+    from drill_progress.ingest import runs
+    from drill_progress.setup.aws_resources import ensure_stream
 
     ensure_stream(aws.kinesis, "dialog-events", 1)
     before = _tables_intact(drill_db.engine)
     with pytest.raises(ValueError):
-        tasks.plan_shards(drill_db.engine, aws.kinesis, "dialog-events", shard, since)
+        runs.plan_shards(drill_db.engine, aws.kinesis, "dialog-events", shard, since)
     assert _tables_intact(drill_db.engine) == before

@@ -1,6 +1,12 @@
-"""Names fixed by the contract (../shared/contracts/README.md §7, §8) and their defaults."""
+"""Names fixed by the contract (docs/contract.md) and their defaults, and the drill database's
+per-job timeouts. Light: DAG files import it at parse time."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+# The reviewed SQL templates and migrations (include/sql); also the DAGs' template_searchpath.
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
 DB_CONN_ID = "drill_progress_db"
 AWS_CONN_ID = "aws_default"
@@ -23,3 +29,19 @@ INITIAL_CATALOG: tuple[str, ...] = ("01-sample-drill", "02-sample-drill", "03-sa
 
 DEFAULT_AWS_REGION = "us-east-1"
 OWNER = "drill-progress"
+
+# (lock_timeout, statement_timeout) of every connection to the drill database, by the job that opens
+# it (docs/operations.md). A lock or a statement that waits longer fails with SQLSTATE 55P03 / 57014,
+# which each job treats as transient trouble: ingestion retries the micro-batch, tasks retry.
+TIMEOUTS: dict[str, tuple[str, str]] = {
+    "ingest": ("10s", "60s"),  # a micro-batch's statements take milliseconds; users locked ~1 s at most
+    "task": ("30s", "10min"),  # set-based DAG tasks: due users, reports, rollout batches, prunes
+    "migrations": ("60s", "0"),  # DDL may rewrite tables; never queue forever behind a long lock
+    "ui": ("2s", "15s"),  # the Drill Progress page reads: it must answer or fail fast
+}
+
+
+def postgres_options(role: str) -> str:
+    """libpq `options` setting `role`'s timeouts, e.g. '-c lock_timeout=30s -c statement_timeout=10min'."""
+    lock_timeout, statement_timeout = TIMEOUTS[role]
+    return f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"

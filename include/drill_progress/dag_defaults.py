@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from drill_progress import config
 from drill_progress.config import OWNER
+
+# include/sql as the DAGs' template_searchpath, so that a SQL operator's `sql="report/x.sql"` is found
+# and its text shows, rendered, under the task's Rendered Template in the UI.
+SQL_DIR = str(config.SQL_DIR)
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 

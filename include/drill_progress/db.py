@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+from drill_progress import config
+
+SQL_DIR = config.SQL_DIR
 
 
 @functools.cache
@@ -35,29 +36,41 @@ def normalise_url(url: str | URL) -> URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
-# (lock_timeout, statement_timeout) of every connection, by the job that opens it (docs/operations.md).
-# A lock or a statement that waits longer fails with SQLSTATE 55P03 / 57014, which each job treats
-# as transient trouble: ingestion retries the micro-batch, tasks retry.
-TIMEOUTS: dict[str, tuple[str, str]] = {
-    "ingest": ("10s", "60s"),      # a micro-batch's statements take milliseconds; users locked ~1 s at most
-    "task": ("30s", "10min"),      # set-based DAG tasks: due users, reports, rollout batches, prunes
-    "migrations": ("60s", "0"),    # DDL may rewrite tables; never queue forever behind a long lock
-    "ui": ("2s", "15s"),           # the Drill Progress page reads, it must answer or fail fast
-}
+TIMEOUTS = config.TIMEOUTS
+
+
+# The URL of an engine whose connections a hook makes (`creator`): only the dialect and driver count.
+HOOK_URL = "postgresql+psycopg://"
 
 
 def make_engine(url: str | URL, role: str = "task", **kwargs: Any) -> Engine:
     """A pooled engine whose connections carry `role`'s timeouts and name (application_name
-    drill_progress.<role>), and never print bound parameters in errors (they hold phone numbers)."""
-    lock_timeout, statement_timeout = TIMEOUTS[role]
+    drill_progress.<role>), and never print bound parameters in errors (they hold phone numbers).
+    With `creator=creator(...)` the connections come from elsewhere (an Airflow hook)."""
     options: dict[str, Any] = {
         "pool_pre_ping": True,
         "hide_parameters": True,
-        "connect_args": {"options": f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}",
-                         "application_name": f"drill_progress.{role}"},
+        "connect_args": {"options": config.postgres_options(role), "application_name": f"drill_progress.{role}"},
     }
     options.update(kwargs)
     return create_engine(normalise_url(url), **options)
+
+
+def creator(connect, role: str):
+    """A SQLAlchemy `creator` calling `connect()` (e.g. PostgresHook.get_conn, which honours every
+    connection extra) and then setting `role`'s timeouts and name on the new connection, whatever
+    the extras said."""
+    lock_timeout, statement_timeout = config.TIMEOUTS[role]
+
+    def new_connection():
+        conn = connect()
+        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false), "
+                     "set_config('application_name', %s, false)",
+                     (lock_timeout, statement_timeout, f"drill_progress.{role}"))
+        conn.commit()
+        return conn
+
+    return new_connection
 
 
 def run(conn: Connection, template: str, params: Mapping[str, Any] | None = None):

@@ -7,9 +7,9 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from drill_progress import chaos
-from drill_progress.aws_resources import ensure_stream
+from devtools import chaos
 from drill_progress.db import make_engine
+from drill_progress.setup.aws_resources import ensure_stream
 
 EVENTS = int(os.environ.get("CHAOS_EVENTS", "1500"))
 KILLS = int(os.environ.get("CHAOS_KILLS", "5"))

@@ -3,10 +3,11 @@ the clean reference run that every faulty run is compared with (computed once pe
 
 from __future__ import annotations
 
+import aggregate
 import pytest
 from chaos_support import EVENTS, SEED, Db, Reference, ingest_argv, new_db, new_streams
 
-from drill_progress import chaos
+from devtools import chaos
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def clean_run(pg_server, migrated_template, moto_server, kinesis, traffic) -> Re
         stream = chaos.read_commands(kinesis, commands)
         audit = chaos.audit_commands(stream)
         assert audit.duplicates == 0 and audit.records > 0, audit.as_dict()
-        ref = Reference(chaos.aggregate_checksum(db.engine), chaos.commands_by_key(stream),
+        ref = Reference(aggregate.aggregate_checksum(db.engine), chaos.commands_by_key(stream),
                         report.attempts[0].run_seconds or 1.0, len(traffic.records), traffic.events)
         print(f"\n[clean run] {ref.events} events in {ref.records} records -> "
               f"{ {t: v['rows'] for t, v in ref.checksum.items() if t != 'all'} }, {len(ref.commands)} commands; "

@@ -23,10 +23,11 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+import seed
 from chaos_support import COMMANDS, ingest_argv, new_streams
 
-from drill_progress import chaos
-from drill_progress.aws_resources import ensure_stream, ensure_table
+from devtools import chaos
+from drill_progress.setup.aws_resources import ensure_stream, ensure_table
 
 pytestmark = pytest.mark.chaos
 
@@ -50,14 +51,14 @@ def _producer(kind: str, db, kinesis, moto_server, dynamodb):
     """(argv, done predicate, expected command count or None) for one producer."""
     url = moto_server.endpoint_url
     if kind == "reminders":
-        chaos.seed_reminder_instances(db.engine, COMMANDS, REMINDER_REFERENCE)
+        seed.seed_reminder_instances(db.engine, COMMANDS, REMINDER_REFERENCE)
         stream = f"chaos-rem-{uuid.uuid4().hex[:8]}"
         ensure_stream(kinesis, stream, 1)
         argv = chaos.worker_argv("reminders-worker", "--db-url", db.url, "--endpoint-url", url, "--stream", stream,
                                  "--reference", REMINDER_REFERENCE.isoformat())
         return argv, stream, COMMANDS
     if kind == "scheduling":
-        chaos.seed_due_users(db.engine, COMMANDS, SCHEDULE_REFERENCE)
+        seed.seed_due_users(db.engine, COMMANDS, SCHEDULE_REFERENCE)
         stream, table = f"chaos-sched-{uuid.uuid4().hex[:8]}", f"chaos-schedule-{uuid.uuid4().hex[:8]}"
         ensure_stream(kinesis, stream, 1)
         ensure_table(dynamodb, table, "pk", "sk")

@@ -16,12 +16,14 @@ import tempfile
 import threading
 from pathlib import Path
 
+import aggregate
 import pytest
 from chaos_support import EVENTS, KILLS, MICRO_BATCH, OUTAGE_SECONDS, SEED, ingest_argv, new_streams
 
-from drill_progress import chaos, migrations
+from devtools import chaos
+from devtools.services import PostgresServer, free_port
 from drill_progress.db import make_engine
-from drill_progress.services import PostgresServer, free_port
+from drill_progress.setup import migrations
 
 pytestmark = pytest.mark.chaos
 
@@ -37,7 +39,7 @@ def _table_rows(checksum: dict) -> dict:
 
 
 def _assert_same_state(engine, clean) -> dict:
-    got = chaos.aggregate_checksum(engine)
+    got = aggregate.aggregate_checksum(engine)
     assert _table_rows(got) == _table_rows(clean.checksum)
     assert got == clean.checksum, "final state differs from the clean run's"
     return got
@@ -201,7 +203,7 @@ def test_one_percent_malformed_records(make_db, kinesis, moto_server):
         report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
                              done=chaos.ingest_caught_up)
         results[label] = {
-            "checksum": chaos.aggregate_checksum(db.engine),
+            "checksum": aggregate.aggregate_checksum(db.engine),
             "applied": _sum(report, "batches_applied"), "rejected": _sum(report, "records_rejected"),
             "rejected_rows": _rows(db.engine, "SELECT raw_data, reason FROM rejected_records"),
             "commands": chaos.read_commands(kinesis, commands),

@@ -8,7 +8,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from drill_progress import chaos, streams
+import aggregate
+
+from devtools import streams
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_EXAMPLES = ROOT.parent / "shared" / "contracts" / "examples"
@@ -109,7 +111,7 @@ def user_story(phone: str, minute0: int = 0) -> list[dict]:
 
 
 SNAPSHOT_QUERIES = {
-    **chaos.AGGREGATE_QUERIES,
+    **aggregate.AGGREGATE_QUERIES,
     "command_outbox": "SELECT idempotency_key, command_type, partition_key, payload FROM command_outbox ORDER BY 1",
 }
 

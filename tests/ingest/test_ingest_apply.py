@@ -32,7 +32,7 @@ INSTANCE = "12174c1f-8d4a-4982-ad38-8a4ea5e13050"
 
 
 def apply(engine, docs, start=1, shard=SHARD, **kwargs):
-    return pipeline.apply_raw(engine, STREAM, shard, raw_records(docs, start), **kwargs)
+    return pipeline.apply_micro_batch(engine, STREAM, shard, raw_records(docs, start), **kwargs)
 
 
 def contract_story():

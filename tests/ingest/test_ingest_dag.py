@@ -8,7 +8,7 @@ from airflow_support import run_state as _state
 from ingest_support import PHONE, VALID_EXAMPLES, example_bytes, put_docs, read_stream, rows, user_story
 
 from drill_progress import ids
-from drill_progress.aws_resources import ensure_stream
+from drill_progress.setup.aws_resources import ensure_stream
 
 
 def _commands(kinesis, stream="dialog-commands"):

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from ingest_support import rows
 
-from drill_progress.aws_resources import ensure_stream
 from drill_progress.ingest import events as ev
 from drill_progress.ingest import pipeline
+from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM = "dialog-events"
 SHARD = "shardId-000000000000"
@@ -38,7 +38,7 @@ def _write_and_check(engine, records: list[tuple[bytes, str | None]]) -> None:
     """One micro-batch through the real write path: each record applied (or skipped as a duplicate)
     or set aside once, by the edge and never by the database, and everything readable back."""
     raws = [pipeline.RawRecord(f"{next(_sequence):030d}", key, data) for data, key in records]
-    stats = pipeline.apply_raw(engine, STREAM, SHARD, raws)
+    stats = pipeline.apply_micro_batch(engine, STREAM, SHARD, raws)
     assert stats.batches_applied + stats.duplicates_skipped + stats.records_rejected == len(raws)
     set_aside = rows(engine, "SELECT sequence_number, raw_data, partition_key, reason FROM rejected_records "
                              "WHERE sequence_number = ANY(%(s)s)", {"s": [r.sequence_number for r in raws]})
@@ -96,7 +96,7 @@ def test_a_record_the_driver_refuses_is_retried_then_set_aside_alone(drill_db):
 def test_the_partition_key_and_reason_of_a_set_aside_record_are_stored_whatever_they_hold(drill_db):
     key = "\ud800pk\x00" + "k" * 400
     raws = [pipeline.RawRecord("1", key, b"\x00\xff not json")]
-    stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raws)
+    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raws)
     assert stats.records_rejected == 1
     [(data, stored_key, reason)] = rows(drill_db.engine, "SELECT raw_data, partition_key, reason FROM rejected_records")
     assert bytes(data) == b"\x00\xff not json" and reason == "not valid UTF-8 (byte 1)"
@@ -177,7 +177,7 @@ def test_a_hostile_corpus_never_stops_the_shard(run_dag, airflow_env):
     {**hostile.a_valid_batch("+17770001234", 1, 0), "phone_number": "+1777\u00001234"}).encode()])
 def test_the_records_that_stopped_a_shard_before_are_set_aside(drill_db, record):
     good = json.dumps(hostile.a_valid_batch("+17770005678", 1, 0)).encode()
-    stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, [pipeline.RawRecord("1", "k", record),
+    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, [pipeline.RawRecord("1", "k", record),
                                                                pipeline.RawRecord("2", "k", good)])
     assert (stats.records_rejected, stats.batches_applied) == (1, 1)
 
@@ -199,7 +199,7 @@ def test_a_lock_timeout_retries_the_micro_batch_whole(drill_db):
     from drill_progress.db import make_engine
 
     phones = ["+17770009001", "+17770009002"]
-    pipeline.apply_raw(drill_db.engine, STREAM, SHARD, _batches(1, phones))
+    pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, _batches(1, phones))
     impatient = make_engine(drill_db.url, "ingest", connect_args={"options": "-c lock_timeout=300"})
     locked, release = threading.Event(), threading.Event()
 
@@ -215,7 +215,7 @@ def test_a_lock_timeout_retries_the_micro_batch_whole(drill_db):
     threading.Timer(0.6, release.set).start()
     started = time.monotonic()
     try:
-        stats = pipeline.apply_raw(impatient, STREAM, SHARD, _batches(2, phones))
+        stats = pipeline.apply_micro_batch(impatient, STREAM, SHARD, _batches(2, phones))
     finally:
         release.set()
         holder.join()
@@ -238,7 +238,7 @@ def test_a_deadlock_retries_the_micro_batch_whole(drill_db):
                 raise DBAPIError.instance("COMMIT", {}, psycopg.errors.DeadlockDetected("deadlock detected"),
                                           psycopg.Error)
 
-    stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, _batches(1, ["+17770009101", "+17770009102"]),
+    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, _batches(1, ["+17770009101", "+17770009102"]),
                                fault=deadlock_once)
     assert len(attempts) == 2
     assert (stats.batches_applied, stats.records_rejected, stats.transactions) == (2, 0, 1)
@@ -260,7 +260,7 @@ def test_trouble_that_outlasts_the_retries_is_bisected_and_set_aside(drill_db):
                 raise DBAPIError.instance("COMMIT", {}, psycopg.errors.QueryCanceled("statement timeout"),
                                           psycopg.Error)
 
-    stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raws, fault=cancel_one)
+    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raws, fault=cancel_one)
     assert (stats.batches_applied, stats.records_rejected) == (2, 1)
     [(seq, reason)] = rows(drill_db.engine, "SELECT sequence_number, reason FROM rejected_records")
     assert seq == raws[1].sequence_number

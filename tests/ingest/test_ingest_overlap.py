@@ -40,7 +40,7 @@ def one_at_a_time(pg_server, docs, size, prepare=None) -> str:
             prepare(engine)
         applier = pipeline.Applier(engine, STREAM, SHARD)
         for raws, behind_ms in pages(docs, size):
-            applier.apply_raw(raws, behind_ms)
+            applier.apply_records(raws, behind_ms)
         return checksum(engine)
     finally:
         engine.dispose()

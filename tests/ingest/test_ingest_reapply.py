@@ -8,8 +8,8 @@ import json
 from airflow_support import return_value, run_state
 from ingest_support import batch, event, instance_id, raw_records, read_stream, rows, user_story
 
-from drill_progress.aws_resources import ensure_stream
 from drill_progress.ingest import pipeline, reapply
+from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM = "dialog-events"
 SHARD = "shardId-000000000000"
@@ -46,7 +46,7 @@ def _set_aside(engine):
     with engine.begin() as conn:
         run_script(conn, _REFUSE_DRILL_2)
     docs = _docs()
-    stats = pipeline.apply_raw(engine, STREAM, SHARD, raw_records(docs))
+    stats = pipeline.apply_micro_batch(engine, STREAM, SHARD, raw_records(docs))
     with engine.begin() as conn:
         run_script(conn, "DROP TRIGGER refuse_drill_2 ON drill_instances; DROP TRIGGER refuse_c ON phone_numbers")
     return docs, stats

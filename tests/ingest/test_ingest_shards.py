@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy.exc
 from ingest_support import checksum, put_docs, rows, snapshot, user_story
 
-from drill_progress.aws_resources import ensure_stream
-from drill_progress.ingest import pipeline, reader, tasks
+from drill_progress.ingest import pipeline, reader, runs
+from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM = "dialog-events"
 PHONES = [f"+1555100{n:04d}" for n in range(8)]
@@ -25,8 +25,8 @@ def story_docs(phones=PHONES):
 def ingest_all(engine, kinesis, **kwargs) -> list[dict]:
     """What one DAG run does: plan, then every readable shard."""
     out = []
-    for shard_id in tasks.plan_shards(engine, kinesis, STREAM):
-        out.append(pipeline.ingest_shard(engine, kinesis, STREAM, shard_id, idle_sleep=0, **kwargs).as_dict())
+    for shard_id in runs.plan_shards(engine, kinesis, STREAM):
+        out.append(pipeline.consume_shard(engine, kinesis, STREAM, shard_id, idle_sleep=0, **kwargs).as_dict())
     return out
 
 
@@ -75,12 +75,12 @@ def _clean_checksum(pg_server, docs):
     from ingest_support import raw_records
 
     from drill_progress.db import make_engine
-    from drill_progress.ingest.pipeline import apply_raw
+    from drill_progress.ingest.pipeline import apply_micro_batch
 
     name = f"ingest_clean_{time.monotonic_ns()}"
     pg_server.create_database(name, template="drill_template")
     engine = make_engine(pg_server.uri(name))
-    apply_raw(engine, STREAM, "s", raw_records(docs))
+    apply_micro_batch(engine, STREAM, "s", raw_records(docs))
     value = checksum(engine)
     engine.dispose()
     pg_server.drop_database(name)
@@ -135,12 +135,12 @@ def test_split_parent_is_drained_before_children(drill_db, aws):
     children = [s.shard_id for s in shards if s.parents == (parent.shard_id,)]
     assert len(children) == 2 and next(s for s in shards if s.shard_id == parent.shard_id).closed
 
-    assert tasks.plan_shards(drill_db.engine, kinesis, STREAM) == [parent.shard_id]
-    stats = pipeline.ingest_shard(drill_db.engine, kinesis, STREAM, parent.shard_id, idle_sleep=0)
+    assert runs.plan_shards(drill_db.engine, kinesis, STREAM) == [parent.shard_id]
+    stats = pipeline.consume_shard(drill_db.engine, kinesis, STREAM, parent.shard_id, idle_sleep=0)
     assert stats.shard_closed and stats.records_read == len(docs)
     assert rows(drill_db.engine, "SELECT shard_closed FROM stream_checkpoints WHERE shard_id = %(s)s",
                 {"s": parent.shard_id}) == [(True,)]
-    assert sorted(tasks.plan_shards(drill_db.engine, kinesis, STREAM)) == sorted(children)
+    assert sorted(runs.plan_shards(drill_db.engine, kinesis, STREAM)) == sorted(children)
     ingest_all(drill_db.engine, kinesis)
     assert len(rows(drill_db.engine, "SELECT * FROM users")) == len(PHONES)
     assert rows(drill_db.engine, "SELECT min(seq), max(seq) FROM users") == [(5, 5)]
@@ -154,13 +154,13 @@ def test_merged_child_waits_for_both_parents_and_its_copies_are_skipped(drill_db
     child = next(s for s in reader.list_shards(stream, STREAM) if s.parents)
     assert child.parents == (a, b)
 
-    assert sorted(tasks.plan_shards(drill_db.engine, stream, STREAM)) == [a, b]
-    pipeline.ingest_shard(drill_db.engine, stream, STREAM, a, idle_sleep=0)
-    assert tasks.plan_shards(drill_db.engine, stream, STREAM) == [b]  # child waits for both parents
-    pipeline.ingest_shard(drill_db.engine, stream, STREAM, b, idle_sleep=0)
-    assert tasks.plan_shards(drill_db.engine, stream, STREAM) == [child.shard_id]
+    assert sorted(runs.plan_shards(drill_db.engine, stream, STREAM)) == [a, b]
+    pipeline.consume_shard(drill_db.engine, stream, STREAM, a, idle_sleep=0)
+    assert runs.plan_shards(drill_db.engine, stream, STREAM) == [b]  # child waits for both parents
+    pipeline.consume_shard(drill_db.engine, stream, STREAM, b, idle_sleep=0)
+    assert runs.plan_shards(drill_db.engine, stream, STREAM) == [child.shard_id]
     before = snapshot(drill_db.engine)
-    stats = pipeline.ingest_shard(drill_db.engine, stream, STREAM, child.shard_id, idle_sleep=0)
+    stats = pipeline.consume_shard(drill_db.engine, stream, STREAM, child.shard_id, idle_sleep=0)
     # moto copies the parents' records into the merged shard: all re-deliveries, all skipped
     assert stats.records_read == len(docs) and stats.duplicates_skipped == len(docs) and stats.batches_applied == 0
     assert snapshot(drill_db.engine) == before
@@ -184,17 +184,17 @@ def test_replay_shard_from_timestamp_is_safe(drill_db, stream):
     checkpoints = rows(drill_db.engine, "SELECT shard_id, sequence_number FROM stream_checkpoints ORDER BY 1")
     shard_id = checkpoints[0][0]
     since = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
-    assert shard_id in tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=since)
+    assert shard_id in runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=since)
     with pytest.raises(pipeline.ReplayRefused, match="needs both"):
-        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id)
-    result = tasks.ingest_shard(drill_db.engine, stream, STREAM, "dialog-commands", shard_id,
+        runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id)
+    result = runs.ingest_shard(drill_db.engine, stream, STREAM, "dialog-commands", shard_id,
                                 replay_shard_id=shard_id, replay_from=since)
     assert result["records_read"] > 0 and result["records_read"] == result["duplicates_skipped"]
     assert result["batches_applied"] == 0 and result["commands_emitted"] == 0
     assert snapshot(drill_db.engine) == before
     assert rows(drill_db.engine, "SELECT shard_id, sequence_number FROM stream_checkpoints ORDER BY 1") == checkpoints
     with pytest.raises(ValueError, match="not a listed shard"):
-        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id="shardId-000000000099", replay_from=since)
+        runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id="shardId-000000000099", replay_from=since)
 
 
 def test_checkpoint_records_when_its_last_record_arrived(drill_db, stream):
@@ -224,13 +224,13 @@ def test_a_replay_that_would_skip_unread_records_is_refused(drill_db, stream):
     before = rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints ORDER BY 1")
     shard_id, _, arrived = before[0]
     with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint .* never read"):
-        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=later)
+        runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=later)
     with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint"):
-        pipeline.ingest_shard(drill_db.engine, stream, STREAM, shard_id, replay_from=later, idle_sleep=0)
+        pipeline.consume_shard(drill_db.engine, stream, STREAM, shard_id, replay_from=later, idle_sleep=0)
     assert rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints "
                                  "ORDER BY 1") == before
     # at the checkpoint's own arrival time it is allowed, and it reads everything after
-    assert shard_id in tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
+    assert shard_id in runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
                                          replay_from=arrived.isoformat())
     ingest_all(drill_db.engine, stream)
     assert len(rows(drill_db.engine, "SELECT * FROM users")) == len(PHONES)
@@ -240,7 +240,7 @@ def test_a_replay_that_would_skip_unread_records_is_refused(drill_db, stream):
 def test_a_replay_of_a_shard_never_read_is_refused(drill_db, stream):
     shard_id = stream.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
     with pytest.raises(pipeline.ReplayRefused, match="no checkpoint yet"):
-        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
+        runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
                           replay_from="2026-01-01T00:00:00+00:00")
     with pytest.raises(pipeline.ReplayRefused, match="not an ISO 8601 timestamp"):
-        tasks.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from="yesterday")
+        runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from="yesterday")

@@ -80,7 +80,7 @@ def test_loading_only_what_the_rules_read_ends_where_whole_trees_end(pg_server, 
 
 def test_prompt_answers_load_no_statuses(drill_db):
     i1 = instance_id(PHONE, 1)
-    pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records([
+    pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([
         batch(1, [event("USER_VALIDATED", 1), event("DRILL_STARTED", 2, instance=i1, drill_slug=SLUGS[0])])]))
     answers = ev.parse_record(raw_records([batch(2, [event("COMPLETED_PROMPT", 3, instance=i1)])])[0].data)
     with drill_db.engine.begin() as conn:

@@ -28,7 +28,7 @@ def test_invalid_utf8_inside_a_string_is_bad_input():
 
 def test_invalid_utf8_record_is_set_aside_and_the_stream_flows(drill_db):
     bad = json.dumps(batch(1, [event("USER_VALIDATED", 0)])).encode().replace(b'"en"', b'"\xc3\x28"')
-    stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records([bad, batch(2, [event("USER_VALIDATED", 1)])]))
+    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([bad, batch(2, [event("USER_VALIDATED", 1)])]))
     assert (stats.records_rejected, stats.batches_applied) == (1, 1)
     [(reason,)] = rows(drill_db.engine, "SELECT reason FROM rejected_records")
     assert reason.startswith("not valid UTF-8")
@@ -54,13 +54,13 @@ def test_a_micro_batch_is_a_few_statements_whatever_its_size(drill_db):
     rest = [doc for r in range(1, 5) for p in phones for doc in [stories[p][r]]]
     statements, stop = _count_statements(drill_db.engine)
     try:
-        stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records(first))
+        stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records(first))
         assert len(statements) == 2 and stats.records_rejected == 1 and stats.commands_emitted == 40
         statements.clear()
-        stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records(rest, start=len(first) + 1))
+        stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records(rest, start=len(first) + 1))
         assert stats.batches_applied == len(rest) and len(statements) == 3
         statements.clear()
-        stats = pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records(rest, start=len(first) + 1))
+        stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records(rest, start=len(first) + 1))
         assert stats.duplicates_skipped == len(rest) and len(statements) == 3
     finally:
         stop()
@@ -88,7 +88,7 @@ def test_gc_is_paused_only_during_a_micro_batch(drill_db):
         seen.append((stage, gc.isenabled()))
 
     assert gc.isenabled()
-    pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
+    pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
                        fault=fault)
     assert seen == [("before_commit", False), ("after_commit", False)]
     assert gc.isenabled()
@@ -107,6 +107,6 @@ def test_gc_is_re_enabled_when_a_micro_batch_fails(drill_db):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        pipeline.apply_raw(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
+        pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
                            fault=fault)
     assert gc.isenabled()

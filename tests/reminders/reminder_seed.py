@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import datetime
 
-from drill_progress.streams import read_all as read_stream  # noqa: F401  (re-exported for the tests)
+from devtools.streams import read_all as read_stream  # noqa: F401  (re-exported for the tests)
 
 
 def add_instance(engine, *, started: datetime | None, prompt: str | None = "q1", completed: datetime | None = None,

@@ -10,7 +10,7 @@ from airflow_support import return_value
 from airflow_support import run_state as _state
 from reminder_seed import add_instance, outbox_rows, read_stream
 
-from drill_progress.aws_resources import ensure_stream
+from drill_progress.setup.aws_resources import ensure_stream
 
 REF = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)  # a scheduled slot
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from reminder_seed import add_instance, advance, outbox_rows, read_stream
 
-from drill_progress import outbox, reminders
-from drill_progress.aws_resources import ensure_stream
+from drill_progress import outbox
+from drill_progress.reminders import due as reminders
+from drill_progress.setup.aws_resources import ensure_stream
 
 REF = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 STREAM = "dialog-commands"

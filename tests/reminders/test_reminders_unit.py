@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from drill_progress import reminders
+from drill_progress.reminders import due as reminders
 
 
 def test_window_defaults_and_bounds():

@@ -7,9 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import report_dataset as dataset
+import sqlalchemy.exc
 from airflow_support import run_state as _state
 
-from drill_progress import report
+from drill_progress.report import daily as report
 
 
 def _figures(engine, day):
@@ -41,7 +42,7 @@ def test_data_interval_of_one_utc_day_is_the_report_day():
     day = report.resolve_day(None, start, start + timedelta(days=1))
     assert day.report_date == date(2026, 3, 10)
     assert (day.start, day.end) == (start, start + timedelta(days=1))
-    assert day.params()["inactive_days"] == 7
+    assert day.parameters()["inactive_days"] == 7
 
 
 def test_report_date_param_wins_over_the_interval():
@@ -128,15 +129,11 @@ def test_backfill_reflects_current_state_of_last_interaction(data_db):
 def test_a_failed_run_leaves_the_previous_figures_of_its_day(data_db, monkeypatch):
     report.build_day(data_db.engine, report.ReportDay(DAY))
     before = _stored(data_db.engine)
-    real_run = report.run
-
-    def failing_run(conn, template, params=None):
-        if template == "report/insert_day.sql":
-            raise RuntimeError("database went away")
-        return real_run(conn, template, params)
-
-    monkeypatch.setattr(report, "run", failing_run)
-    with pytest.raises(RuntimeError):
+    statements = report.replace_day_statements()
+    failing = [s if not s.startswith("INSERT") else "SELECT 1 / 0" for s in statements]
+    assert failing != statements
+    monkeypatch.setattr(report, "replace_day_statements", lambda: failing)
+    with pytest.raises(sqlalchemy.exc.DataError):
         report.build_day(data_db.engine, report.ReportDay(DAY))
     assert _stored(data_db.engine) == before  # the DELETE was rolled back with the failed INSERT
 

@@ -9,7 +9,7 @@ from airflow_support import return_value
 from airflow_support import run_state as _state
 from rollout_seed import catalog, orders, seed_users, snapshot
 
-from drill_progress import rollout
+from drill_progress.rollout import add_drill as rollout
 
 MIDDLE = ["01-sample-drill", "04-new", "02-sample-drill", "03-sample-drill"]
 

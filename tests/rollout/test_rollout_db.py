@@ -17,8 +17,9 @@ from rollout_seed import (
     users_with,
 )
 
-from drill_progress import ids, rollout
-from drill_progress.rollout import RolloutRefused, roll_out
+from drill_progress import ids
+from drill_progress.rollout import add_drill as rollout
+from drill_progress.rollout.add_drill import RolloutRefused, roll_out
 
 SAMPLE = ["01-sample-drill", "02-sample-drill", "03-sample-drill"]
 

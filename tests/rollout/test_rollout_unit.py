@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from drill_progress import ids, rollout
-from drill_progress.rollout import Placement, RolloutRefused, RolloutRequest, resolve_placement, validate
+from drill_progress import ids
+from drill_progress.rollout import add_drill as rollout
+from drill_progress.rollout.add_drill import Placement, RolloutRefused, RolloutRequest, resolve_placement, validate
 
 GOOD = {"drill_slug": "04-breathing", "drill_name": "Breathing: 5 minutes (advanced)"}
 

@@ -6,8 +6,8 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from devtools.streams import read_all
 from drill_progress.config import INITIAL_CATALOG
-from drill_progress.streams import read_all
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 UNSTARTED, STARTED, COMPLETED = "unstarted", "started", "completed"

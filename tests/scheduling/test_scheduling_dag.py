@@ -9,9 +9,9 @@ import pytest
 from airflow_support import run_state as _state
 from scheduling_support import add_user, read_stream, scan_table
 
-from drill_progress import scheduling
-from drill_progress.aws_resources import ensure_stream, ensure_table
-from drill_progress.scheduling import Window
+from drill_progress.scheduling import planning as scheduling
+from drill_progress.scheduling.planning import Window
+from drill_progress.setup.aws_resources import ensure_stream, ensure_table
 
 DAG_ID = "schedule_next_drills"
 TABLE, STREAM = "drill-trigger-schedule", "dialog-commands"  # the contract's default names

@@ -9,11 +9,12 @@ from itertools import product
 import pytest
 from scheduling_support import COMPLETED, STARTED, T0, UNSTARTED, add_user, read_stream, scan_table, set_state
 
-from drill_progress import scheduling
-from drill_progress.aws_resources import ensure_stream, ensure_table
 from drill_progress.config import INITIAL_CATALOG
-from drill_progress.progress import next_drills
-from drill_progress.scheduling import Window
+from drill_progress.next_drill import next_drills
+from drill_progress.scheduling import planning as scheduling
+from drill_progress.scheduling import sending
+from drill_progress.scheduling.planning import Window
+from drill_progress.setup.aws_resources import ensure_stream, ensure_table
 
 D1, D2, D3 = INITIAL_CATALOG
 INACTIVITY = timedelta(minutes=720)
@@ -64,7 +65,7 @@ def test_next_drill_choice(drill_db, states, expected):
 
 def test_due_users_next_drill_agrees_with_the_shared_rule(drill_db):
     """Every combination of 4 states x 3 drills: the due set follows the selection rule and its
-    drill is exactly common/next_drill.sql's."""
+    drill is exactly scheduling/next_drill.sql's."""
     kinds = [(None, None), ("s", None), ("s", "c"), (None, "c")]  # incl. the odd completed-but-unstarted
     users = {}
     with drill_db.engine.begin() as conn:
@@ -105,7 +106,7 @@ def _plan(drill_db, aws, reference=T0, spread=180, now=None):
 
 
 def _send_all(drill_db, aws, slots):
-    return [scheduling.send_slot(drill_db.engine, aws.dynamodb, aws.kinesis, table=TABLE, stream=STREAM, slot=s)
+    return [sending.send_slot(drill_db.engine, aws.dynamodb, aws.kinesis, table=TABLE, stream=STREAM, slot=s)
             for s in slots]
 
 
@@ -213,4 +214,4 @@ def test_slot_with_more_than_a_page_of_items_is_read_whole(drill_db, resources):
     window = Window.for_run(T0, 0)
     users = [scheduling.DueUser(str(uuid.uuid4()), f"+1555000{i:04d}" + "x" * 2000, D2) for i in range(700)]
     scheduling.record(resources.dynamodb, TABLE, scheduling.plan(users, window), window)
-    assert len(scheduling.read_slot(resources.dynamodb, TABLE, window.slot_pk(0))) == 700  # > 1 MB: 2+ pages
+    assert len(sending.read_slot(resources.dynamodb, TABLE, window.slot_pk(0))) == 700  # > 1 MB: 2+ pages

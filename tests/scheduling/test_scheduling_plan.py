@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from drill_progress import scheduling
-from drill_progress.scheduling import DueUser, Window
+from drill_progress.scheduling import planning as scheduling
+from drill_progress.scheduling.planning import DueUser, Window
 
 REF = datetime(2026, 3, 2, 17, 5, tzinfo=UTC)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from drill_progress import commands, ids
-from drill_progress.commands import Command
+from drill_progress import ids
 from drill_progress.ingest import events as ev
-from drill_progress.progress import next_drill
+from drill_progress.next_drill import next_drill
+from drill_progress.outbox import commands
+from drill_progress.outbox.commands import Command
 
 # A timestamptz as text: an event's validated RFC 3339 created_time, or PostgreSQL's text output
 # for a value loaded from the database. Times are only copied into rows here, never computed

@@ -228,7 +228,7 @@ class Applier:
         if parsed:
             self._apply(parsed, behind_ms)
 
-    def apply_raw(self, raws: Sequence[RawRecord], behind_ms: int | None = None) -> None:
+    def apply_records(self, raws: Sequence[RawRecord], behind_ms: int | None = None) -> None:
         """Parse and apply one micro-batch of raw records (one GetRecords page)."""
         with gc_paused():
             self.apply(self._parse(raws), behind_ms)
@@ -437,11 +437,11 @@ class Applier:
         self.stats.records_rejected += 1
 
 
-def apply_raw(engine: Engine, stream: str, shard_id: str, raws: Sequence[RawRecord], *,
+def apply_micro_batch(engine: Engine, stream: str, shard_id: str, raws: Sequence[RawRecord], *,
               behind_ms: int | None = None, stats: ShardStats | None = None, fault: Fault | None = None) -> ShardStats:
     """Parse and apply one micro-batch of raw records outside the shard loop (tests, benchmark)."""
     applier = Applier(engine, stream, shard_id, stats=stats, fault=fault)
-    applier.apply_raw(raws, behind_ms)
+    applier.apply_records(raws, behind_ms)
     return applier.stats
 
 
@@ -480,7 +480,7 @@ def check_replay(shard_id: str, replay_from: datetime, checkpoint: dict) -> None
             f"be skipped. Replay from {arrived.isoformat()} or earlier.")
 
 
-def ingest_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_batch_records: int = 500,
+def consume_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_batch_records: int = 500,
                  max_records: int = 20000, max_seconds: float = 45.0, replay_from: str | datetime | None = None,
                  fault: Fault | None = None, idle_sleep: float = 0.2) -> ShardStats:
     """Read one shard from its checkpoint (or `replay_from`, AT_TIMESTAMP) until caught up, closed,

@@ -22,10 +22,10 @@ from datetime import datetime
 from sqlalchemy.engine import Connection
 
 from drill_progress import ids
-from drill_progress.commands import Command
 from drill_progress.db import run
 from drill_progress.ingest import events as ev
 from drill_progress.ingest.fold import CatalogDrill, Instance, Status, TreeNeeds, User, tree_needs
+from drill_progress.outbox.commands import Command
 from drill_progress.privacy import safe_text
 
 OUTBOX_SOURCE = "ingest"

@@ -1,104 +1,62 @@
-"""The work of each task of the `dialog_event_ingest` DAG (one function per task)."""
+"""Airflow glue of `dialog_event_ingest` and `dialog_event_reapply`: one function per task, resolving
+the contract's connections and Variables, then calling the package (called from task bodies only)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
-
-from sqlalchemy.engine import Engine
-
-from drill_progress import outbox
+from drill_progress import config, connections
 from drill_progress.db import masked_errors
-from drill_progress.ingest import pipeline, reader, store
-
-log = logging.getLogger(__name__)
-
-TOTAL_KEYS = ("records_read", "batches_applied", "duplicates_skipped", "records_rejected", "commands_emitted")
+from drill_progress.ingest import pipeline, reapply, runs
 
 
-@masked_errors
-def plan_shards(engine: Engine, kinesis, stream: str, replay_shard_id: str | None = None,
-                replay_from: str | None = None) -> list[str]:
-    """Shard ids to read in this run: every listed shard not yet drained whose parents are
-    drained (or expired), plus the shard being replayed, if any."""
-    if bool(replay_shard_id) != bool(replay_from):
-        raise pipeline.ReplayRefused("a replay needs both replay_shard_id and replay_from (ISO 8601 with offset)")
-    shards = reader.list_shards(kinesis, stream)
-    with engine.connect() as conn:
-        checkpoints = store.load_checkpoints(conn, stream)
-    readable = reader.readable_shards(shards, checkpoints)
-    waiting = sorted({s.shard_id for s in shards} - set(readable)
-                     - {k for k, v in checkpoints.items() if v.get("shard_closed")})
-    if replay_shard_id:  # refused here, once, before any shard is read
-        if replay_shard_id not in {s.shard_id for s in shards}:
-            raise pipeline.ReplayRefused(f"replay_shard_id {replay_shard_id} is not a listed shard of {stream}")
-        pipeline.check_replay(replay_shard_id, pipeline.parse_timestamp(replay_from),  # type: ignore[arg-type]
-                              checkpoints.get(replay_shard_id, {}))
-        if replay_shard_id not in readable:
-            readable.append(replay_shard_id)
-    log.info("stream %s: %d shards listed; reading %s; waiting for parents: %s", stream, len(shards),
-             readable, waiting or "none")
-    return readable
+def _refused(exc: Exception):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
 
 
 @masked_errors
-def ingest_shard(engine: Engine, kinesis, stream: str, command_stream: str, shard_id: str, *,
-                 micro_batch_records: int = 500, max_records: int = 20000, max_seconds: float = 45.0,
-                 replay_shard_id: str | None = None, replay_from: str | None = None) -> dict:
-    """Ingest one shard, then publish the commands it caused (best effort: `publish_commands`
-    publishes whatever is left). Returns and logs the shard's figures."""
-    replay = replay_from if replay_shard_id and shard_id == replay_shard_id else None
-    stats = pipeline.ingest_shard(engine, kinesis, stream, shard_id, micro_batch_records=micro_batch_records,
-                                  max_records=max_records, max_seconds=max_seconds, replay_from=replay)
-    result = stats.as_dict()
-    if stats.command_keys:
-        try:
-            published = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE,
-                                               keys=stats.command_keys)
-            result["commands_published"] = published["published"]
-        except Exception:  # publish_commands retries what is left; never lose the shard's figures
-            log.exception("shard %s: publishing commands failed; publish_commands will retry", shard_id)
-    log.info("shard %s%s: read %d records in %d micro-batches; applied %d batches, skipped %d duplicates, "
-             "rejected %d records, emitted %d commands; %s ms behind the tip%s; seconds %s",
-             shard_id, f" (replay from {replay})" if replay else "", stats.records_read, stats.micro_batches,
-             stats.batches_applied, stats.duplicates_skipped, stats.records_rejected, stats.commands_emitted,
-             stats.behind_ms, "; shard closed and drained" if stats.shard_closed else "", result["seconds"])
-    return result
+def plan_shards(params: dict) -> list[str]:
+    """Task `plan_shards`: the shards to read in this run."""
+    try:
+        return runs.plan_shards(connections.db_engine(), connections.aws_client("kinesis"),
+                                connections.variable(config.DIALOG_EVENT_STREAM), params.get("replay_shard_id"),
+                                params.get("replay_from"))
+    except pipeline.ReplayRefused as exc:
+        raise _refused(exc) from exc  # no retries: the params are wrong
 
 
 @masked_errors
-def publish_commands(engine: Engine, kinesis, command_stream: str) -> dict:
-    """Publish every unpublished ingest command; raise (so the task retries) if some failed."""
-    result = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE)
-    log.info("published %d commands to %s", result["published"], command_stream)
-    if result["failed"]:
-        raise outbox.PublishError(f"{result['failed']} commands could not be published to {command_stream}; "
-                                  "they stay in command_outbox and are sent on retry")
-    return result
+def ingest_shard(shard_id: str, params: dict) -> dict:
+    """Task `ingest_shard` (mapped, one per shard)."""
+    try:
+        return runs.ingest_shard(
+            connections.db_engine(role="ingest"), connections.aws_client("kinesis"),
+            connections.variable(config.DIALOG_EVENT_STREAM), connections.variable(config.COMMAND_STREAM), shard_id,
+            micro_batch_records=int(params["micro_batch_records"]), max_records=int(params["max_records_per_shard"]),
+            max_seconds=float(params["max_seconds"]), replay_shard_id=params.get("replay_shard_id"),
+            replay_from=params.get("replay_from"))
+    except pipeline.ReplayRefused as exc:
+        raise _refused(exc) from exc
 
 
-def summarize(shard_results: Iterable[dict] | None, published: dict | None = None) -> dict:
-    results = [r for r in (shard_results or []) if r]
-    totals = {key: sum(int(r.get(key) or 0) for r in results) for key in TOTAL_KEYS}
-    totals["shards"] = len(results)
-    totals["max_behind_ms"] = max((int(r.get("behind_ms") or 0) for r in results), default=0)
-    totals["commands_published"] = (published or {}).get("published", 0)
-    totals["per_shard"] = {r["shard_id"]: {k: r.get(k) for k in (*TOTAL_KEYS, "behind_ms")} for r in results}
-    log.info("ingestion run: %s", {k: v for k, v in totals.items() if k != "per_shard"})
-    for shard_id, figures in totals["per_shard"].items():
-        log.info("  %s: %s", shard_id, figures)
-    return totals
+@masked_errors
+def publish_commands() -> dict:
+    """Task `publish_commands`: every ingest command still in the outbox."""
+    return runs.publish_commands(connections.db_engine(), connections.aws_client("kinesis"),
+                                 connections.variable(config.COMMAND_STREAM))
+
+
+def summary(shard_results: list[dict] | None, published: dict | None) -> dict:
+    """Task `summary`: the run's totals."""
+    return runs.summarize(shard_results, published)
 
 
 @masked_errors
 def reapply_rejected(params: dict) -> dict:
     """Task `reapply_rejected` of `dialog_event_reapply`: re-apply set-aside records, then publish."""
-    from drill_progress import config, runtime
-    from drill_progress.ingest import reapply
-
     return reapply.reapply_and_publish(
-        runtime.db_engine(role="ingest"), runtime.aws_client("kinesis"), runtime.variable(config.DIALOG_EVENT_STREAM),
-        runtime.variable(config.COMMAND_STREAM), shard_id=params.get("shard_id") or None,
-        since=pipeline.parse_timestamp(params.get("rejected_since")),
-        until=pipeline.parse_timestamp(params.get("rejected_until")),
-        limit=int(params.get("limit") or 10_000), dry_run=bool(params.get("dry_run")))
+        connections.db_engine(role="ingest"), connections.aws_client("kinesis"),
+        connections.variable(config.DIALOG_EVENT_STREAM), connections.variable(config.COMMAND_STREAM),
+        shard_id=params.get("shard_id") or None, since=pipeline.parse_timestamp(params.get("rejected_since")),
+        until=pipeline.parse_timestamp(params.get("rejected_until")), limit=int(params.get("limit") or 10_000),
+        dry_run=bool(params.get("dry_run")))

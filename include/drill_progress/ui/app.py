@@ -13,16 +13,13 @@ to the server, never logged) for Airflow's `_token` cookie via `POST session`, w
 requires the token as a Bearer header (so it cannot be driven cross-site).
 
 The drill database is read through the `drill_progress_db` connection, resolved at request
-time (never at import) and cached: the engine for one connection URL is reused; the URL is
-looked up again at most every `URL_TTL_SECONDS`.
+time (never at import) by `drill_progress.connections` (the package's one engine cache).
 
 No `from __future__ import annotations` here: FastAPI must see the real dependency types of the
 routes defined inside create_app(), whose Airflow imports are local to it.
 """
 
 import html
-import threading
-import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -38,7 +35,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from drill_progress.ui import PAGE_NAME, queries
 
 STATIC = Path(__file__).resolve().parent / "static"
-URL_TTL_SECONDS = 60.0
 PUBLIC_ASSETS = {"login.js": "text/javascript"}
 PRIVATE_ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
 SECURITY_HEADERS = {
@@ -52,41 +48,12 @@ SECURITY_HEADERS = {
 }
 
 
-class _EngineCache:
-    """Engine for the `drill_progress_db` connection: one per URL, URL re-resolved every TTL."""
+def default_engine() -> Engine:
+    """The drill database for the page: connection `drill_progress_db`, role "ui" (short timeouts),
+    the package's one engine cache (re-checked against the connection every minute)."""
+    from drill_progress import connections
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._engines: dict[str, Engine] = {}
-        self._url: str | None = None
-        self._resolved_at = 0.0
-
-    def __call__(self) -> Engine:
-        with self._lock:
-            if self._url is None or time.monotonic() - self._resolved_at > URL_TTL_SECONDS:
-                from drill_progress import runtime
-
-                self._url = runtime.db_url().render_as_string(hide_password=False)
-                self._resolved_at = time.monotonic()
-            engine = self._engines.get(self._url)
-            if engine is None:
-                from drill_progress.db import make_engine
-
-                for stale in self._engines.values():
-                    stale.dispose()
-                self._engines = {self._url: make_engine(self._url, "ui", pool_size=2, max_overflow=2)}
-                engine = self._engines[self._url]
-            return engine
-
-    def reset(self) -> None:
-        with self._lock:
-            for engine in self._engines.values():
-                engine.dispose()
-            self._engines.clear()
-            self._url = None
-
-
-default_engine = _EngineCache()
+    return connections.db_engine("ui")
 
 
 def _login_url(request: Request) -> str:

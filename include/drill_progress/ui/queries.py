@@ -32,12 +32,12 @@ def _rows(engine: Engine, template: str, params: dict[str, Any] | None = None) -
 
 
 def employers(engine: Engine) -> list[dict[str, Any]]:
-    return _rows(engine, "report/ui_employers.sql")
+    return _rows(engine, "ui/employers.sql")
 
 
 def completions(engine: Engine, employer_id: str, days: int = 30, until: date | None = None) -> dict[str, Any]:
     """Completions per report day for one employer: the total and one series per drill."""
-    rows = _rows(engine, "report/ui_completions.sql", {"employer_id": employer_id, "days": days, "until": until})
+    rows = _rows(engine, "ui/completions.sql", {"employer_id": employer_id, "days": days, "until": until})
     dates = sorted({r["report_date"] for r in rows})
     index = {d: i for i, d in enumerate(dates)}
     total = [0] * len(dates)
@@ -54,27 +54,27 @@ def completions(engine: Engine, employer_id: str, days: int = 30, until: date | 
 
 def funnel(engine: Engine, employer_id: str, report_date: date | None = None) -> dict[str, Any]:
     """One employer's enrolled -> started -> completed per drill on one report day."""
-    rows = _rows(engine, "report/ui_funnel.sql", {"employer_id": employer_id, "report_date": report_date})
+    rows = _rows(engine, "ui/funnel.sql", {"employer_id": employer_id, "report_date": report_date})
     day = rows[0]["report_date"] if rows else (report_date.isoformat() if report_date else None)
     drills = [{k: v for k, v in r.items() if k != "report_date"} for r in rows]
     return {"employer_id": employer_id, "report_date": day, "drills": drills}
 
 
 def checkpoints(engine: Engine) -> list[dict[str, Any]]:
-    return _rows(engine, "report/ui_checkpoints.sql")
+    return _rows(engine, "ui/checkpoints.sql")
 
 
 def rejections(engine: Engine, hours: int = 24, limit: int = 50) -> dict[str, Any]:
     """Records set aside in the last `hours`: counts per (masked) reason and the latest records."""
     params = {"hours": hours, "limit": limit}
     reasons: dict[str, dict[str, Any]] = {}
-    for r in _rows(engine, "report/ui_rejection_reasons.sql", params):
+    for r in _rows(engine, "ui/rejection_reasons.sql", params):
         reason = mask_phones_in(r["reason"])
         entry = reasons.setdefault(reason, {"reason": reason, "records": 0, "last_rejected_at": None})
         entry["records"] += r["records"]
         entry["last_rejected_at"] = max(filter(None, (entry["last_rejected_at"], r["last_rejected_at"])))
     recent = []
-    for r in _rows(engine, "report/ui_rejections.sql", params):
+    for r in _rows(engine, "ui/rejections.sql", params):
         r["partition_key"] = mask_phone(r["partition_key"]) if r["partition_key"] else None
         r["reason"] = mask_phones_in(r["reason"])
         recent.append(r)
@@ -85,5 +85,5 @@ def rejections(engine: Engine, hours: int = 24, limit: int = 50) -> dict[str, An
 
 def commands(engine: Engine, days: int = 14) -> dict[str, Any]:
     """Commands published per UTC day and type over the last `days` days, and the outbox backlog."""
-    return {"days": days, "published": _rows(engine, "report/ui_commands.sql", {"days": days}),
-            "pending": _rows(engine, "report/ui_commands_pending.sql")}
+    return {"days": days, "published": _rows(engine, "ui/commands.sql", {"days": days}),
+            "pending": _rows(engine, "ui/commands_pending.sql")}

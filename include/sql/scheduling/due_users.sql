@@ -4,7 +4,7 @@
 --   * at least one started drill and at least one incomplete drill,
 --   * profile not opted out (profile->>'opted_out' is not 'true'; missing means not opted out),
 -- with the user's next drill: the first drill by place_in_sequence not yet started, else the
--- first not yet completed -- the rule of common/next_drill.sql (tests cross-check the two).
+-- first not yet completed -- the rule of scheduling/next_drill.sql (tests cross-check the two).
 --
 -- next_key orders a user's candidate statuses the way next_drill.sql does, as one "C"-collated
 -- text so a plain min() picks it in a single streaming pass: '0' unstarted / '1' started, the

@@ -1,0 +1,88 @@
+"""One ingestion run of `dialog_event_ingest`, given its engine, clients and stream names: which shards
+to read, reading one shard and publishing the commands it caused, the run's totals. The Airflow
+glue that resolves connections and Variables is `ingest.tasks`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy.engine import Engine
+
+from drill_progress import outbox
+from drill_progress.ingest import pipeline, reader, store
+
+log = logging.getLogger(__name__)
+
+TOTAL_KEYS = ("records_read", "batches_applied", "duplicates_skipped", "records_rejected", "commands_emitted")
+
+
+def plan_shards(engine: Engine, kinesis, stream: str, replay_shard_id: str | None = None,
+                replay_from: str | None = None) -> list[str]:
+    """Shard ids to read in this run: every listed shard not yet drained whose parents are
+    drained (or expired), plus the shard being replayed, if any."""
+    if bool(replay_shard_id) != bool(replay_from):
+        raise pipeline.ReplayRefused("a replay needs both replay_shard_id and replay_from (ISO 8601 with offset)")
+    shards = reader.list_shards(kinesis, stream)
+    with engine.connect() as conn:
+        checkpoints = store.load_checkpoints(conn, stream)
+    readable = reader.readable_shards(shards, checkpoints)
+    waiting = sorted({s.shard_id for s in shards} - set(readable)
+                     - {k for k, v in checkpoints.items() if v.get("shard_closed")})
+    if replay_shard_id:  # refused here, once, before any shard is read
+        if replay_shard_id not in {s.shard_id for s in shards}:
+            raise pipeline.ReplayRefused(f"replay_shard_id {replay_shard_id} is not a listed shard of {stream}")
+        pipeline.check_replay(replay_shard_id, pipeline.parse_timestamp(replay_from),  # type: ignore[arg-type]
+                              checkpoints.get(replay_shard_id, {}))
+        if replay_shard_id not in readable:
+            readable.append(replay_shard_id)
+    log.info("stream %s: %d shards listed; reading %s; waiting for parents: %s", stream, len(shards),
+             readable, waiting or "none")
+    return readable
+
+
+def ingest_shard(engine: Engine, kinesis, stream: str, command_stream: str, shard_id: str, *,
+                 micro_batch_records: int = 500, max_records: int = 20000, max_seconds: float = 45.0,
+                 replay_shard_id: str | None = None, replay_from: str | None = None) -> dict:
+    """Ingest one shard, then publish the commands it caused (best effort: `publish_commands`
+    publishes whatever is left). Returns and logs the shard's figures."""
+    replay = replay_from if replay_shard_id and shard_id == replay_shard_id else None
+    stats = pipeline.consume_shard(engine, kinesis, stream, shard_id, micro_batch_records=micro_batch_records,
+                                  max_records=max_records, max_seconds=max_seconds, replay_from=replay)
+    result = stats.as_dict()
+    if stats.command_keys:
+        try:
+            published = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE,
+                                               keys=stats.command_keys)
+            result["commands_published"] = published["published"]
+        except Exception:  # publish_commands retries what is left; never lose the shard's figures
+            log.exception("shard %s: publishing commands failed; publish_commands will retry", shard_id)
+    log.info("shard %s%s: read %d records in %d micro-batches; applied %d batches, skipped %d duplicates, "
+             "rejected %d records, emitted %d commands; %s ms behind the tip%s; seconds %s",
+             shard_id, f" (replay from {replay})" if replay else "", stats.records_read, stats.micro_batches,
+             stats.batches_applied, stats.duplicates_skipped, stats.records_rejected, stats.commands_emitted,
+             stats.behind_ms, "; shard closed and drained" if stats.shard_closed else "", result["seconds"])
+    return result
+
+
+def publish_commands(engine: Engine, kinesis, command_stream: str) -> dict:
+    """Publish every unpublished ingest command; raise (so the task retries) if some failed."""
+    result = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE)
+    log.info("published %d commands to %s", result["published"], command_stream)
+    if result["failed"]:
+        raise outbox.PublishError(f"{result['failed']} commands could not be published to {command_stream}; "
+                                  "they stay in command_outbox and are sent on retry")
+    return result
+
+
+def summarize(shard_results: Iterable[dict] | None, published: dict | None = None) -> dict:
+    results = [r for r in (shard_results or []) if r]
+    totals = {key: sum(int(r.get(key) or 0) for r in results) for key in TOTAL_KEYS}
+    totals["shards"] = len(results)
+    totals["max_behind_ms"] = max((int(r.get("behind_ms") or 0) for r in results), default=0)
+    totals["commands_published"] = (published or {}).get("published", 0)
+    totals["per_shard"] = {r["shard_id"]: {k: r.get(k) for k in (*TOTAL_KEYS, "behind_ms")} for r in results}
+    log.info("ingestion run: %s", {k: v for k, v in totals.items() if k != "per_shard"})
+    for shard_id, figures in totals["per_shard"].items():
+        log.info("  %s: %s", shard_id, figures)
+    return totals

@@ -1,0 +1,35 @@
+"""The aggregate's state as data, for comparing runs: ids are deterministic (UUIDv5), so an ordered
+dump of every column that is not a `now()` stamp compares a crashed and retried run with a clean one
+(the chaos scenarios) or two ways of applying the same stream (ingestion tests)."""
+
+from __future__ import annotations
+
+import hashlib
+
+AGGREGATE_QUERIES: dict[str, str] = {
+    "users": "SELECT user_id, seq, profile::text, last_interacted_time FROM users ORDER BY user_id",
+    "phone_numbers": "SELECT id, phone_number, user_id, is_primary FROM phone_numbers ORDER BY id",
+    "drill_statuses": ("SELECT id, user_id, drill_instance_id, drill_slug, place_in_sequence, started_time, "
+                       "completed_time FROM drill_statuses ORDER BY id"),
+    "drill_instances": ("SELECT drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug, "
+                        "current_prompt_start_time, current_prompt_last_response_time, completion_time, is_valid "
+                        "FROM drill_instances ORDER BY drill_instance_id"),
+}
+
+
+def aggregate_checksum(engine) -> dict:
+    """{table: {"rows": n, "sha256": hex}} for the four aggregate tables and "all": one digest."""
+    out: dict = {}
+    total = hashlib.sha256()
+    with engine.connect() as conn:
+        for table, sql in AGGREGATE_QUERIES.items():
+            digest = hashlib.sha256()
+            n = 0
+            for row in conn.exec_driver_sql(sql):
+                digest.update(repr(tuple(row)).encode())
+                digest.update(b"\n")
+                n += 1
+            out[table] = {"rows": n, "sha256": digest.hexdigest()}
+            total.update(f"{table}:{n}:{out[table]['sha256']};".encode())
+    out["all"] = total.hexdigest()
+    return out

@@ -1,0 +1,231 @@
+"""The local stack (`make up` / `make down` / `make status`): its configuration, its process
+handling, busy ports, and (slow) a real up -> status -> down on free ports in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devtools import devstack
+from devtools.services import free_port
+from drill_progress import config
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def _settings(tmp: Path, **ports) -> devstack.Settings:
+    env = {"DRILL_STATE_DIR": str(tmp), "DRILL_REPO": str(ROOT)}
+    env.update({k: str(v) for k, v in ports.items()})
+    return devstack.Settings.from_env(env)
+
+
+@pytest.fixture
+def state_dir():
+    # PostgreSQL runs as an unprivileged user when we are root: it must reach the folder.
+    path = Path(tempfile.mkdtemp(prefix="drill-stack-"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+SECRETS = {"api_secret_key": "k", "jwt_secret": "j", "fernet_key": "f"}
+
+
+def test_env_has_the_contract_connections_variables_and_folders(tmp_path):
+    s = _settings(tmp_path, DRILL_PG_PORT=6001, DRILL_AWS_PORT=6002, AIRFLOW_PORT=6003)
+    env = devstack.airflow_env(s, SECRETS, environ={})
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
+    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(ROOT / "plugins")
+    assert env["AIRFLOW_HOME"] == str(tmp_path / "airflow")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # the contract's connections (§7) by their ids
+    db = env[f"AIRFLOW_CONN_{config.DB_CONN_ID.upper()}"]
+    assert db == "postgresql://drill:drill@127.0.0.1:6001/drill_progress"
+    aws = json.loads(env[f"AIRFLOW_CONN_{config.AWS_CONN_ID.upper()}"])
+    assert aws["conn_type"] == "aws"
+    assert aws["extra"] == {"region_name": "us-east-1", "endpoint_url": "http://127.0.0.1:6002"}
+    # the contract's Variables with their defaults; a value from the caller's environment wins
+    for name, default in config.VARIABLE_DEFAULTS.items():
+        assert env[f"AIRFLOW_VAR_{name.upper()}"] == default
+    custom = devstack.airflow_env(s, SECRETS, environ={"AIRFLOW_VAR_DIALOG_EVENT_STREAM": "mine"})
+    assert custom["AIRFLOW_VAR_DIALOG_EVENT_STREAM"] == "mine"
+    # Airflow's metadata in the same server, its own database; tasks reach the api-server
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@127.0.0.1:6001/airflow")
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:6003/execution/"
+    assert env["AIRFLOW__API__PORT"] == "6003"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+
+
+def test_every_airflow_option_set_exists_in_the_installed_airflow(tmp_path):
+    """AIRFLOW__SECTION__KEY names are checked against Airflow's own config template, so a
+    misspelt or renamed option cannot be silently ignored."""
+    import airflow
+
+    template = Path(airflow.__file__).parent / "config_templates" / "config.yml"
+    options = {(section, key) for section, body in yaml.safe_load(template.read_text()).items()
+               for key in (body.get("options") or {})}
+    env = devstack.airflow_env(_settings(tmp_path), SECRETS, environ={})
+    set_options = [name for name in env if name.startswith("AIRFLOW__")]
+    assert len(set_options) > 15
+    for name in set_options:
+        _, section, key = name.split("__", 2)
+        assert (section.lower(), key.lower()) in options, name
+
+
+def test_env_sh_exports_the_same_environment(tmp_path):
+    s = _settings(tmp_path, DRILL_AWS_PORT=6002)
+    env = devstack.airflow_env(s, SECRETS, environ={})
+    path = devstack.write_env_sh(s, env)
+    out = subprocess.run(["bash", "-c", f"source {path} && env -0"], capture_output=True, check=True,
+                         env={"PATH": os.environ["PATH"]}).stdout
+    exported = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
+    for key, value in env.items():
+        assert exported[key] == value, key
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_secrets_are_generated_once_and_kept(tmp_path):
+    s = _settings(tmp_path)
+    first = devstack.load_secrets(s)
+    assert devstack.load_secrets(s) == first
+    assert len(first["jwt_secret"]) > 30 and first["fernet_key"] != first["api_secret_key"]
+
+
+def test_a_busy_port_is_reported_clearly_and_nothing_starts(state_dir):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), "DRILL_PG_PORT": str(free_port()),
+               "DRILL_AWS_PORT": str(busy), "AIRFLOW_PORT": str(free_port()),
+               "AIRFLOW_WORKER_LOG_PORT": str(free_port()), "AIRFLOW_TRIGGER_LOG_PORT": str(free_port())}
+        proc = subprocess.run([PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+    assert proc.returncode == 1
+    assert f"port {busy}" in proc.stderr and "DRILL_AWS_PORT" in proc.stderr and "in use" in proc.stderr
+    assert not (state_dir / "pgdata").exists()  # failed before starting anything
+    assert not list((state_dir / "run").glob("*.pid"))
+
+
+def test_spawned_process_group_is_tracked_and_stopped(tmp_path):
+    s = _settings(tmp_path)
+    # a parent with a child in its group, like the scheduler and its LocalExecutor workers
+    cmd = ["bash", "-c", "sleep 300 & sleep 300; wait"]
+    pid = devstack.spawn(s, "dummy", cmd, dict(os.environ), marker="sleep")
+    assert devstack.running_pid(s, "dummy") == pid
+    time.sleep(0.3)
+    assert devstack._group_alive(pid)
+    assert devstack.stop_process(s, "dummy", timeout=10)
+    assert not devstack._group_alive(pid)
+    assert devstack.running_pid(s, "dummy") is None
+    assert not (tmp_path / "run" / "dummy.pid").exists()
+    assert devstack.stop_process(s, "dummy") is False  # stopping twice is harmless
+
+
+def test_a_recycled_pid_is_not_mistaken_for_ours(tmp_path):
+    s = _settings(tmp_path)
+    s.run_dir.mkdir(parents=True)
+    # our own pid is alive, but it did not start at the recorded time: not the stack's process
+    record = {"pid": os.getpid(), "start_ticks": 1, "marker": "x", "cmd": []}
+    (s.run_dir / "ghost.pid").write_text(json.dumps(record))
+    assert devstack.running_pid(s, "ghost") is None
+    assert devstack.stop_process(s, "ghost") is False  # and `down` leaves it alone
+    os.kill(os.getpid(), 0)
+
+
+def test_status_and_down_on_an_empty_state_folder(tmp_path, capsys):
+    s = _settings(tmp_path, DRILL_PG_PORT=free_port())
+    states = devstack.status(s)
+    assert set(states) == {"postgres", "moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator"}
+    assert not any(states.values())
+    assert devstack.down(s) == []
+    assert "nothing was running" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_up_status_down_for_real(state_dir):
+    """`up` on free ports serves the UI with every DAG file parsed, no import errors and every
+    DAG unpaused; a second `up` starts nothing new; `down` stops exactly what `up` started."""
+    ports = {"DRILL_PG_PORT": free_port(), "DRILL_AWS_PORT": free_port(), "AIRFLOW_PORT": free_port(),
+             "AIRFLOW_WORKER_LOG_PORT": free_port(), "AIRFLOW_TRIGGER_LOG_PORT": free_port()}
+    env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), **{k: str(v) for k, v in ports.items()}}
+    for name in list(env):  # the test session's Airflow settings must not leak into the stack
+        if name.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) or name == "AIRFLOW_HOME":
+            env.pop(name)
+    s = devstack.Settings.from_env(env)
+
+    def stack(*args, timeout=300):
+        return subprocess.run([PY, "-m", "devtools.devstack", *args], env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    try:
+        first = stack("up")
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert f"http://localhost:{ports['AIRFLOW_PORT']}" in first.stdout and "admin / admin" in first.stdout
+        pids = {name: devstack.running_pid(s, name) for name in
+                ("moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator")}
+        assert all(pids.values()), pids
+
+        api = devstack.Api(s.api_url)
+        dags, errors, missing = devstack.parsed_state(api, s)
+        assert not errors, errors
+        assert not missing
+        dag_ids = {d["dag_id"] for d in dags}
+        assert "drill_progress_setup" in dag_ids
+        assert len(dags) >= len(devstack.dag_files(s))
+        assert not any(d["is_paused"] for d in dags)
+        # the setup DAG ran: the drill database has the catalog
+        import psycopg
+
+        with psycopg.connect(devstack.drill_db_uri(s)) as conn:
+            slugs = [r[0] for r in conn.execute("SELECT drill_slug FROM drills ORDER BY place_in_sequence")]
+        assert slugs[:3] == list(config.INITIAL_CATALOG)
+        # the login works in the UI's way too
+        req = urllib.request.Request(f"{s.api_url}/api/v2/version", headers={"Authorization": f"Bearer {api.token()}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read())["version"].startswith("3.3")
+
+        status = stack("status", timeout=60)
+        assert status.returncode == 0
+        for name in ("postgres", "moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator"):
+            assert any(line.split()[:2] == [name, "running"] for line in status.stdout.splitlines()), status.stdout
+        assert "0 import errors" in status.stdout
+        env_sh = (state_dir / "env.sh").read_text()
+        assert "AIRFLOW_CONN_DRILL_PROGRESS_DB" in env_sh and str(ROOT / "dags") in env_sh
+
+        again = stack("up")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "already running" in again.stdout
+        assert {name: devstack.running_pid(s, name) for name in pids} == pids  # no second copy
+    finally:
+        down = stack("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not any(devstack._group_alive(pid) for pid in pids.values())  # whole process groups gone
+    assert devstack.postgres(s).is_running() is False
+    assert (state_dir / "pgdata" / "PG_VERSION").exists()  # data kept
+    assert not any(devstack.component_states(s).values())
+
+
+def test_a_fresh_emulator_resets_the_dialog_stream_checkpoints(drill_db, empty_db):
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO stream_checkpoints (stream, shard_id, sequence_number) VALUES "
+            "('dialog-events', 'shardId-000000000000', '312'), ('other', 'shardId-000000000000', '9')")
+    assert devstack.forget_emulator_checkpoints(drill_db.url, "dialog-events") == 1
+    with drill_db.engine.connect() as conn:
+        left = conn.exec_driver_sql("SELECT stream FROM stream_checkpoints").scalars().all()
+    assert left == ["other"]
+    assert devstack.forget_emulator_checkpoints(empty_db.url, "dialog-events") == 0  # no schema yet: no-op

@@ -1,0 +1,81 @@
+"""Migrations against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+
+from drill_progress.setup import migrations
+
+AGGREGATE = ("users", "phone_numbers", "drill_statuses", "drill_instances")
+
+
+def _tables(engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.exec_driver_sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").scalars())
+
+
+def test_migrations_create_the_contract_tables(empty_db):
+    applied = migrations.apply_migrations(empty_db.engine)
+    assert applied == [m.version for m in migrations.discover()]
+    tables = _tables(empty_db.engine)
+    assert set(AGGREGATE) | {"drills", "rejected_records", "stream_checkpoints", "schema_migrations"} <= tables
+
+
+def test_catalog_is_seeded_in_order(drill_db):
+    with drill_db.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT drill_slug, place_in_sequence FROM drills ORDER BY 2").all()
+    assert [r[0] for r in rows][:3] == ["01-sample-drill", "02-sample-drill", "03-sample-drill"]
+
+
+def test_applying_again_is_a_no_op(drill_db):
+    assert migrations.apply_migrations(drill_db.engine) == []
+    with drill_db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM drills").scalar() >= 3
+
+
+def test_aggregate_tables_reference_users(drill_db):
+    with drill_db.engine.connect() as conn:
+        refs = set(conn.exec_driver_sql("""
+            SELECT tc.table_name FROM information_schema.table_constraints tc
+            JOIN information_schema.constraint_column_usage ccu USING (constraint_name)
+            WHERE tc.constraint_type = 'FOREIGN KEY' AND ccu.table_name = 'users'""").scalars())
+    assert {"phone_numbers", "drill_statuses", "drill_instances"} <= refs
+
+
+def test_drill_statuses_unique_per_user_slug_and_place(drill_db):
+    with drill_db.engine.connect() as conn:
+        uniques = conn.exec_driver_sql("""
+            SELECT array_agg(a.attname ORDER BY a.attname)::text FROM pg_constraint c
+            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+            WHERE c.conrelid = 'drill_statuses'::regclass AND c.contype = 'u' GROUP BY c.oid""").scalars().all()
+    assert "{drill_slug,user_id}" in uniques
+    assert "{place_in_sequence,user_id}" in uniques
+
+
+def test_failed_migration_leaves_nothing_half_applied(empty_db, tmp_path):
+    (tmp_path / "0001_good.sql").write_text("CREATE TABLE good_one (id int);")
+    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE half_done (id int); SELECT * FROM no_such_table;")
+    with pytest.raises(migrations.MigrationError, match="0002_bad.sql failed"):
+        migrations.apply_migrations(empty_db.engine, tmp_path)
+    tables = _tables(empty_db.engine)
+    assert "good_one" in tables
+    assert "half_done" not in tables
+    with empty_db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT array_agg(version) FROM schema_migrations").scalar() == [1]
+    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE half_done (id int);")
+    assert migrations.apply_migrations(empty_db.engine, tmp_path) == [2]
+
+
+def test_edited_migration_is_refused(empty_db, tmp_path):
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (id int);")
+    migrations.apply_migrations(empty_db.engine, tmp_path)
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (id bigint);")
+    with pytest.raises(migrations.MigrationError, match="changed after it was applied"):
+        migrations.apply_migrations(empty_db.engine, tmp_path)
+
+
+def test_badly_named_migration_is_refused(tmp_path):
+    (tmp_path / "1_a.sql").write_text("SELECT 1;")
+    with pytest.raises(migrations.MigrationError, match="NNNN_name.sql"):
+        migrations.discover(tmp_path)

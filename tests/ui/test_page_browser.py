@@ -1,0 +1,227 @@
+"""The Drill Progress page in a real browser: a real `airflow api-server` (this repository's
+plugins/ folder, SimpleAuthManager with a password), a drill database with two weeks of report
+rows and pipeline-health rows, and headless Chromium (Debian's `chromium`) that logs in through
+the page's login bridge, renders the page and keeps a screenshot under tests/_artifacts/."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import report_dataset as dataset
+
+from devtools.services import free_port, wait_for
+from drill_progress.db import make_engine
+from drill_progress.report import daily as report
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "_artifacts"
+PHONE = "+15551239876"
+FIRST_DAY, LAST_DAY = date(2026, 3, 1), date(2026, 3, 14)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                       reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"),
+]
+
+
+def _screenshot_tool():
+    spec = importlib.util.spec_from_file_location("screenshot_ui", ROOT / "scripts" / "screenshot_ui.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _at(day: date, hour: float) -> str:
+    return (datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=hour)).isoformat()
+
+
+def synthetic_users(seed: int = 7) -> dict:
+    """Two weeks of progress for employers 7 and 12 and a few users without an employer."""
+    rng = random.Random(seed)
+    users = {}
+    for employer, count in (("7", 24), ("12", 14), (None, 5)):
+        for i in range(count):
+            created = FIRST_DAY + timedelta(days=rng.randrange(0, 5))
+            profile = {"validated": True, "account_info": {"employer_id": int(employer), "unit_id": 1}} \
+                if employer else {"validated": True}
+            drills, moment = {}, created
+            last = _at(created, rng.uniform(8, 20))
+            for slug in dataset.CATALOG:
+                if rng.random() > 0.8:
+                    break
+                start_day = moment + timedelta(days=rng.randrange(0, 3))
+                if start_day > LAST_DAY:
+                    break
+                started = _at(start_day, rng.uniform(8, 20))
+                completed = None
+                if rng.random() < 0.75:
+                    done_day = start_day + timedelta(days=rng.randrange(0, 3))
+                    if done_day <= LAST_DAY:
+                        completed = _at(done_day, rng.uniform(20.5, 23.5))
+                drills[slug] = (started, completed)
+                last = completed or started
+                if completed is None:
+                    break
+                moment = datetime.fromisoformat(completed).date()
+            users[f"{employer or 'x'}-{i:02d}"] = (profile, _at(created, 7), last, drills)
+    return users
+
+
+@pytest.fixture(scope="module")
+def page_db(pg_server, migrated_template):
+    name = f"drill_browser_{os.getpid()}"
+    pg_server.create_database(name, template=migrated_template)
+    url = pg_server.uri(name)
+    engine = make_engine(url)
+    dataset.load(engine, synthetic_users())
+    day = FIRST_DAY
+    while day <= LAST_DAY:
+        report.build_day(engine, report.ReportDay(day))
+        day += timedelta(days=1)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO stream_checkpoints (stream, shard_id, sequence_number, behind_ms, records_applied, "
+            "updated_at) VALUES ('dialog-events', 'shardId-000000000000', '4901', 850, 18234, now()), "
+            "('dialog-events', 'shardId-000000000001', '4977', 92000, 17120, now() - interval '7 minutes')")
+        conn.exec_driver_sql(
+            "INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, "
+            "rejected_at) SELECT 'dialog-events', 'shardId-000000000000', (1000 + g)::text, %(p)s, "
+            "convert_to(%(raw)s, 'UTF8'), CASE WHEN g %% 2 = 0 THEN 'unknown event_type: SURVEY_SENT' "
+            "ELSE 'schema: ' || %(p)s || ' seq is not a decimal string' END, now() - g * interval '2 hours' "
+            "FROM generate_series(1, 5) AS g",
+            {"p": PHONE, "raw": json.dumps({"phone_number": PHONE})})
+        conn.exec_driver_sql(
+            "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, "
+            "created_at, published_at) "
+            "SELECT 'k' || g, CASE WHEN g %% 4 = 0 THEN 'TRIGGER_REMINDER' ELSE 'START_DRILL' END, %(p)s, "
+            "       jsonb_build_object('phone_number', %(p)s::text), 'test', now() - (g %% 6) * interval '1 day', "
+            "       CASE WHEN g <= 55 THEN now() - (g %% 6) * interval '1 day' END "
+            "FROM generate_series(1, 60) AS g", {"p": PHONE})
+    engine.dispose()
+    yield url
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def api_server(airflow_db, page_db, tmp_path_factory):
+    """A real `airflow api-server` subprocess on a free port, stopped (its own process group) after."""
+    tmp = tmp_path_factory.mktemp("api-server")
+    passwords = tmp / "passwords.json"
+    passwords.write_text(json.dumps({"admin": "admin"}))
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_CONN_DRILL_PROGRESS_DB": page_db,
+        "AIRFLOW__CORE__AUTH_MANAGER":
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    })
+    log = (tmp / "api-server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"api-server exited with {proc.returncode}: {(tmp / 'api-server.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(base_url + "/api/v2/monitor/health", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    try:
+        wait_for(healthy, 180, "the Airflow api-server", interval=1)
+        yield base_url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_real_api_server_protects_the_plugin_routes(api_server):
+    tool = _screenshot_tool()
+    status, _ = _get(api_server + "/drill-progress/api/employers")
+    assert status == 401
+    status, _ = _get(api_server + "/drill-progress/")
+    assert status == 401
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        tool.get_token(api_server, "admin", "wrong-password")
+    assert refused.value.code == 401
+    token = tool.get_token(api_server, "admin", "admin")
+    status, body = _get(api_server + "/drill-progress/api/employers", token)
+    assert status == 200
+    assert [e["employer_id"] for e in json.loads(body)["employers"]] == ["7", "12", "unknown"]
+
+
+def test_page_renders_with_data_in_chromium(api_server):
+    tool = _screenshot_tool()
+    token = tool.get_token(api_server, "admin", "admin")
+
+    shot = tool.screenshot(api_server, token, ARTIFACTS / "drill_progress_page.png", window=(1400, 1000))
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    full = tool.screenshot(api_server, token, ARTIFACTS / "drill_progress_page_full.png", window=(1400, 2600))
+    assert full.stat().st_size > 20_000
+
+    dom = tool.dump_dom(api_server, token)
+    (ARTIFACTS / "drill_progress_page.html").write_text(dom)
+    assert 'data-ready="true"' in dom, dom[-3000:]
+    for text in ("signed in as admin", "Employer 7", "Employer 12", "Unknown employer",
+                 "01-sample-drill", "02-sample-drill", "03-sample-drill", "completion rate",
+                 "shardId-000000000001", "record(s) set aside in the last 24 h", "unknown event_type: SURVEY_SENT",
+                 "***9876", "START_DRILL", "TRIGGER_REMINDER"):
+        assert text in dom, text
+    assert dom.count("<rect") >= 10  # the completion bars were drawn
+    assert PHONE not in dom
+    assert "#token=" not in dom  # the bridge removed the token from the address
+
+
+def test_page_is_embedded_in_airflow_ui_navigation(api_server):
+    """The external view: Airflow's own UI shows the page at /plugin/drill-progress (an iframe of
+    drill-progress/) with a "Drill Progress" entry in its navigation."""
+    tool = _screenshot_tool()
+    token = tool.get_token(api_server, "admin", "admin")
+    tool.screenshot(api_server, token, ARTIFACTS / "drill_progress_in_airflow_ui.png", window=(1400, 1000),
+                    next_path="/plugin/drill-progress")
+    dom = tool.dump_dom(api_server, token, next_path="/plugin/drill-progress")
+    assert "<iframe" in dom and "drill-progress/" in dom, dom[-3000:]
+
+
+def test_page_without_login_shows_no_data_in_chromium(api_server):
+    tool = _screenshot_tool()
+    result = tool.run_chromium(api_server + "/drill-progress/", "--dump-dom")
+    assert "Sign in to Airflow" in result.stdout
+    assert "Employer 7" not in result.stdout

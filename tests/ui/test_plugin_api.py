@@ -1,0 +1,277 @@
+"""The Drill Progress plugin over HTTP, mounted in Airflow's own api-server app (create_app) from
+the repository's plugins/ folder: authentication on every route, the JSON endpoints' data, and
+no full phone numbers anywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import report_dataset as dataset
+
+from drill_progress.report import daily as report
+
+PHONE = "+15551230001"
+PREFIX = "/drill-progress"
+PRIVATE_ROUTES = [
+    "/", "/static/page.js", "/static/page.css", "/api/whoami", "/api/employers",
+    "/api/completions?employer_id=7", "/api/funnel?employer_id=7", "/api/health/checkpoints",
+    "/api/health/rejections", "/api/health/commands",
+]
+
+
+@pytest.fixture(scope="module")
+def airflow_app(airflow_db):
+    from airflow.api_fastapi.app import create_app, purge_cached_app
+
+    app = create_app("core")
+    yield app
+    purge_cached_app()
+
+
+@pytest.fixture
+def client(airflow_app, drill_db, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from drill_progress import connections
+
+    monkeypatch.setenv("AIRFLOW_CONN_DRILL_PROGRESS_DB", drill_db.url)
+    connections.dispose_engines()
+    with TestClient(airflow_app, base_url="http://testserver") as test_client:
+        yield test_client
+    connections.dispose_engines()
+
+
+def mint_token(username="admin", role="admin", **kwargs) -> str:
+    """A JWT exactly as the api-server issues it (the auth manager's signer and secret)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role), **kwargs)
+
+
+def auth(token: str | None = None) -> dict:
+    return {"Authorization": f"Bearer {token or mint_token()}"}
+
+
+@pytest.fixture
+def report_db(drill_db):
+    """The hand-built aggregate, its report for 03-10 and 03-11, and pipeline-health rows."""
+    dataset.load(drill_db.engine)
+    report.build_day(drill_db.engine, report.ReportDay(dataset.DAY))
+    report.build_day(drill_db.engine, report.ReportDay(dataset.NEXT_DAY))
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO stream_checkpoints (stream, shard_id, sequence_number, behind_ms, records_applied, "
+            "updated_at) VALUES ('dialog-events', 'shardId-000000000000', '49', 1500, 120, now()), "
+            "('dialog-events', 'shardId-000000000001', '77', 0, 80, now() - interval '10 minutes')")
+        conn.exec_driver_sql(
+            "INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, "
+            "rejected_at) VALUES "
+            "('dialog-events', 'shardId-000000000000', '101', %(p)s, convert_to(%(raw)s, 'UTF8'), "
+            " 'unknown event_type', now() - interval '1 hour'), "
+            "('dialog-events', 'shardId-000000000000', '102', %(p)s, convert_to(%(raw)s, 'UTF8'), "
+            " %(reason)s, now() - interval '2 hours'), "
+            "('dialog-events', 'shardId-000000000001', '103', NULL, convert_to('not json', 'UTF8'), "
+            " 'not valid JSON', now() - interval '3 hours'), "
+            "('dialog-events', 'shardId-000000000001', '9', %(p)s, convert_to(%(raw)s, 'UTF8'), "
+            " 'not valid JSON', now() - interval '30 hours')",
+            {"p": PHONE, "raw": json.dumps({"phone_number": PHONE}),
+             "reason": f"schema: seq of {PHONE} is not a number"})
+        conn.exec_driver_sql(
+            "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, "
+            "created_at, published_at) "
+            "SELECT 'k' || g, CASE WHEN g %% 3 = 0 THEN 'TRIGGER_REMINDER' ELSE 'START_DRILL' END, %(p)s, "
+            "       jsonb_build_object('phone_number', %(p)s::text), 'test', now() - interval '3 days', "
+            "       CASE WHEN g <= 6 THEN now() WHEN g <= 9 THEN now() - interval '1 day' END "
+            "FROM generate_series(1, 10) AS g", {"p": PHONE})
+    return drill_db
+
+
+# ---------------------------------------------------------------------------- authentication
+
+
+@pytest.mark.parametrize("route", PRIVATE_ROUTES)
+def test_every_route_refuses_requests_without_credentials(client, route):
+    response = client.get(PREFIX + route)
+    assert response.status_code == 401, response.text
+
+
+def test_page_without_credentials_offers_the_airflow_login(client):
+    response = client.get(PREFIX + "/", headers={"Accept": "text/html"})
+    assert response.status_code == 401
+    assert "text/html" in response.headers["content-type"]
+    assert "/auth/login" in response.text and "Sign in to Airflow" in response.text
+
+
+@pytest.mark.parametrize("route", ["/api/employers", "/"])
+def test_invalid_or_expired_tokens_are_refused(client, route):
+    assert client.get(PREFIX + route, headers=auth("not-a-jwt")).status_code == 403
+    forged = mint_token()[:-4] + "AAAA"
+    assert client.get(PREFIX + route, headers=auth(forged)).status_code == 403
+    assert client.get(PREFIX + route, cookies={"_token": "garbage"}).status_code in (401, 403)
+    expired = mint_token(expiration_time_in_seconds=-60)
+    assert client.get(PREFIX + route, headers=auth(expired)).status_code == 401
+
+
+@pytest.mark.parametrize("role", ["viewer", "admin"])
+def test_valid_airflow_credentials_are_accepted_as_bearer_or_cookie(client, report_db, role):
+    token = mint_token(username=f"someone-{role}", role=role)
+    by_header = client.get(PREFIX + "/api/whoami", headers=auth(token))
+    assert by_header.status_code == 200 and by_header.json() == {"username": f"someone-{role}"}
+    client.cookies.set("_token", token)
+    try:
+        assert client.get(PREFIX + "/api/employers").status_code == 200
+        page = client.get(PREFIX + "/")
+    finally:
+        client.cookies.clear()
+    assert page.status_code == 200
+    assert "<title>Drill Progress</title>" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_login_bridge_is_static_and_session_needs_a_bearer_token(client):
+    page = client.get(PREFIX + "/login")
+    assert page.status_code == 200 and "login.js" in page.text
+    assert client.get(PREFIX + "/login.js").status_code == 200
+    assert client.post(PREFIX + "/session").status_code == 401
+    assert client.post(PREFIX + "/session", headers=auth("forged")).status_code == 403
+    token = mint_token()
+    response = client.post(PREFIX + "/session", headers=auth(token))
+    assert response.status_code == 204
+    set_cookie = response.headers["set-cookie"]
+    assert set_cookie.startswith(f"_token={token};") and "HttpOnly" in set_cookie and "SameSite=lax" in set_cookie
+    # the cookie now set by the session call is what the page's own requests carry
+    assert client.get(PREFIX + "/api/whoami").json() == {"username": "admin"}
+    client.cookies.clear()
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def test_employers(client, report_db):
+    body = client.get(PREFIX + "/api/employers", headers=auth()).json()
+    assert body == {"employers": [
+        {"employer_id": "7", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
+        {"employer_id": "8", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
+        {"employer_id": "unknown", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
+    ]}
+
+
+def test_completions_over_time(client, report_db):
+    body = client.get(PREFIX + "/api/completions?employer_id=7", headers=auth()).json()
+    assert body == {
+        "employer_id": "7", "dates": ["2026-03-10", "2026-03-11"],
+        "completed": [2, 0],  # C's 01 and A's 02 on 03-10
+        "completed_cumulative": [4, 4],  # 01: A, C, E; 02: A
+        "by_drill": {"01-sample-drill": [1, 0], "02-sample-drill": [1, 0], "03-sample-drill": [0, 0]},
+    }
+    one = client.get(PREFIX + "/api/completions?employer_id=unknown&days=1", headers=auth()).json()
+    assert one["dates"] == ["2026-03-11"] and one["completed"] == [1]
+    until = client.get(PREFIX + "/api/completions?employer_id=unknown&until=2026-03-10", headers=auth()).json()
+    assert until["dates"] == ["2026-03-10"] and until["completed"] == [0]
+    assert client.get(PREFIX + "/api/completions?employer_id=7&days=0", headers=auth()).status_code == 422
+    empty = client.get(PREFIX + "/api/completions?employer_id=nobody", headers=auth()).json()
+    assert empty["dates"] == [] and empty["by_drill"] == {}
+
+
+def test_funnel_per_drill(client, report_db):
+    latest = client.get(PREFIX + "/api/funnel?employer_id=7", headers=auth()).json()
+    assert latest["report_date"] == "2026-03-11"
+    assert [(d["drill_slug"], d["drill_name"], d["users_enrolled"], d["started_cumulative"],
+             d["completed_cumulative"]) for d in latest["drills"]] == [
+        ("01-sample-drill", "01-sample-drill", 4, 4, 3),
+        ("02-sample-drill", "02-sample-drill", 4, 1, 1),
+        ("03-sample-drill", "03-sample-drill", 4, 0, 0),
+    ]
+    first = latest["drills"][0]
+    assert first["completion_rate"] == 0.75 and first["median_completion_seconds"] == 172800.0
+    assert (first["inactive_7d"], first["stalled_7d"]) == (1, 1)
+    day = client.get(PREFIX + "/api/funnel?employer_id=unknown&report_date=2026-03-10", headers=auth()).json()
+    assert day["report_date"] == "2026-03-10"
+    assert [(d["started_day"], d["completed_day"]) for d in day["drills"]] == [(1, 0), (0, 0), (0, 0)]
+
+
+def test_employer_ids_are_query_values_of_any_shape(client, drill_db):
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO drill_progress_daily (report_date, employer_id, drill_slug, users_enrolled, started_day, "
+            "started_cumulative, completed_day, completed_cumulative, inactive_7d, stalled_7d) "
+            "VALUES ('2026-03-10', 'acme/north & co', '01-sample-drill', 3, 1, 2, 1, 1, 0, 0)")
+    body = client.get(PREFIX + "/api/completions", params={"employer_id": "acme/north & co"}, headers=auth()).json()
+    assert body["completed"] == [1] and body["employer_id"] == "acme/north & co"
+    assert client.get(PREFIX + "/api/funnel", headers=auth()).status_code == 422  # employer_id is required
+
+
+def test_checkpoint_lag_per_shard(client, report_db):
+    rows = client.get(PREFIX + "/api/health/checkpoints", headers=auth()).json()["checkpoints"]
+    assert [(r["shard_id"], r["behind_ms"], r["records_applied"], r["shard_closed"]) for r in rows] == [
+        ("shardId-000000000000", 1500, 120, False), ("shardId-000000000001", 0, 80, False)]
+    assert rows[0]["age_seconds"] < 60 <= 590 < rows[1]["age_seconds"] < 700
+
+
+def test_rejections_of_the_last_24_hours_are_masked(client, report_db):
+    response = client.get(PREFIX + "/api/health/rejections", headers=auth())
+    body = response.json()
+    assert body["total"] == 3  # the 30-hour-old record is outside the window
+    masked_reason = "schema: seq of ***0001 is not a number"
+    assert [(r["reason"], r["records"]) for r in body["by_reason"]] == [
+        ("not valid JSON", 1), (masked_reason, 1), ("unknown event_type", 1)]
+    assert [(r["sequence_number"], r["partition_key"]) for r in body["recent"]] == [
+        ("101", "***0001"), ("102", "***0001"), ("103", None)]
+    assert PHONE not in response.text and "raw_data" not in response.text
+    wider = client.get(PREFIX + "/api/health/rejections?hours=48", headers=auth()).json()
+    assert wider["total"] == 4
+
+
+def test_commands_sent_per_day(client, report_db):
+    response = client.get(PREFIX + "/api/health/commands", headers=auth())
+    body = response.json()
+    published = {(r["day"], r["command_type"]): r["commands"] for r in body["published"]}
+    assert sorted(published.values()) == [1, 2, 2, 4]  # today: g=1..6, yesterday: g=7..9
+    today = max(day for day, _ in published)
+    assert published[(today, "START_DRILL")] == 4 and published[(today, "TRIGGER_REMINDER")] == 2
+    assert [(p["command_type"], p["pending"]) for p in body["pending"]] == [("START_DRILL", 1)]  # g=10
+    assert PHONE not in response.text
+    assert len(client.get(PREFIX + "/api/health/commands?days=1", headers=auth()).json()["published"]) == 2
+
+
+def test_empty_database_renders_empty_answers(client):
+    assert client.get(PREFIX + "/api/employers", headers=auth()).json() == {"employers": []}
+    assert client.get(PREFIX + "/api/funnel?employer_id=7", headers=auth()).json()["drills"] == []
+    assert client.get(PREFIX + "/api/health/rejections", headers=auth()).json()["total"] == 0
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def test_plugin_is_registered_with_a_nav_view(client):
+    plugins = client.get("/api/v2/plugins", headers=auth()).json()["plugins"]
+    ours = next(p for p in plugins if p["name"] == "drill_progress")
+    assert ours["fastapi_apps"][0]["url_prefix"] == PREFIX
+    view = ours["external_views"][0]
+    assert (view["name"], view["href"], view["url_route"], view["destination"]) == (
+        "Drill Progress", "drill-progress/", "drill-progress", "nav")
+
+
+def test_plugin_module_imports_cheaply_and_touches_no_database():
+    code = (
+        "import importlib.util, sys\n"
+        "import airflow.plugins_manager, sqlalchemy, psycopg  # Airflow's own metadata engine is not ours\n"
+        "def refuse(*a, **k): raise SystemExit('database touched at import')\n"
+        "sqlalchemy.create_engine = refuse; psycopg.connect = refuse\n"
+        "spec = importlib.util.spec_from_file_location('p', 'plugins/drill_progress_plugin.py')\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "assert module.DrillProgressPlugin.fastapi_apps[0]['app']._app is None\n"
+        "assert 'drill_progress.ui.app' not in sys.modules and 'fastapi' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    from airflow_support import ROOT
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
