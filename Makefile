@@ -34,13 +34,12 @@ status: install ## show what the local stack is running
 simulate: install ## publish simulated Dialog Context traffic to the running stack (Ctrl-C stops)
 	@if [ -f .local/env.sh ]; then source .local/env.sh; fi; $(PY) -m devtools.simulator --follow $(ARGS)
 
-test: install ## run the whole test suite (starts its own PostgreSQL and AWS emulator)
-	$(VENV)/bin/ruff check .
+test: install lint ## run the whole test suite (starts its own PostgreSQL and AWS emulator)
 	$(PY) -m pytest
 
-lint: install ## ruff, including the Airflow rules
+lint: install ## ruff lint (with the Airflow rules) and format check: fails on either
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 
 bench: install ## benchmarks: one JSON line per metric, then a table
 	$(PY) -m bench

@@ -53,8 +53,13 @@ class Context:
     def boto3_client(self, service: str):
         import boto3
 
-        return boto3.client(service, endpoint_url=self.moto.endpoint_url, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            service,
+            endpoint_url=self.moto.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 def _modules(names: list[str]) -> list[str]:
@@ -77,8 +82,15 @@ def main(argv: list[str]) -> int:
     base = Path(tempfile.mkdtemp(prefix="drill-bench-pg-"))
     base.chmod(0o755)
     pg = PostgresServer(base / "data", free_port())
-    pg.start({"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB",
-              "max_wal_size": "4GB", "synchronous_commit": "off"})
+    pg.start(
+        {
+            "shared_buffers": "1GB",
+            "work_mem": "64MB",
+            "maintenance_work_mem": "512MB",
+            "max_wal_size": "4GB",
+            "synchronous_commit": "off",
+        }
+    )
     moto = MotoServer(free_port())
     moto.start()
     ctx = Context(pg, moto)
@@ -107,8 +119,13 @@ def main(argv: list[str]) -> int:
     print(_table(results))
     out = HERE / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                               "results": results}, indent=2, default=str))
+    out.write_text(
+        json.dumps(
+            {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "results": results},
+            indent=2,
+            default=str,
+        )
+    )
     print(f"\nresults written to {out.relative_to(HERE.parent)}")
     return 1 if failures else 0
 

@@ -37,20 +37,29 @@ print(json.dumps({"import_airflow_ms": (t1 - t0) * 1000, "parse_ms": (t2 - t1) *
 
 def _env(home: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    env.update({
-        "AIRFLOW_HOME": home,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": home,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        }
+    )
     return env
 
 
 def parse_once(path: Path, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"parsing {path.name} failed: {proc.stderr[-1000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -66,12 +75,26 @@ def run(ctx) -> list[dict]:
             samples = [parse_once(path, env) for _ in range(runs)]
             imports += [s["import_airflow_ms"] for s in samples]
             errors = samples[-1]["errors"]
-            out.append({"metric": f"dags.parse_ms.{path.stem}", "value": round(statistics.median(
-                s["parse_ms"] for s in samples), 1), "unit": "ms", "dags": samples[-1]["dags"],
-                "runs": runs, "import_errors": len(errors), **({"errors": errors} if errors else {})})
+            out.append(
+                {
+                    "metric": f"dags.parse_ms.{path.stem}",
+                    "value": round(statistics.median(s["parse_ms"] for s in samples), 1),
+                    "unit": "ms",
+                    "dags": samples[-1]["dags"],
+                    "runs": runs,
+                    "import_errors": len(errors),
+                    **({"errors": errors} if errors else {}),
+                }
+            )
     parse = [r["value"] for r in out]
     out.append({"metric": "dags.parse_ms.max", "value": max(parse), "unit": "ms"})
     out.append({"metric": "dags.parse_ms.total", "value": round(sum(parse), 1), "unit": "ms", "files": len(parse)})
-    out.append({"metric": "dags.import_airflow_ms", "value": round(statistics.median(imports), 1), "unit": "ms",
-                "note": "paid once per parsing process, not per file"})
+    out.append(
+        {
+            "metric": "dags.import_airflow_ms",
+            "value": round(statistics.median(imports), 1),
+            "unit": "ms",
+            "note": "paid once per parsing process, not per file",
+        }
+    )
     return out

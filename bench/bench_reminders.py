@@ -29,10 +29,13 @@ from drill_progress.setup.aws_resources import ensure_stream
 
 REF = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
-SEED_SQL = ["SELECT setseed(0.42)", """
+SEED_SQL = [
+    "SELECT setseed(0.42)",
+    """
 INSERT INTO users (user_id, seq, profile)
 SELECT md5('user' || u)::uuid, 1, '{"validated": true}'::jsonb
-FROM generate_series(0, %(users)s - 1) u""", """
+FROM generate_series(0, %(users)s - 1) u""",
+    """
 INSERT INTO drill_instances (drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug,
                              current_prompt_start_time, current_prompt_last_response_time, completion_time,
                              is_valid, created_at)
@@ -48,14 +51,16 @@ SELECT md5('instance' || g)::uuid,
        start_time
 FROM (SELECT g, %(ref)s::timestamptz - random() * interval '30 days' AS start_time
       FROM generate_series(1, %(instances)s) g) s
-ORDER BY s.start_time  -- rows are written as drills start and advance: recent rows sit together""", """
+ORDER BY s.start_time  -- rows are written as drills start and advance: recent rows sit together""",
+    """
 -- older commands: start-drill requests and reminders of prompts long gone
 INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, created_at,
                             published_at, attempts)
 SELECT 'history:' || h, CASE WHEN h %% 2 = 0 THEN 'START_DRILL' ELSE 'TRIGGER_REMINDER' END,
        '+1555' || lpad((h %% %(users)s)::text, 7, '0'), '{}'::jsonb, 'history',
        %(ref)s::timestamptz - interval '40 days', %(ref)s::timestamptz - interval '40 days', 1
-FROM generate_series(1, %(outbox)s) h"""]
+FROM generate_series(1, %(outbox)s) h""",
+]
 
 # steady state of a 5-minute schedule: every instance that was already due at the previous run
 # (prompt started more than 4 h 05 min ago) has its reminder; only the last 5 minutes' are new
@@ -109,28 +114,58 @@ def run(ctx) -> list[dict]:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE drill_instances")
         conn.exec_driver_sql("VACUUM ANALYZE command_outbox")
-    results.append({"metric": "reminders.seed_seconds", "value": round(time.perf_counter() - started, 1),
-                    "unit": "s", "instances": instances, "outbox_rows": history})
+    results.append(
+        {
+            "metric": "reminders.seed_seconds",
+            "value": round(time.perf_counter() - started, 1),
+            "unit": "s",
+            "instances": instances,
+            "outbox_rows": history,
+        }
+    )
 
     with engine.connect() as conn:
         due = reminders.find_due(conn, REF, win)
         plan = reminders.explain_due(conn, REF, win, "ANALYZE, BUFFERS")
         median, times = _median_ms(lambda: reminders.find_due(conn, REF, win), runs)
-    print(f"\n-- reminder query plan, {instances:,} drill instances, window ({win.ceil_minutes}, "
-          f"{win.floor_minutes}] minutes before {REF.isoformat()}\n{plan}\n", flush=True)
+    print(
+        f"\n-- reminder query plan, {instances:,} drill instances, window ({win.ceil_minutes}, "
+        f"{win.floor_minutes}] minutes before {REF.isoformat()}\n{plan}\n",
+        flush=True,
+    )
     figures = _plan_figures(plan)
     with engine.connect() as conn:  # server-side only: no transfer, no Python, light instrumentation
-        server = [_plan_figures(reminders.explain_due(conn, REF, win, "ANALYZE, TIMING OFF"))["Execution Time"]
-                  for _ in range(runs)]
+        server = [
+            _plan_figures(reminders.explain_due(conn, REF, win, "ANALYZE, TIMING OFF"))["Execution Time"]
+            for _ in range(runs)
+        ]
     results += [
-        {"metric": "reminders.query_candidates", "value": len(due), "unit": "rows",
-         "already_enqueued": sum(c.already_enqueued for c in due)},
-        {"metric": "reminders.query_ms_median", "value": round(median, 2), "unit": "ms", "runs": runs,
-         "min": round(min(times), 2), "max": round(max(times), 2), "index": "drill_instances_reminder_idx",
-         "uses_index": "drill_instances_reminder_idx" in plan},
-        {"metric": "reminders.query_server_ms_median", "value": round(statistics.median(server), 2), "unit": "ms",
-         "runs": runs, "min": min(server), "max": max(server), "planning_ms": figures.get("Planning Time"),
-         "printed_plan_execution_ms": figures.get("Execution Time")},
+        {
+            "metric": "reminders.query_candidates",
+            "value": len(due),
+            "unit": "rows",
+            "already_enqueued": sum(c.already_enqueued for c in due),
+        },
+        {
+            "metric": "reminders.query_ms_median",
+            "value": round(median, 2),
+            "unit": "ms",
+            "runs": runs,
+            "min": round(min(times), 2),
+            "max": round(max(times), 2),
+            "index": "drill_instances_reminder_idx",
+            "uses_index": "drill_instances_reminder_idx" in plan,
+        },
+        {
+            "metric": "reminders.query_server_ms_median",
+            "value": round(statistics.median(server), 2),
+            "unit": "ms",
+            "runs": runs,
+            "min": min(server),
+            "max": max(server),
+            "planning_ms": figures.get("Planning Time"),
+            "printed_plan_execution_ms": figures.get("Execution Time"),
+        },
     ]
 
     # contrast: the same query without its partial index (inside a transaction rolled back)
@@ -140,8 +175,9 @@ def run(ctx) -> list[dict]:
         median_no_index, _ = _median_ms(lambda: reminders.find_due(conn, REF, win), max(3, runs // 3))
         conn.rollback()
     print(f"-- without drill_instances_reminder_idx\n{no_index_plan}\n", flush=True)
-    results.append({"metric": "reminders.query_ms_median_without_index", "value": round(median_no_index, 2),
-                    "unit": "ms"})
+    results.append(
+        {"metric": "reminders.query_ms_median_without_index", "value": round(median_no_index, 2), "unit": "ms"}
+    )
 
     # a whole run: enqueue the new half, publish them to the emulator; then a re-run
     kinesis = ctx.boto3_client("kinesis")
@@ -149,7 +185,13 @@ def run(ctx) -> list[dict]:
     for label in ("first_run", "rerun"):
         started = time.perf_counter()
         summary = reminders.trigger_reminders(engine, kinesis, "bench-reminder-commands", reference=REF)
-        results.append({"metric": f"reminders.{label}_seconds", "value": round(time.perf_counter() - started, 3),
-                        "unit": "s", **{k: summary[k] for k in ("candidates", "enqueued", "published", "failed")}})
+        results.append(
+            {
+                "metric": f"reminders.{label}_seconds",
+                "value": round(time.perf_counter() - started, 3),
+                "unit": "s",
+                **{k: summary[k] for k in ("candidates", "enqueued", "published", "failed")},
+            }
+        )
     engine.dispose()
     return results

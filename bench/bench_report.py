@@ -61,8 +61,14 @@ def run(ctx) -> list[dict]:
     engine.dispose()
     common = {"users": users, "status_rows": users * 3}
     return [
-        {"metric": "report.build_day.mean", "value": sum(timings) / len(timings), "unit": "s/day",
-         "days": days, "rows_per_day": rows, **common},
+        {
+            "metric": "report.build_day.mean",
+            "value": sum(timings) / len(timings),
+            "unit": "s/day",
+            "days": days,
+            "rows_per_day": rows,
+            **common,
+        },
         {"metric": "report.build_day.max", "value": max(timings), "unit": "s/day", **common},
         {"metric": "report.rerun_day", "value": rerun, "unit": "s", **common},
         {"metric": "report.ui.employers", "value": t_employers * 1000, "unit": "ms", **common},

@@ -59,13 +59,28 @@ def _metrics(label: str, summary: dict, cpu: float, users: int) -> list[dict]:
     seconds = summary["seconds"]
     rows = summary["rows_inserted"] + summary["statuses_moved"]
     return [
-        {"metric": f"rollout.{label}.seconds", "value": seconds, "unit": "s", "users": users,
-         "rows_inserted": summary["rows_inserted"], "statuses_moved": summary["statuses_moved"],
-         "batches": summary["batches"], "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count()},
-        {"metric": f"rollout.{label}.rows_per_s", "value": round(rows / seconds, 1) if seconds else 0.0,
-         "unit": "rows/s"},
-        {"metric": f"rollout.{label}.cpu_seconds", "value": round(cpu, 1), "unit": "cpu-s",
-         "note": "PostgreSQL server + this process"},
+        {
+            "metric": f"rollout.{label}.seconds",
+            "value": seconds,
+            "unit": "s",
+            "users": users,
+            "rows_inserted": summary["rows_inserted"],
+            "statuses_moved": summary["statuses_moved"],
+            "batches": summary["batches"],
+            "load_avg_1m": os.getloadavg()[0],
+            "cpus": os.cpu_count(),
+        },
+        {
+            "metric": f"rollout.{label}.rows_per_s",
+            "value": round(rows / seconds, 1) if seconds else 0.0,
+            "unit": "rows/s",
+        },
+        {
+            "metric": f"rollout.{label}.cpu_seconds",
+            "value": round(cpu, 1),
+            "unit": "cpu-s",
+            "note": "PostgreSQL server + this process",
+        },
     ]
 
 
@@ -86,8 +101,15 @@ def run(ctx) -> list[dict]:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE users")
             conn.exec_driver_sql("VACUUM ANALYZE drill_statuses")
-        results.append({"metric": "rollout.seed.seconds", "value": round(time.perf_counter() - started, 2),
-                        "unit": "s", "users": users, "statuses": users * 3})
+        results.append(
+            {
+                "metric": "rollout.seed.seconds",
+                "value": round(time.perf_counter() - started, 2),
+                "unit": "s",
+                "users": users,
+                "statuses": users * 3,
+            }
+        )
 
         appended, cpu = _timed_rollout(ctx, engine, drill_slug="04-bench-append", drill_name="Bench append")
         assert appended["rows_inserted"] == users, appended
@@ -95,12 +117,20 @@ def run(ctx) -> list[dict]:
 
         again, cpu = _timed_rollout(ctx, engine, drill_slug="04-bench-append", drill_name="Bench append")
         assert again["rows_inserted"] == 0, again
-        results.append({"metric": "rollout.rerun_no_op.seconds", "value": again["seconds"], "unit": "s",
-                        "rows_inserted": 0, "cpu_seconds": round(cpu, 1)})
+        results.append(
+            {
+                "metric": "rollout.rerun_no_op.seconds",
+                "value": again["seconds"],
+                "unit": "s",
+                "rows_inserted": 0,
+                "cpu_seconds": round(cpu, 1),
+            }
+        )
 
         if shift:
-            middle, cpu = _timed_rollout(ctx, engine, drill_slug="bench-middle", drill_name="Bench middle",
-                                         place_in_sequence=1)
+            middle, cpu = _timed_rollout(
+                ctx, engine, drill_slug="bench-middle", drill_name="Bench middle", place_in_sequence=1
+            )
             assert middle["rows_inserted"] == users, middle
             results += _metrics("middle_shift", middle, cpu, users)
     finally:

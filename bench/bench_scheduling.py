@@ -86,16 +86,22 @@ def _generate(engine, n: int) -> float:
     started = time.perf_counter()
     with engine.begin() as conn:
         pg = conn.connection.driver_connection
-        cons = pg.execute("""
+        cons = pg.execute(
+            """
             SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), contype
             FROM pg_constraint
             WHERE contype IN ('p', 'u', 'f')
               AND (conrelid::regclass::text = ANY (%(t)s) OR confrelid::regclass::text = ANY (%(t)s))
-            ORDER BY contype = 'f' DESC""", {"t": list(TABLES)}).fetchall()
-        idx = pg.execute("""
+            ORDER BY contype = 'f' DESC""",
+            {"t": list(TABLES)},
+        ).fetchall()
+        idx = pg.execute(
+            """
             SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
             FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid
-            WHERE i.indrelid::regclass::text = ANY (%(t)s) AND c.oid IS NULL""", {"t": list(TABLES)}).fetchall()
+            WHERE i.indrelid::regclass::text = ANY (%(t)s) AND c.oid IS NULL""",
+            {"t": list(TABLES)},
+        ).fetchall()
         for name, _ in idx:
             pg.execute(f'DROP INDEX "{name}"')
         for table, name, _, _ in cons:  # foreign keys first
@@ -112,9 +118,14 @@ def _generate(engine, n: int) -> float:
         for _attempt in range(20):
             for table in pending:
                 conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
-            pending = conn.exec_driver_sql(
-                "SELECT relname FROM pg_class WHERE relname = ANY (%(t)s) AND relallvisible < relpages",
-                {"t": pending}).scalars().all()
+            pending = (
+                conn.exec_driver_sql(
+                    "SELECT relname FROM pg_class WHERE relname = ANY (%(t)s) AND relallvisible < relpages",
+                    {"t": pending},
+                )
+                .scalars()
+                .all()
+            )
             if not pending:
                 break
             time.sleep(1)
@@ -148,7 +159,8 @@ def _original(engine, cutoff) -> tuple[float, dict, str]:
         plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + ORIGINAL, {"cutoff": cutoff}).scalars())
         started = time.perf_counter()
         result = conn.execution_options(stream_results=True, yield_per=10_000).exec_driver_sql(
-            ORIGINAL, {"cutoff": cutoff})
+            ORIGINAL, {"cutoff": cutoff}
+        )
         current, phone, rows = None, None, []
         for user_id, number, slug, place, started_time, completed_time in result:
             if user_id != current:
@@ -184,19 +196,37 @@ def run(ctx) -> list[dict]:
         times.append(seconds)
     best = min(times)
     _log(f"due users: {len(users):,}; query + fetch {', '.join(f'{t:.2f}s' for t in times)}")
-    out.append({"metric": "scheduling.due_users_query", "value": round(best, 3), "unit": "s", "users": n,
-                "due_users": len(users), "runs": [round(t, 3) for t in times],
-                "median": round(statistics.median(times), 3), "explain_analyze_s": round(explained, 3),
-                "plan": plan_text, "goal_s": 4.0})
+    out.append(
+        {
+            "metric": "scheduling.due_users_query",
+            "value": round(best, 3),
+            "unit": "s",
+            "users": n,
+            "due_users": len(users),
+            "runs": [round(t, 3) for t in times],
+            "median": round(statistics.median(times), 3),
+            "explain_analyze_s": round(explained, 3),
+            "plan": plan_text,
+            "goal_s": 4.0,
+        }
+    )
 
     if with_original:
         orig_seconds, picked, orig_plan = _original(engine, cutoff)
         print(f"# original shape plan (original schema):\n{orig_plan}", file=sys.stderr, flush=True)
         agree = picked == {u.user_id: (u.phone_number, u.drill_slug) for u in users}
         _log(f"original shape streamed row by row: {orig_seconds:.2f}s, {len(picked):,} users; same result: {agree}")
-        out.append({"metric": "scheduling.original_query_streamed", "value": round(orig_seconds, 3), "unit": "s",
-                    "users": n, "due_users": len(picked), "same_result": agree,
-                    "plan": orig_plan})
+        out.append(
+            {
+                "metric": "scheduling.original_query_streamed",
+                "value": round(orig_seconds, 3),
+                "unit": "s",
+                "users": n,
+                "due_users": len(picked),
+                "same_result": agree,
+                "plan": orig_plan,
+            }
+        )
         out.append({"metric": "scheduling.speedup_vs_original", "value": round(orig_seconds / best, 1), "unit": "x"})
 
     # plan + record one day's schedule for n_record due users (DynamoDB on the moto server)
@@ -212,12 +242,29 @@ def run(ctx) -> list[dict]:
     written = scheduling.record(dynamodb, table, sends, window)
     recorded = time.perf_counter() - started
     slots = scheduling.slot_specs(sends, window)
-    _log(f"planned {len(sends):,} sends in {planned:.2f}s, recorded {written:,} items in {recorded:.1f}s; "
-         f"{len(slots)} slots (mapped send tasks)")
-    out.append({"metric": "scheduling.plan_and_record", "value": round(recorded, 2), "unit": "s",
-                "items": written, "plan_s": round(planned, 3), "items_per_s": round(written / recorded)})
-    out.append({"metric": "scheduling.mapped_send_tasks", "value": len(slots), "unit": "tasks",
-                "users": len(sends), "max_slot_users": max((s["users"] for s in slots), default=0)})
+    _log(
+        f"planned {len(sends):,} sends in {planned:.2f}s, recorded {written:,} items in {recorded:.1f}s; "
+        f"{len(slots)} slots (mapped send tasks)"
+    )
+    out.append(
+        {
+            "metric": "scheduling.plan_and_record",
+            "value": round(recorded, 2),
+            "unit": "s",
+            "items": written,
+            "plan_s": round(planned, 3),
+            "items_per_s": round(written / recorded),
+        }
+    )
+    out.append(
+        {
+            "metric": "scheduling.mapped_send_tasks",
+            "value": len(slots),
+            "unit": "tasks",
+            "users": len(sends),
+            "max_slot_users": max((s["users"] for s in slots), default=0),
+        }
+    )
 
     # send the fullest slot: read it back, re-check the users in PostgreSQL, enqueue, publish
     if slots:
@@ -226,7 +273,15 @@ def run(ctx) -> list[dict]:
         result = sending.send_slot(engine, dynamodb, kinesis, table=table, stream=stream, slot=fullest)
         seconds = time.perf_counter() - started
         _log(f"sent slot {fullest['pk']}: {result}")
-        out.append({"metric": "scheduling.send_one_slot", "value": round(seconds, 2), "unit": "s",
-                    "items": result["items"], "published": result["published"], "stale": result["stale"]})
+        out.append(
+            {
+                "metric": "scheduling.send_one_slot",
+                "value": round(seconds, 2),
+                "unit": "s",
+                "items": result["items"],
+                "published": result["published"],
+                "stale": result["stale"],
+            }
+        )
     engine.dispose()
     return out

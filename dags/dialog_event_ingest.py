@@ -88,21 +88,41 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
     doc_md=__doc__,
     params={
         "micro_batch_records": Param(
-            500, type="integer", minimum=1, maximum=10000, title="Records per micro-batch",
-            description="GetRecords limit; each micro-batch is applied in one transaction with its checkpoint."),
+            500,
+            type="integer",
+            minimum=1,
+            maximum=10000,
+            title="Records per micro-batch",
+            description="GetRecords limit; each micro-batch is applied in one transaction with its checkpoint.",
+        ),
         "max_records_per_shard": Param(
-            20000, type="integer", minimum=1, title="Max records per shard per run",
-            description="A shard task stops after this many records; the next run continues."),
+            20000,
+            type="integer",
+            minimum=1,
+            title="Max records per shard per run",
+            description="A shard task stops after this many records; the next run continues.",
+        ),
         "max_seconds": Param(
-            45, type="integer", minimum=1, maximum=3600, title="Max seconds per shard",
-            description="A shard task stops reading after this long; the next run continues."),
+            45,
+            type="integer",
+            minimum=1,
+            maximum=3600,
+            title="Max seconds per shard",
+            description="A shard task stops reading after this long; the next run continues.",
+        ),
         "replay_shard_id": Param(
-            None, type=["null", "string"], title="Replay shard id",
+            None,
+            type=["null", "string"],
+            title="Replay shard id",
             description="Re-read this shard from replay_from (AT_TIMESTAMP). Safe: the seq guard skips "
-                        "applied batches."),
+            "applied batches.",
+        ),
         "replay_from": Param(
-            None, type=["null", "string"], title="Replay from (ISO 8601)",
-            description="Timestamp with offset to replay replay_shard_id from, e.g. 2026-03-02T15:00:00+00:00."),
+            None,
+            type=["null", "string"],
+            title="Replay from (ISO 8601)",
+            description="Timestamp with offset to replay replay_shard_id from, e.g. 2026-03-02T15:00:00+00:00.",
+        ),
     },
 )
 def dialog_event_ingest():

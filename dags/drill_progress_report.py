@@ -86,18 +86,22 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, SQL_DIR, START_DATE, TAGS_
     doc_md=__doc__,
     params={
         "report_date": Param(
-            None, type=["null", "string"], format="date", title="Report date",
-            description="Optional YYYY-MM-DD: report this UTC day instead of the run's data interval."),
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Report date",
+            description="Optional YYYY-MM-DD: report this UTC day instead of the run's data interval.",
+        ),
     },
 )
 def drill_progress_report():
     @task
-    def report_day(params: dict | None = None, data_interval_start=None, data_interval_end=None,
-                   dag_run=None) -> dict:
+    def report_day(params: dict | None = None, data_interval_start=None, data_interval_end=None, dag_run=None) -> dict:
         from drill_progress.report import tasks
 
-        return tasks.report_day(params or {}, data_interval_start, data_interval_end,
-                                getattr(dag_run, "run_after", None))
+        return tasks.report_day(
+            params or {}, data_interval_start, data_interval_end, getattr(dag_run, "run_after", None)
+        )
 
     SQLExecuteQueryOperator(
         task_id="replace_day",

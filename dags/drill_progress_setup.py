@@ -37,11 +37,19 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
     doc_md=__doc__,
     params={
         "create_aws_resources": Param(
-            True, type="boolean", title="Create AWS resources",
-            description="Create the Kinesis streams and DynamoDB tables where they are missing."),
+            True,
+            type="boolean",
+            title="Create AWS resources",
+            description="Create the Kinesis streams and DynamoDB tables where they are missing.",
+        ),
         "dialog_stream_shards": Param(
-            2, type="integer", minimum=1, maximum=64, title="Dialog stream shards",
-            description="Shard count of the dialog event stream, if it has to be created."),
+            2,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            title="Dialog stream shards",
+            description="Shard count of the dialog event stream, if it has to be created.",
+        ),
     },
 )
 def drill_progress_setup():

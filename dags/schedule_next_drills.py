@@ -61,11 +61,21 @@ from drill_progress.scheduling.operators import SendScheduledSlotOperator
     doc_md=__doc__,
     params={
         "spread_minutes": Param(
-            180, type="integer", minimum=0, maximum=1440, title="Spread (minutes)",
-            description="Sends are spread uniformly over this many minutes from the run's time; 0 sends at once."),
+            180,
+            type="integer",
+            minimum=0,
+            maximum=1440,
+            title="Spread (minutes)",
+            description="Sends are spread uniformly over this many minutes from the run's time; 0 sends at once.",
+        ),
         "inactivity_minutes": Param(
-            720, type="integer", minimum=0, maximum=525600, title="Inactivity (minutes)",
-            description="Only users who have not interacted for at least this long (or never) are due."),
+            720,
+            type="integer",
+            minimum=0,
+            maximum=525600,
+            title="Inactivity (minutes)",
+            description="Only users who have not interacted for at least this long (or never) are due.",
+        ),
     },
 )
 def schedule_next_drills():

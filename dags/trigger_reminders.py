@@ -72,13 +72,23 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
     doc_md=__doc__,
     params={
         "floor_minutes": Param(
-            240, type="integer", minimum=0, maximum=10080, title="Floor (minutes)",
+            240,
+            type="integer",
+            minimum=0,
+            maximum=10080,
+            title="Floor (minutes)",
             description="A prompt must have started at least this many minutes before the run "
-                        "(inclusive) to get a reminder. Must be less than ceil_minutes."),
+            "(inclusive) to get a reminder. Must be less than ceil_minutes.",
+        ),
         "ceil_minutes": Param(
-            1440, type="integer", minimum=1, maximum=10080, title="Ceiling (minutes)",
+            1440,
+            type="integer",
+            minimum=1,
+            maximum=10080,
+            title="Ceiling (minutes)",
             description="A prompt that started this many minutes before the run or earlier is too "
-                        "old for a reminder. Must be greater than floor_minutes."),
+            "old for a reminder. Must be greater than floor_minutes.",
+        ),
     },
 )
 def trigger_reminders():

@@ -46,6 +46,7 @@ from devtools import streams
 
 log = logging.getLogger(__name__)
 
+
 def scalar(engine, sql: str, params: dict | None = None):
     with engine.connect() as conn:
         return conn.exec_driver_sql(sql, params or {}).scalar()
@@ -61,8 +62,10 @@ def read_stream(kinesis, stream: str) -> list[dict]:
 
 def read_commands(kinesis, stream: str) -> list[dict]:
     """Command records (parsed JSON) with their partition key and raw bytes."""
-    return [{**json.loads(r["data"]), "_partition_key": r["partition_key"], "_raw": r["data"]}
-            for r in read_stream(kinesis, stream)]
+    return [
+        {**json.loads(r["data"]), "_partition_key": r["partition_key"], "_raw": r["data"]}
+        for r in read_stream(kinesis, stream)
+    ]
 
 
 @dataclass
@@ -81,10 +84,16 @@ class CommandAudit:
         return not (self.missing or self.unexpected or self.duplicates or self.payload_mismatch)
 
     def as_dict(self) -> dict:
-        return {"records": self.records, "unique_keys": self.unique_keys, "missing": len(self.missing),
-                "unexpected": len(self.unexpected), "duplicates": self.duplicates,
-                "duplicated_keys": self.duplicated_keys, "duplicates_identical": self.duplicates_identical,
-                "payload_mismatch": len(self.payload_mismatch)}
+        return {
+            "records": self.records,
+            "unique_keys": self.unique_keys,
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "duplicates": self.duplicates,
+            "duplicated_keys": self.duplicated_keys,
+            "duplicates_identical": self.duplicates_identical,
+            "payload_mismatch": len(self.payload_mismatch),
+        }
 
 
 def audit_commands(commands: list[dict], expected: dict[str, dict] | None = None) -> CommandAudit:
@@ -93,16 +102,24 @@ def audit_commands(commands: list[dict], expected: dict[str, dict] | None = None
     for cmd in commands:
         by_key.setdefault(cmd.get("idempotency_key") or "<no key>", []).append(cmd)
     duplicates = sum(len(v) - 1 for v in by_key.values())
-    identical = all(len({c["_raw"] for c in v}) == 1 and len({c["_partition_key"] for c in v}) == 1
-                    for v in by_key.values())
+    identical = all(
+        len({c["_raw"] for c in v}) == 1 and len({c["_partition_key"] for c in v}) == 1 for v in by_key.values()
+    )
     missing = unexpected = mismatch = []
     if expected is not None:
         missing = sorted(set(expected) - set(by_key))
         unexpected = sorted(set(by_key) - set(expected))
-        mismatch = sorted(k for k in set(expected) & set(by_key)
-                          if _strip(by_key[k][0]) != _strip(expected[k]))
-    return CommandAudit(len(commands), len(by_key), missing, unexpected, duplicates,
-                        sum(1 for v in by_key.values() if len(v) > 1), identical, mismatch)
+        mismatch = sorted(k for k in set(expected) & set(by_key) if _strip(by_key[k][0]) != _strip(expected[k]))
+    return CommandAudit(
+        len(commands),
+        len(by_key),
+        missing,
+        unexpected,
+        duplicates,
+        sum(1 for v in by_key.values() if len(v) > 1),
+        identical,
+        mismatch,
+    )
 
 
 def _strip(cmd: dict) -> dict:
@@ -129,8 +146,12 @@ def make_records(events: int, *, seed: int = 8, malformed_rate: float = 0.0, use
 
     tick = itertools.count()
     t0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-    sim = Simulator(users=users or max(20, events // 40), seed=seed, malformed_rate=malformed_rate,
-                    clock=lambda: t0 + timedelta(seconds=next(tick)))
+    sim = Simulator(
+        users=users or max(20, events // 40),
+        seed=seed,
+        malformed_rate=malformed_rate,
+        clock=lambda: t0 + timedelta(seconds=next(tick)),
+    )
     records, n, bad = [], 0, 0
     while n < events:
         rec = sim.next_record()
@@ -158,8 +179,14 @@ def boto3_client(service: str, endpoint_url: str):
     from botocore.config import Config
 
     retry = Config(retries={"max_attempts": 10, "mode": "adaptive"}, connect_timeout=5, read_timeout=30)
-    return boto3.client(service, endpoint_url=endpoint_url, region_name="us-east-1", config=retry,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 - emulator
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        config=retry,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - the emulator accepts any credentials
+    )
 
 
 # --------------------------------------------------------------------------- driving killable workers
@@ -190,17 +217,29 @@ class DriveReport:
         return sum(1 for a in self.attempts if a.outcome == "failed")
 
     def summary(self) -> dict:
-        return {"attempts": len(self.attempts), "kills": self.kills, "failures": self.failures,
-                "kill_times_s": [round(a.killed_after, 3) for a in self.attempts if a.killed_after is not None],
-                "seconds": round(self.seconds, 2)}
+        return {
+            "attempts": len(self.attempts),
+            "kills": self.kills,
+            "failures": self.failures,
+            "kill_times_s": [round(a.killed_after, 3) for a in self.attempts if a.killed_after is not None],
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def worker_argv(command: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "devtools.chaos", command, *args]
 
 
-def run_worker(argv: list[str], *, kill_after: float | None = None, on_ready: Callable[[], None] | None = None,
-               timeout: float = 600, env: dict | None = None, number: int = 1, log_dir: Path | None = None) -> Attempt:
+def run_worker(
+    argv: list[str],
+    *,
+    kill_after: float | None = None,
+    on_ready: Callable[[], None] | None = None,
+    timeout: float = 600,
+    env: dict | None = None,
+    number: int = 1,
+    log_dir: Path | None = None,
+) -> Attempt:
     """Run one worker process; SIGKILL it `kill_after` seconds after it printed READY."""
     import tempfile
 
@@ -222,8 +261,7 @@ def run_worker(argv: list[str], *, kill_after: float | None = None, on_ready: Ca
         deadline = started + timeout
         while True:
             now = time.monotonic()
-            if ready_at is not None and kill_after is not None and now >= ready_at + kill_after \
-                    and proc.poll() is None:
+            if ready_at is not None and kill_after is not None and now >= ready_at + kill_after and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed_after = now - ready_at
                 proc.wait()
@@ -256,13 +294,28 @@ def run_worker(argv: list[str], *, kill_after: float | None = None, on_ready: Ca
         outcome = "ok"
     else:
         outcome = "failed"
-    return Attempt(number, outcome, seconds, killed_after, result, tail if outcome == "failed" else "",
-                   None if ready_at is None else ended - ready_at)
+    return Attempt(
+        number,
+        outcome,
+        seconds,
+        killed_after,
+        result,
+        tail if outcome == "failed" else "",
+        None if ready_at is None else ended - ready_at,
+    )
 
 
-def drive(argv: list[str], *, done: Callable[[dict], bool], kill_plan: Iterable[float | None] = (),
-          on_ready: Callable[[int], None] | None = None, retry_delay: float = 1.0, max_attempts: int = 60,
-          timeout: float = 600, env: dict | None = None) -> DriveReport:
+def drive(
+    argv: list[str],
+    *,
+    done: Callable[[dict], bool],
+    kill_plan: Iterable[float | None] = (),
+    on_ready: Callable[[int], None] | None = None,
+    retry_delay: float = 1.0,
+    max_attempts: int = 60,
+    timeout: float = 600,
+    env: dict | None = None,
+) -> DriveReport:
     """Run the worker again and again, as Airflow retries a task and the schedule re-runs a DAG,
     until a run that finished cleanly satisfies `done(result)`. The n-th attempt is SIGKILLed after
     the n-th delay of `kill_plan` (None = let it run)."""
@@ -271,8 +324,10 @@ def drive(argv: list[str], *, done: Callable[[dict], bool], kill_plan: Iterable[
     plan = iter(kill_plan)
     for number in itertools.count(1):
         if number > max_attempts:
-            raise RuntimeError(f"not caught up after {max_attempts} attempts: {report.summary()}; "
-                               f"last stderr: {report.attempts[-1].stderr_tail if report.attempts else ''}")
+            raise RuntimeError(
+                f"not caught up after {max_attempts} attempts: {report.summary()}; "
+                f"last stderr: {report.attempts[-1].stderr_tail if report.attempts else ''}"
+            )
         kill_after = next(plan, None)
         ready = (lambda n=number: on_ready(n)) if on_ready else None
         attempt = run_worker(argv, kill_after=kill_after, on_ready=ready, timeout=timeout, env=env, number=number)
@@ -288,15 +343,22 @@ def drive(argv: list[str], *, done: Callable[[dict], bool], kill_plan: Iterable[
 
 def ingest_caught_up(result: dict) -> bool:
     """A run of the ingest worker that read nothing and had nothing left to publish."""
-    return result.get("records_read", 1) == 0 and result.get("commands_published", 1) == 0 \
+    return (
+        result.get("records_read", 1) == 0
+        and result.get("commands_published", 1) == 0
         and result.get("pending_commands", 1) == 0
+    )
 
 
 # --------------------------------------------------------------------------- the fault proxy
 
 
-THROTTLE_BODY = json.dumps({"__type": "ProvisionedThroughputExceededException",
-                            "message": "Rate exceeded for shard (injected by the chaos proxy)"}).encode()
+THROTTLE_BODY = json.dumps(
+    {
+        "__type": "ProvisionedThroughputExceededException",
+        "message": "Rate exceeded for shard (injected by the chaos proxy)",
+    }
+).encode()
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
 
 
@@ -413,8 +475,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         share = proxy.throttle.get(operation, 0.0) if is_kinesis else 0.0
         if share and proxy.chance(share):
             proxy.count(f"throttled_{operation}")
-            self._send(400, [("Content-Type", "application/x-amz-json-1.1"),
-                             ("x-amzn-ErrorType", "ProvisionedThroughputExceededException")], THROTTLE_BODY)
+            self._send(
+                400,
+                [
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                    ("x-amzn-ErrorType", "ProvisionedThroughputExceededException"),
+                ],
+                THROTTLE_BODY,
+            )
             return
         if is_kinesis and operation == "PutRecords":
             self._put_records(body)
@@ -431,8 +499,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         answers: list[dict | None] = [None] * len(records)
         status, headers = 200, [("Content-Type", "application/x-amz-json-1.1")]
         if kept:
-            status, headers, data = proxy.forward(self.command, self.path, self.headers,
-                                                  json.dumps({**request, "Records": kept}).encode())
+            status, headers, data = proxy.forward(
+                self.command, self.path, self.headers, json.dumps({**request, "Records": kept}).encode()
+            )
             if status != 200:
                 self._send(status, headers, data)
                 return
@@ -450,8 +519,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self._drop()
                 return
         for i in failed:
-            answers[i] = {"ErrorCode": "ProvisionedThroughputExceededException",
-                          "ErrorMessage": "Rate exceeded for shard (injected by the chaos proxy)"}
+            answers[i] = {
+                "ErrorCode": "ProvisionedThroughputExceededException",
+                "ErrorMessage": "Rate exceeded for shard (injected by the chaos proxy)",
+            }
         if failed:
             proxy.count("put_records_failed", len(failed))
         response = {"FailedRecordCount": sum(1 for a in answers if a and "ErrorCode" in a), "Records": answers}
@@ -491,8 +562,10 @@ def _install_fault(die_at: str | None, die_after: int, kinesis):
     if die_at == "after_put":
         return _KillAfterPut(kinesis, die_after)
     if die_at == "before_publish":
+
         def publish_pending(*args, **kwargs):
             _die()
+
         outbox.publish_pending = publish_pending
     elif die_at == "before_enqueue_commit":
         from drill_progress.ingest import store
@@ -501,7 +574,9 @@ def _install_fault(die_at: str | None, die_after: int, kinesis):
             def enqueue(*args, **kwargs):
                 real(*args, **kwargs)
                 _die()  # inside the recording transaction: nothing is committed
+
             return enqueue
+
         outbox.enqueue = dying(outbox.enqueue)
         store.execute_write = dying(store.execute_write)  # ingestion's write, outbox rows included
     elif die_at:
@@ -510,17 +585,30 @@ def _install_fault(die_at: str | None, die_after: int, kinesis):
 
 
 def _pending(engine, source: str) -> int:
-    return int(scalar(engine, "SELECT count(*) FROM command_outbox WHERE published_at IS NULL AND source = %(s)s",
-                      {"s": source}))
+    return int(
+        scalar(
+            engine, "SELECT count(*) FROM command_outbox WHERE published_at IS NULL AND source = %(s)s", {"s": source}
+        )
+    )
 
 
 def _ingest_worker(args, engine, kinesis) -> dict:
     from drill_progress.ingest import runs, store
 
     shards = runs.plan_shards(engine, kinesis, args.stream)
-    results = [runs.ingest_shard(engine, kinesis, args.stream, args.command_stream, shard,
-                                  micro_batch_records=args.micro_batch, max_records=args.max_records,
-                                  max_seconds=args.max_seconds) for shard in shards]
+    results = [
+        runs.ingest_shard(
+            engine,
+            kinesis,
+            args.stream,
+            args.command_stream,
+            shard,
+            micro_batch_records=args.micro_batch,
+            max_records=args.max_records,
+            max_seconds=args.max_seconds,
+        )
+        for shard in shards
+    ]
     published = runs.publish_commands(engine, kinesis, args.command_stream)
     summary = runs.summarize(results, published)
     summary.pop("per_shard", None)
@@ -531,8 +619,7 @@ def _ingest_worker(args, engine, kinesis) -> dict:
 def _reminders_worker(args, engine, kinesis) -> dict:
     from drill_progress.reminders import due as reminders
 
-    result = reminders.trigger_reminders(engine, kinesis, args.stream,
-                                         reference=datetime.fromisoformat(args.reference))
+    result = reminders.trigger_reminders(engine, kinesis, args.stream, reference=datetime.fromisoformat(args.reference))
     result["pending_commands"] = _pending(engine, reminders.SOURCE)
     return result
 
@@ -543,17 +630,29 @@ def _schedule_worker(args, engine, kinesis) -> dict:
 
     dynamodb = boto3_client("dynamodb", args.endpoint_url)
     reference = datetime.fromisoformat(args.reference)
-    planned = scheduling.plan_run(engine, dynamodb, args.table, reference=reference, now=reference,
-                                  spread_minutes=args.spread_minutes, inactivity_minutes=720)
-    sent = [sending.send_slot(engine, dynamodb, kinesis, table=args.table, stream=args.stream, slot=slot)
-            for slot in planned["slots"]]
-    return {"slots": len(sent), "due_users": planned["summary"].get("due_users"),
-            "enqueued": sum(s["enqueued"] for s in sent), "published": sum(s["published"] for s in sent),
-            "pending_commands": _pending(engine, scheduling.SOURCE)}
+    planned = scheduling.plan_run(
+        engine,
+        dynamodb,
+        args.table,
+        reference=reference,
+        now=reference,
+        spread_minutes=args.spread_minutes,
+        inactivity_minutes=720,
+    )
+    sent = [
+        sending.send_slot(engine, dynamodb, kinesis, table=args.table, stream=args.stream, slot=slot)
+        for slot in planned["slots"]
+    ]
+    return {
+        "slots": len(sent),
+        "due_users": planned["summary"].get("due_users"),
+        "enqueued": sum(s["enqueued"] for s in sent),
+        "published": sum(s["published"] for s in sent),
+        "pending_commands": _pending(engine, scheduling.SOURCE),
+    }
 
 
-WORKERS = {"ingest-worker": _ingest_worker, "reminders-worker": _reminders_worker,
-           "schedule-worker": _schedule_worker}
+WORKERS = {"ingest-worker": _ingest_worker, "reminders-worker": _reminders_worker, "schedule-worker": _schedule_worker}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -588,4 +687,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

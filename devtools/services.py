@@ -128,8 +128,18 @@ class PostgresServer:
         pwfile.write_text(self.password + "\n")
         self._chown(pwfile)
         try:
-            cmd = [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", PG_SUPERUSER,
-                   "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"]
+            cmd = [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                PG_SUPERUSER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
             proc = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise ServiceError(f"initdb failed: {proc.stderr.strip() or proc.stdout.strip()}")
@@ -158,8 +168,19 @@ class PostgresServer:
             **(getattr(self, "extra_settings", None) or {}),
         }
         opts = " ".join(f"-c {k}={v}" if v else f"-c {k}=''" for k, v in settings.items())
-        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-               "-o", opts, "-w", "-t", "60", "start"]
+        cmd = [
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
         proc = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
@@ -176,8 +197,9 @@ class PostgresServer:
         self.stop(mode="immediate")
         self.start()
 
-    def create_database(self, name: str, owner_password: str | None = None, template: str | None = None,
-                        owner: str | None = None) -> None:
+    def create_database(
+        self, name: str, owner_password: str | None = None, template: str | None = None, owner: str | None = None
+    ) -> None:
         import psycopg
         from psycopg import sql
 
@@ -185,8 +207,11 @@ class PostgresServer:
             if owner and owner_password is not None:
                 exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone()
                 if not exists:
-                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(owner), sql.Literal(owner_password)))
+                    conn.execute(
+                        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                            sql.Identifier(owner), sql.Literal(owner_password)
+                        )
+                    )
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 return
             stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
@@ -233,7 +258,9 @@ class MotoServer:
         out = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for(self.healthy, 60, f"moto server on port {self.port}")
 

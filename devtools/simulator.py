@@ -91,8 +91,7 @@ class User:
             "is_demo": self.is_demo,
             "name": self.name,
             "language": self.language,
-            "account_info": ({"employer_id": self.employer_id, "unit_id": self.unit_id}
-                             if self.validated else None),
+            "account_info": ({"employer_id": self.employer_id, "unit_id": self.unit_id} if self.validated else None),
         }
         prof.update(self.ratings)
         return prof
@@ -106,10 +105,14 @@ def phone_number(index: int) -> str:
 class Simulator:
     """Generates event batches for a pool of simulated users. Pure: no I/O."""
 
-    def __init__(self, users: int = DEFAULT_USERS, seed: int | None = None,
-                 malformed_rate: float = DEFAULT_MALFORMED_RATE,
-                 drills: Iterable[str] = config.INITIAL_CATALOG,
-                 clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        users: int = DEFAULT_USERS,
+        seed: int | None = None,
+        malformed_rate: float = DEFAULT_MALFORMED_RATE,
+        drills: Iterable[str] = config.INITIAL_CATALOG,
+        clock: Callable[[], datetime] | None = None,
+    ):
         if users < 1:
             raise ValueError("at least one user is needed")
         self.rng = random.Random(seed)  # noqa: S311 - simulation, not cryptography
@@ -121,9 +124,14 @@ class Simulator:
 
     def _new_user(self) -> User:
         employer = self.rng.choice(sorted(EMPLOYERS))
-        user = User(phone_number=phone_number(self.joined), employer_id=employer,
-                    unit_id=self.rng.choice(EMPLOYERS[employer]), name=self.rng.choice(NAMES),
-                    language=self.rng.choice(LANGUAGES), is_demo=self.rng.random() < 0.05)
+        user = User(
+            phone_number=phone_number(self.joined),
+            employer_id=employer,
+            unit_id=self.rng.choice(EMPLOYERS[employer]),
+            name=self.rng.choice(NAMES),
+            language=self.rng.choice(LANGUAGES),
+            is_demo=self.rng.random() < 0.05,
+        )
         self.joined += 1
         return user
 
@@ -161,8 +169,11 @@ class Simulator:
 
     def _drill(self, slug: str) -> dict:
         number = self.drills.index(slug) + 1 if slug in self.drills else 0
-        return {"slug": slug, "name": f"Sample drill {number}" if number else slug,
-                "prompts": [self._prompt(i) for i in range(PROMPTS_PER_DRILL)]}
+        return {
+            "slug": slug,
+            "name": f"Sample drill {number}" if number else slug,
+            "prompts": [self._prompt(i) for i in range(PROMPTS_PER_DRILL)],
+        }
 
     def _next_drill_slug(self, user: User) -> str | None:
         return next((slug for slug in self.drills if slug not in user.completed), None)
@@ -190,8 +201,14 @@ class Simulator:
             if roll < 0.1:
                 return self._event(user, "NEXT_DRILL_REQUESTED", at)
             user.instance_id, user.drill_slug, user.prompt_index, user.answered = self._uuid(), slug, 0, False
-            return self._event(user, "DRILL_STARTED", at, drill=self._drill(slug),
-                               drill_instance_id=user.instance_id, first_prompt=self._prompt(0))
+            return self._event(
+                user,
+                "DRILL_STARTED",
+                at,
+                drill=self._drill(slug),
+                drill_instance_id=user.instance_id,
+                first_prompt=self._prompt(0),
+            )
         if roll < 0.04:
             user.gone = True  # goes quiet in the middle of a drill
             return None
@@ -202,8 +219,13 @@ class Simulator:
             if user.prompt_index + 1 < PROMPTS_PER_DRILL:
                 user.prompt_index += 1
                 user.answered = False
-                return self._event(user, "ADVANCED_TO_NEXT_PROMPT", at, prompt=self._prompt(user.prompt_index),
-                                   drill_instance_id=instance)
+                return self._event(
+                    user,
+                    "ADVANCED_TO_NEXT_PROMPT",
+                    at,
+                    prompt=self._prompt(user.prompt_index),
+                    drill_instance_id=instance,
+                )
             user.completed.add(user.drill_slug)
             user.instance_id, user.drill_slug = None, None
             if self.rng.random() < 0.3:
@@ -211,13 +233,26 @@ class Simulator:
             return self._event(user, "DRILL_COMPLETED", at, drill_instance_id=instance)
         if roll < 0.75:
             user.answered = True
-            return self._event(user, "COMPLETED_PROMPT", at, prompt=prompt, response=self.rng.choice("abcd"),
-                               drill_instance_id=instance)
+            return self._event(
+                user,
+                "COMPLETED_PROMPT",
+                at,
+                prompt=prompt,
+                response=self.rng.choice("abcd"),
+                drill_instance_id=instance,
+            )
         abandoned = self.rng.random() < 0.1
         if abandoned:
             user.instance_id, user.drill_slug = None, None
-        return self._event(user, "FAILED_PROMPT", at, prompt=prompt, response=self.rng.choice(("zzz", "?", "e")),
-                           abandoned=abandoned, drill_instance_id=instance)
+        return self._event(
+            user,
+            "FAILED_PROMPT",
+            at,
+            prompt=prompt,
+            response=self.rng.choice(("zzz", "?", "e")),
+            abandoned=abandoned,
+            drill_instance_id=instance,
+        )
 
     def _validated(self, user: User, at: datetime) -> dict:
         user.validated = True
@@ -261,8 +296,13 @@ class Simulator:
         """Bad input that does not change the simulated state (the pipeline sets it aside)."""
         kind = self.rng.choice(MALFORMED_KINDS)
         good_seq = str(user.seq + 1)  # not consumed: the user's next good batch may reuse it
-        batch = {"batch_id": self._uuid(), "seq": good_seq, "phone_number": user.phone_number,
-                 "created_time": self._iso(now), "events": []}
+        batch = {
+            "batch_id": self._uuid(),
+            "seq": good_seq,
+            "phone_number": user.phone_number,
+            "created_time": self._iso(now),
+            "events": [],
+        }
         if kind == "not_json":
             data = b'{"batch_id": "' + batch["batch_id"].encode() + b'", "seq": '
             return Record(data, user.phone_number, kind)
@@ -304,8 +344,9 @@ def chunks(records: list[Record]) -> list[list[Record]]:
     size = 0
     for rec in records:
         rec_size = len(rec.data) + len(rec.partition_key)
-        if chunk and (len(chunk) == MAX_RECORDS_PER_PUT or size + rec_size > MAX_BYTES_PER_PUT
-                      or rec.partition_key in keys):
+        if chunk and (
+            len(chunk) == MAX_RECORDS_PER_PUT or size + rec_size > MAX_BYTES_PER_PUT or rec.partition_key in keys
+        ):
             out.append(chunk)
             chunk, keys, size = [], set(), 0
         chunk.append(rec)
@@ -324,8 +365,8 @@ def publish(kinesis, stream: str, records: list[Record], max_attempts: int = 6) 
         for attempt in range(1, max_attempts + 1):
             stats.calls += 1
             response = kinesis.put_records(
-                StreamName=stream,
-                Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in pending])
+                StreamName=stream, Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in pending]
+            )
             failed = [r for r, res in zip(pending, response["Records"], strict=True) if res.get("ErrorCode")]
             failed_ids = {id(r) for r in failed}
             for rec in pending:
@@ -340,10 +381,14 @@ def publish(kinesis, stream: str, records: list[Record], max_attempts: int = 6) 
             pending = failed
             if attempt == max_attempts:
                 stats.failed += len(failed)
-                log.warning("%d records not published after %d attempts (first for %s)",
-                            len(failed), attempt, mask_phone(failed[0].partition_key))
+                log.warning(
+                    "%d records not published after %d attempts (first for %s)",
+                    len(failed),
+                    attempt,
+                    mask_phone(failed[0].partition_key),
+                )
                 break
-            time.sleep(min(2.0, 0.1 * 2 ** attempt))
+            time.sleep(min(2.0, 0.1 * 2**attempt))
     return stats
 
 
@@ -367,11 +412,13 @@ def kinesis_client(endpoint_url: str | None):
     from botocore.config import Config
 
     return boto3.client(
-        "kinesis", endpoint_url=endpoint_url or None,
+        "kinesis",
+        endpoint_url=endpoint_url or None,
         region_name=os.environ.get("AWS_DEFAULT_REGION", config.DEFAULT_AWS_REGION),
         aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30))
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+    )
 
 
 def wait_for_stream(kinesis, stream: str, timeout: float) -> None:
@@ -384,8 +431,10 @@ def wait_for_stream(kinesis, stream: str, timeout: float) -> None:
         except kinesis.exceptions.ResourceNotFoundException:
             pass
         if time.monotonic() >= deadline:
-            raise SystemExit(f"stream {stream!r} does not exist or is not active; run the drill_progress_setup "
-                             "DAG (make up does) or pass --stream")
+            raise SystemExit(
+                f"stream {stream!r} does not exist or is not active; run the drill_progress_setup "
+                "DAG (make up does) or pass --stream"
+            )
         time.sleep(2)
 
 
@@ -393,19 +442,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devtools.simulator", description=__doc__.split("\n")[0])
     parser.add_argument("--follow", action="store_true", help="keep publishing until stopped")
     parser.add_argument("--users", type=int, default=DEFAULT_USERS, help="simulated users (default %(default)s)")
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
-                        help="batches per second with --follow (default %(default)s)")
-    parser.add_argument("--batches", type=int, default=DEFAULT_BATCHES,
-                        help="records in the one burst without --follow (default %(default)s)")
+    parser.add_argument(
+        "--rate", type=float, default=DEFAULT_RATE, help="batches per second with --follow (default %(default)s)"
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=DEFAULT_BATCHES,
+        help="records in the one burst without --follow (default %(default)s)",
+    )
     parser.add_argument("--endpoint-url", default=None, help="Kinesis endpoint (default: the local emulator)")
-    parser.add_argument("--stream", default=os.environ.get("AIRFLOW_VAR_DIALOG_EVENT_STREAM",
-                                                           config.VARIABLE_DEFAULTS[config.DIALOG_EVENT_STREAM]),
-                        help="dialog event stream (default: $AIRFLOW_VAR_DIALOG_EVENT_STREAM or %(default)s)")
+    parser.add_argument(
+        "--stream",
+        default=os.environ.get("AIRFLOW_VAR_DIALOG_EVENT_STREAM", config.VARIABLE_DEFAULTS[config.DIALOG_EVENT_STREAM]),
+        help="dialog event stream (default: $AIRFLOW_VAR_DIALOG_EVENT_STREAM or %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible traffic")
-    parser.add_argument("--malformed-rate", type=float, default=DEFAULT_MALFORMED_RATE,
-                        help="fraction of deliberately bad records (default %(default)s)")
-    parser.add_argument("--wait", type=float, default=None,
-                        help="seconds to wait for the stream to exist (default: 0, or 600 with --follow)")
+    parser.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=DEFAULT_MALFORMED_RATE,
+        help="fraction of deliberately bad records (default %(default)s)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        help="seconds to wait for the stream to exist (default: 0, or 600 with --follow)",
+    )
     return parser.parse_args(argv)
 
 
@@ -419,8 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("publishing to %s at %s for %d simulated users", args.stream, endpoint, args.users)
     if not args.follow:
         stats = publish(kinesis, args.stream, sim.burst(args.batches))
-        log.info("published %d records (%d events, %d malformed, %d failed) in %d PutRecords calls",
-                 stats.records, stats.events, stats.malformed, stats.failed, stats.calls)
+        log.info(
+            "published %d records (%d events, %d malformed, %d failed) in %d PutRecords calls",
+            stats.records,
+            stats.events,
+            stats.malformed,
+            stats.failed,
+            stats.calls,
+        )
         return 1 if stats.failed else 0
 
     stopping = False
@@ -444,12 +514,22 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("publishing failed (%s: %s); retrying", type(exc).__name__, exc)
                 time.sleep(5)
         if time.monotonic() - last_report >= 60:
-            log.info("so far %d records (%d events, %d malformed, %d failed)",
-                     total.records, total.events, total.malformed, total.failed)
+            log.info(
+                "so far %d records (%d events, %d malformed, %d failed)",
+                total.records,
+                total.events,
+                total.malformed,
+                total.failed,
+            )
             last_report = time.monotonic()
         time.sleep(max(0.0, tick - (time.monotonic() - started)))
-    log.info("stopped after %d records (%d events, %d malformed, %d failed)",
-             total.records, total.events, total.malformed, total.failed)
+    log.info(
+        "stopped after %d records (%d events, %d malformed, %d failed)",
+        total.records,
+        total.events,
+        total.malformed,
+        total.failed,
+    )
     return 0
 
 

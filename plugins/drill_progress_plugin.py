@@ -18,10 +18,12 @@ from drill_progress.ui import PAGE_NAME, URL_PREFIX, lazy_app
 class DrillProgressPlugin(AirflowPlugin):
     name = "drill_progress"
     fastapi_apps = [{"app": lazy_app, "url_prefix": URL_PREFIX, "name": PAGE_NAME}]
-    external_views = [{
-        "name": PAGE_NAME,
-        "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL
-        "url_route": "drill-progress",
-        "destination": "nav",
-        "category": "browse",
-    }]
+    external_views = [
+        {
+            "name": PAGE_NAME,
+            "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL
+            "url_route": "drill-progress",
+            "destination": "nav",
+            "category": "browse",
+        }
+    ]

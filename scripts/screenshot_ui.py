@@ -24,8 +24,14 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--hide-scrollbars",
 )
 PAGE_PATH = "/drill-progress/"
@@ -44,7 +50,9 @@ def get_token(base_url: str, username: str, password: str, timeout: float = 30) 
     request = urllib.request.Request(  # noqa: S310 - a URL the operator gives, http(s) only
         base_url.rstrip("/") + "/auth/token",
         data=json.dumps({"username": username, "password": password}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         return json.loads(response.read())["access_token"]
 
@@ -56,20 +64,29 @@ def login_url(base_url: str, token: str, next_path: str | None = None) -> str:
     return f"{base_url.rstrip('/')}{PAGE_PATH}login#{fragment}"
 
 
-def run_chromium(url: str, *extra: str, window: tuple[int, int] = (1400, 1000), budget_ms: int = 20000,
-                 timeout: float = 120) -> subprocess.CompletedProcess:
+def run_chromium(
+    url: str, *extra: str, window: tuple[int, int] = (1400, 1000), budget_ms: int = 20000, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """One headless Chromium run in a fresh profile (no cookies carried over between runs)."""
     binary = chromium_binary()
     if binary is None:
         raise RuntimeError("chromium not found: apt-get install -y chromium (or set $CHROMIUM)")
     with tempfile.TemporaryDirectory(prefix="drill-chromium-") as profile:
-        cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}",
-               f"--virtual-time-budget={budget_ms}", *extra, url]
+        cmd = [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={window[0]},{window[1]}",
+            f"--virtual-time-budget={budget_ms}",
+            *extra,
+            url,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def screenshot(base_url: str, token: str, out: Path, window: tuple[int, int] = (1400, 1000),
-               next_path: str | None = None) -> Path:
+def screenshot(
+    base_url: str, token: str, out: Path, window: tuple[int, int] = (1400, 1000), next_path: str | None = None
+) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.unlink()
@@ -95,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("tests/_artifacts/drill_progress.png"))
     parser.add_argument("--dom", type=Path, help="also write the rendered DOM here")
     parser.add_argument("--height", type=int, default=1000)
-    parser.add_argument("--in-airflow-ui", action="store_true",
-                        help="open the page inside Airflow's UI (/plugin/drill-progress) instead of on its own")
+    parser.add_argument(
+        "--in-airflow-ui",
+        action="store_true",
+        help="open the page inside Airflow's UI (/plugin/drill-progress) instead of on its own",
+    )
     args = parser.parse_args(argv)
     token = get_token(args.url, args.user, args.password)
     next_path = "/plugin/drill-progress" if args.in_airflow_ui else None

@@ -9,11 +9,15 @@ import hashlib
 AGGREGATE_QUERIES: dict[str, str] = {
     "users": "SELECT user_id, seq, profile::text, last_interacted_time FROM users ORDER BY user_id",
     "phone_numbers": "SELECT id, phone_number, user_id, is_primary FROM phone_numbers ORDER BY id",
-    "drill_statuses": ("SELECT id, user_id, drill_instance_id, drill_slug, place_in_sequence, started_time, "
-                       "completed_time FROM drill_statuses ORDER BY id"),
-    "drill_instances": ("SELECT drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug, "
-                        "current_prompt_start_time, current_prompt_last_response_time, completion_time, is_valid "
-                        "FROM drill_instances ORDER BY drill_instance_id"),
+    "drill_statuses": (
+        "SELECT id, user_id, drill_instance_id, drill_slug, place_in_sequence, started_time, "
+        "completed_time FROM drill_statuses ORDER BY id"
+    ),
+    "drill_instances": (
+        "SELECT drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug, "
+        "current_prompt_start_time, current_prompt_last_response_time, completion_time, is_valid "
+        "FROM drill_instances ORDER BY drill_instance_id"
+    ),
 }
 
 

@@ -30,7 +30,14 @@ def return_value(dag_run, task_id: str):
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        value = session.query(XComModel.value).filter(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == task_id, XComModel.key == "return_value").scalar()
+        value = (
+            session.query(XComModel.value)
+            .filter(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+            .scalar()
+        )
     return json.loads(value) if isinstance(value, str) else value

@@ -20,17 +20,19 @@ import pytest
 from airflow_support import ROOT, load_dag
 
 _HOME = Path(tempfile.mkdtemp(prefix="drill-airflow-home-"))
-os.environ.update({
-    "AIRFLOW_HOME": str(_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
-    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # the emulator's dummy credentials
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # the emulator's dummy credentials
+    }
+)
 for _name in ("AIRFLOW_CONN_DRILL_PROGRESS_DB", "AIRFLOW_CONN_AWS_DEFAULT"):
     os.environ.pop(_name, None)
 
@@ -118,10 +120,14 @@ class Aws:
 
     @property
     def airflow_conn(self) -> str:
-        return json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"region_name": "us-east-1", "endpoint_url": self.endpoint_url},
-        })
+        return json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": "us-east-1", "endpoint_url": self.endpoint_url},
+            }
+        )
 
 
 @pytest.fixture
@@ -130,16 +136,19 @@ def aws(moto_server):
     import boto3
 
     moto_server.reset()
-    kwargs = {"endpoint_url": moto_server.endpoint_url, "region_name": "us-east-1",
-              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    kwargs = {
+        "endpoint_url": moto_server.endpoint_url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     return Aws(moto_server.endpoint_url, boto3.client("kinesis", **kwargs), boto3.client("dynamodb", **kwargs))
 
 
 @pytest.fixture(scope="session")
 def airflow_db():
     """Airflow's own metadata database (SQLite, local only), migrated once per session."""
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                   check=True, capture_output=True)
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
     return _HOME
 
 

@@ -34,30 +34,77 @@ NEXT_DAY = date(2026, 3, 11)
 
 # user -> (profile, created_at, last_interacted_time, {drill: (started_time, completed_time)})
 USERS = {
-    "A": ({"account_info": {"employer_id": 7, "unit_id": 1}}, "2026-03-01T00:00Z", "2026-03-10T12:00Z",
-          {"01-sample-drill": ("2026-03-01T10:00Z", "2026-03-03T10:00Z"),
-           "02-sample-drill": ("2026-03-10T09:00Z", "2026-03-10T10:00Z")}),
-    "B": ({"account_info": {"employer_id": "7"}}, "2026-03-01T00:00Z", "2026-03-02T08:00Z",
-          {"01-sample-drill": ("2026-03-02T08:00Z", None)}),
-    "C": ({"account_info": {"employer_id": 7}}, "2026-03-10T05:00Z", "2026-03-10T20:00Z",
-          {"01-sample-drill": ("2026-03-10T06:00Z", "2026-03-10T07:30Z")}),
-    "D": ({"account_info": {"employer_id": 7}}, "2026-03-12T09:00Z", "2026-03-12T11:00Z",
-          {"01-sample-drill": ("2026-03-12T10:00Z", None)}),
-    "E": ({"account_info": {"employer_id": 7}}, "2026-11-28T00:00Z", "2026-03-09T12:00Z",
-          {"01-sample-drill": ("2026-03-05T12:00Z", "2026-03-09T12:00Z")}),
+    "A": (
+        {"account_info": {"employer_id": 7, "unit_id": 1}},
+        "2026-03-01T00:00Z",
+        "2026-03-10T12:00Z",
+        {
+            "01-sample-drill": ("2026-03-01T10:00Z", "2026-03-03T10:00Z"),
+            "02-sample-drill": ("2026-03-10T09:00Z", "2026-03-10T10:00Z"),
+        },
+    ),
+    "B": (
+        {"account_info": {"employer_id": "7"}},
+        "2026-03-01T00:00Z",
+        "2026-03-02T08:00Z",
+        {"01-sample-drill": ("2026-03-02T08:00Z", None)},
+    ),
+    "C": (
+        {"account_info": {"employer_id": 7}},
+        "2026-03-10T05:00Z",
+        "2026-03-10T20:00Z",
+        {"01-sample-drill": ("2026-03-10T06:00Z", "2026-03-10T07:30Z")},
+    ),
+    "D": (
+        {"account_info": {"employer_id": 7}},
+        "2026-03-12T09:00Z",
+        "2026-03-12T11:00Z",
+        {"01-sample-drill": ("2026-03-12T10:00Z", None)},
+    ),
+    "E": (
+        {"account_info": {"employer_id": 7}},
+        "2026-11-28T00:00Z",
+        "2026-03-09T12:00Z",
+        {"01-sample-drill": ("2026-03-05T12:00Z", "2026-03-09T12:00Z")},
+    ),
     "F": ({"validated": False}, "2026-03-01T00:00Z", "2026-03-01T09:00Z", {}),
-    "G": ({"account_info": {"employer_id": ""}}, "2026-03-08T00:00Z", "2026-03-10T23:59:59Z",
-          {"01-sample-drill": ("2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z")}),
-    "H": ({"is_demo": True, "account_info": {"employer_id": 8}}, "2026-03-01T00:00Z", "2026-03-03T00:00Z",
-          {"01-sample-drill": ("2026-03-02T00:00Z", "2026-03-03T00:00Z")}),
-    "I": ({"account_info": {"employer_id": 8}}, "2026-03-01T00:00Z", "2026-03-04T00:00:00Z",
-          {"01-sample-drill": ("2026-03-03T00:00Z", None)}),
-    "J": ({"account_info": {"employer_id": 8}}, "2026-03-01T00:00Z", "2026-03-06T00:00Z",
-          {"01-sample-drill": (None, "2026-03-06T00:00Z")}),
+    "G": (
+        {"account_info": {"employer_id": ""}},
+        "2026-03-08T00:00Z",
+        "2026-03-10T23:59:59Z",
+        {"01-sample-drill": ("2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z")},
+    ),
+    "H": (
+        {"is_demo": True, "account_info": {"employer_id": 8}},
+        "2026-03-01T00:00Z",
+        "2026-03-03T00:00Z",
+        {"01-sample-drill": ("2026-03-02T00:00Z", "2026-03-03T00:00Z")},
+    ),
+    "I": (
+        {"account_info": {"employer_id": 8}},
+        "2026-03-01T00:00Z",
+        "2026-03-04T00:00:00Z",
+        {"01-sample-drill": ("2026-03-03T00:00Z", None)},
+    ),
+    "J": (
+        {"account_info": {"employer_id": 8}},
+        "2026-03-01T00:00Z",
+        "2026-03-06T00:00Z",
+        {"01-sample-drill": (None, "2026-03-06T00:00Z")},
+    ),
 }
 
-COLUMNS = ("users_enrolled", "started_day", "started_cumulative", "completed_day", "completed_cumulative",
-           "completion_rate", "median_completion_seconds", "inactive_7d", "stalled_7d")
+COLUMNS = (
+    "users_enrolled",
+    "started_day",
+    "started_cumulative",
+    "completed_day",
+    "completed_cumulative",
+    "completion_rate",
+    "median_completion_seconds",
+    "inactive_7d",
+    "stalled_7d",
+)
 
 # (employer, drill) -> figures in COLUMNS order, worked out by hand from the docstring above.
 EXPECTED_DAY = {
@@ -101,26 +148,40 @@ def load(engine, users_spec: dict | None = None) -> None:
     users, phones, statuses = [], [], []
     for n, (name, (profile, created, last, drills)) in enumerate(sorted((users_spec or USERS).items())):
         uid = user_id(name)
-        users.append({"user_id": uid, "seq": n + 1, "profile": json.dumps(profile), "created_at": created,
-                      "last": last})
+        users.append(
+            {"user_id": uid, "seq": n + 1, "profile": json.dumps(profile), "created_at": created, "last": last}
+        )
         phones.append({"id": uuid.uuid5(uid, "phone"), "phone": f"+1555000{n:04d}", "user_id": uid})
         for place, slug in enumerate(CATALOG):
             started, completed = drills.get(slug, (None, None))
-            statuses.append({"id": uuid.uuid5(uid, slug), "user_id": uid, "slug": slug, "place": place,
-                             "started": started, "completed": completed})
+            statuses.append(
+                {
+                    "id": uuid.uuid5(uid, slug),
+                    "user_id": uid,
+                    "slug": slug,
+                    "place": place,
+                    "started": started,
+                    "completed": completed,
+                }
+            )
     with engine.begin() as conn:
         driver = conn.connection.driver_connection
         with driver.cursor() as cur:
             cur.executemany(
                 "INSERT INTO users (user_id, seq, profile, created_at, last_interacted_time) "
-                "VALUES (%(user_id)s, %(seq)s, %(profile)s::jsonb, %(created_at)s, %(last)s)", users)
+                "VALUES (%(user_id)s, %(seq)s, %(profile)s::jsonb, %(created_at)s, %(last)s)",
+                users,
+            )
             cur.executemany(
                 "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary) "
-                "VALUES (%(id)s, %(phone)s, %(user_id)s, true)", phones)
+                "VALUES (%(id)s, %(phone)s, %(user_id)s, true)",
+                phones,
+            )
             cur.executemany(
                 "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence, started_time, "
                 "completed_time) VALUES (%(id)s, %(user_id)s, %(slug)s, %(place)s, %(started)s, %(completed)s)",
-                statuses)
+                statuses,
+            )
 
 
 def as_expected(rows: list[dict]) -> dict:

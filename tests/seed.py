@@ -12,11 +12,13 @@ def _insert_users(conn, phones: list[str], users: list[str], last_interacted) ->
     conn.exec_driver_sql(
         "INSERT INTO users (user_id, seq, profile, last_interacted_time) "
         "SELECT u, 1, '{\"validated\": true}'::jsonb, %(t)s FROM unnest(%(u)s::uuid[]) AS u",
-        {"u": users, "t": last_interacted})
+        {"u": users, "t": last_interacted},
+    )
     conn.exec_driver_sql(
         "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary) "
         "SELECT gen_random_uuid(), p, u, true FROM unnest(%(p)s::text[], %(u)s::uuid[]) AS x(p, u)",
-        {"p": phones, "u": users})
+        {"p": phones, "u": users},
+    )
 
 
 def seed_reminder_instances(engine, n: int, reference: datetime, phone_base: int = 1_000_000) -> None:
@@ -35,7 +37,8 @@ def seed_reminder_instances(engine, n: int, reference: datetime, phone_base: int
             "current_prompt_slug, current_prompt_start_time, is_valid) "
             "SELECT i, u, p, '01-sample-drill', 'q2', %(t)s, true "
             "FROM unnest(%(i)s::uuid[], %(u)s::uuid[], %(p)s::text[]) AS x(i, u, p)",
-            {"i": instances, "u": users, "p": phones, "t": started})
+            {"i": instances, "u": users, "p": phones, "t": started},
+        )
 
 
 def seed_due_users(engine, n: int, reference: datetime, phone_base: int = 2_000_000) -> None:
@@ -52,7 +55,8 @@ def seed_due_users(engine, n: int, reference: datetime, phone_base: int = 2_000_
             conn.exec_driver_sql(
                 "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence, started_time) "
                 "SELECT gen_random_uuid(), u, %(s)s, %(pl)s, %(st)s FROM unnest(%(u)s::uuid[]) AS u",
-                {"u": users, "s": slug, "pl": place, "st": at if place == 0 else None})
+                {"u": users, "s": slug, "pl": place, "st": at if place == 0 else None},
+            )
 
 
 def _uuid5(name: str) -> str:

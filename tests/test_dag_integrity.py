@@ -11,8 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
 CONTRACT_DAG_IDS = {
-    "drill_progress_setup", "dialog_event_ingest", "schedule_next_drills",
-    "trigger_reminders", "drill_rollout", "drill_progress_report",
+    "drill_progress_setup",
+    "dialog_event_ingest",
+    "schedule_next_drills",
+    "trigger_reminders",
+    "drill_rollout",
+    "drill_progress_report",
 }
 # The project's own DAGs beside the contract's (documented in docs/dags.md).
 PROJECT_DAG_IDS = {"dialog_event_reapply"}

@@ -16,7 +16,8 @@ def test_each_role_sets_its_timeouts_and_name(drill_db, role):
         with engine.connect() as conn:
             settings = conn.exec_driver_sql(
                 "SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
-                "current_setting('application_name')").one()
+                "current_setting('application_name')"
+            ).one()
     finally:
         engine.dispose()
     lock_timeout, statement_timeout = db.TIMEOUTS[role]
@@ -46,11 +47,23 @@ def test_no_engine_prints_bound_parameters(drill_db, role):
     assert "5551230001" not in str(info.value) and "parameters hidden" in str(info.value)
 
 
-@pytest.mark.parametrize(("sqlstate", "expected"), [
-    ("40P01", db.TRANSIENT), ("40001", db.TRANSIENT), ("55P03", db.TRANSIENT), ("57014", db.TRANSIENT),
-    ("23505", db.DATA), ("22P05", db.DATA), ("54000", db.DATA), ("P0001", db.DATA),
-    ("42501", db.FATAL), ("08006", db.FATAL), ("57P01", db.FATAL), ("53300", db.FATAL),
-])
+@pytest.mark.parametrize(
+    ("sqlstate", "expected"),
+    [
+        ("40P01", db.TRANSIENT),
+        ("40001", db.TRANSIENT),
+        ("55P03", db.TRANSIENT),
+        ("57014", db.TRANSIENT),
+        ("23505", db.DATA),
+        ("22P05", db.DATA),
+        ("54000", db.DATA),
+        ("P0001", db.DATA),
+        ("42501", db.FATAL),
+        ("08006", db.FATAL),
+        ("57P01", db.FATAL),
+        ("53300", db.FATAL),
+    ],
+)
 def test_what_each_sqlstate_means(sqlstate, expected):
     import psycopg
     from sqlalchemy.exc import DBAPIError as SaError
@@ -65,8 +78,7 @@ def test_client_side_refusals_and_content_errors():
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     refused = SaError.instance("SELECT 1", {}, psycopg.DataError("NUL"), psycopg.Error)
-    lost = SaError.instance("SELECT 1", {}, psycopg.OperationalError("server closed the connection"),
-                            psycopg.Error)
+    lost = SaError.instance("SELECT 1", {}, psycopg.OperationalError("server closed the connection"), psycopg.Error)
     assert db.trouble(refused) == db.TRANSIENT  # no SQLSTATE: refused before reaching the server
     assert db.trouble(lost) == db.FATAL
     assert db.trouble(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates")) == db.DATA

@@ -10,8 +10,12 @@ from drill_progress import ids
 
 def test_uuid5_text_is_uuid5():
     rng = random.Random(7)
-    names = ["", "user:+15551234567", "ü:é", *("".join(rng.choice("ab+09:-ü") for _ in range(rng.randint(0, 40)))
-                                              for _ in range(5000))]
+    names = [
+        "",
+        "user:+15551234567",
+        "ü:é",
+        *("".join(rng.choice("ab+09:-ü") for _ in range(rng.randint(0, 40))) for _ in range(5000)),
+    ]
     for name in names:
         assert ids.uuid5_text(name) == str(uuid.uuid5(ids.NAMESPACE, name))
 

@@ -35,16 +35,28 @@ def _leaks(text: str, phones: list[str]) -> list[str]:
 
 
 def _event(kind: str, phone: str, minute: int, **extra) -> dict:
-    doc = {"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}/{phone}/{minute}")), "event_type": kind,
-           "phone_number": phone, "created_time": (T0 + timedelta(minutes=minute)).isoformat(),
-           "schema_version": 1, "user_profile": {"validated": True, "name": "Ana"}}
+    doc = {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}/{phone}/{minute}")),
+        "event_type": kind,
+        "phone_number": phone,
+        "created_time": (T0 + timedelta(minutes=minute)).isoformat(),
+        "schema_version": 1,
+        "user_profile": {"validated": True, "name": "Ana"},
+    }
     doc.update(extra)
     return doc
 
 
 def _batch(seq: int, events: list[dict]) -> bytes:
-    return json.dumps({"batch_id": str(uuid.uuid4()), "seq": str(seq), "phone_number": events[0]["phone_number"],
-                       "created_time": events[-1]["created_time"], "events": events}).encode()
+    return json.dumps(
+        {
+            "batch_id": str(uuid.uuid4()),
+            "seq": str(seq),
+            "phone_number": events[0]["phone_number"],
+            "created_time": events[-1]["created_time"],
+            "events": events,
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -52,8 +64,9 @@ def captured_logs(capfd, caplog):
     """Everything a DAG run logs: stdout/stderr, log records, and log files under AIRFLOW_HOME."""
     caplog.set_level(logging.INFO)
     home = Path(os.environ["AIRFLOW_HOME"])
-    before = {p: p.stat().st_size for p in home.rglob("*.log")} | {p: p.stat().st_size for p in home.rglob("*.json")
-                                                                   if "logs" in p.parts}
+    before = {p: p.stat().st_size for p in home.rglob("*.log")} | {
+        p: p.stat().st_size for p in home.rglob("*.json") if "logs" in p.parts
+    }
 
     def collect() -> dict[str, str]:
         out, err = capfd.readouterr()
@@ -74,17 +87,36 @@ def test_ingest_run_logs_no_full_phone_number(run_dag, airflow_env, captured_log
     ensure_stream(aws.kinesis, "dialog-commands", 1)
     instance = str(uuid.uuid4())
     for phone in PHONES:
-        aws.kinesis.put_record(StreamName="dialog-events", PartitionKey=phone,
-                               Data=_batch(1, [_event("USER_VALIDATED", phone, 0)]))
+        aws.kinesis.put_record(
+            StreamName="dialog-events", PartitionKey=phone, Data=_batch(1, [_event("USER_VALIDATED", phone, 0)])
+        )
     phone = PHONES[0]
-    aws.kinesis.put_record(StreamName="dialog-events", PartitionKey=phone, Data=_batch(2, [
-        _event("DRILL_STARTED", phone, 1, drill={"slug": "01-sample-drill", "name": "d", "prompts": []},
-               drill_instance_id=instance, first_prompt={"slug": "q1"})]))
+    aws.kinesis.put_record(
+        StreamName="dialog-events",
+        PartitionKey=phone,
+        Data=_batch(
+            2,
+            [
+                _event(
+                    "DRILL_STARTED",
+                    phone,
+                    1,
+                    drill={"slug": "01-sample-drill", "name": "d", "prompts": []},
+                    drill_instance_id=instance,
+                    first_prompt={"slug": "q1"},
+                )
+            ],
+        ),
+    )
     # bad input naming phone numbers: set aside with a logged reason (must be masked)
-    aws.kinesis.put_record(StreamName="dialog-events", PartitionKey=phone, Data=_batch(3, [
-        _event("DRILL_EXPLODED", phone, 2, note=f"call {PHONES[1]}")]))
-    aws.kinesis.put_record(StreamName="dialog-events", PartitionKey=phone,
-                           Data=f'{{"phone_number": "{PHONES[2]}", "seq": '.encode())
+    aws.kinesis.put_record(
+        StreamName="dialog-events",
+        PartitionKey=phone,
+        Data=_batch(3, [_event("DRILL_EXPLODED", phone, 2, note=f"call {PHONES[1]}")]),
+    )
+    aws.kinesis.put_record(
+        StreamName="dialog-events", PartitionKey=phone, Data=f'{{"phone_number": "{PHONES[2]}", "seq": '.encode()
+    )
 
     run = run_dag("dialog_event_ingest")
     logs = captured_logs()
@@ -151,12 +183,16 @@ def test_a_database_error_that_fails_an_ingest_task_logs_no_full_phone_number(ai
         run_script(conn, _REFUSE_PHONES)
     with pytest.raises(ProgrammingError) as raw, db.engine.begin() as conn:  # the control: the error names it
         conn.exec_driver_sql("INSERT INTO users (user_id, seq) VALUES (gen_random_uuid(), 1) RETURNING user_id")
-        conn.exec_driver_sql("INSERT INTO phone_numbers (id, phone_number, user_id) "
-                             "SELECT gen_random_uuid(), %(p)s, user_id FROM users", {"p": PHONES[0]})
+        conn.exec_driver_sql(
+            "INSERT INTO phone_numbers (id, phone_number, user_id) SELECT gen_random_uuid(), %(p)s, user_id FROM users",
+            {"p": PHONES[0]},
+        )
     assert _leaks(str(raw.value), PHONES)
-    aws.kinesis.put_record(StreamName="dialog-events", PartitionKey=PHONES[0],
-                           Data=_batch(1, [_event("USER_VALIDATED", PHONES[0], 0,
-                                                  code_validation_payload={"valid": True})]))
+    aws.kinesis.put_record(
+        StreamName="dialog-events",
+        PartitionKey=PHONES[0],
+        Data=_batch(1, [_event("USER_VALIDATED", PHONES[0], 0, code_validation_payload={"valid": True})]),
+    )
     dag = load_dag("dialog_event_ingest")
     for task in dag.tasks:
         task.retries = 0

@@ -16,13 +16,16 @@ SLUGS = ("01-sample-drill", "02-sample-drill", "03-sample-drill")
 STATES = [(False, False), (True, False), (True, True), (False, True)]
 
 
-@pytest.mark.parametrize(("states", "expected"), [
-    ([(False, False)] * 3, "01-sample-drill"),
-    ([(True, True), (False, False), (False, False)], "02-sample-drill"),
-    ([(True, False), (False, False), (False, False)], "02-sample-drill"),
-    ([(True, False), (True, True), (True, False)], "01-sample-drill"),
-    ([(True, True)] * 3, None),
-])
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ([(False, False)] * 3, "01-sample-drill"),
+        ([(True, True), (False, False), (False, False)], "02-sample-drill"),
+        ([(True, False), (False, False), (False, False)], "02-sample-drill"),
+        ([(True, False), (True, True), (True, False)], "01-sample-drill"),
+        ([(True, True)] * 3, None),
+    ],
+)
 def test_next_drill(states, expected):
     rows = [StatusRow(s, i, T if st else None, T if c else None) for i, (s, (st, c)) in enumerate(zip(SLUGS, states))]
     assert next_drill(reversed(rows)) == expected
@@ -38,8 +41,11 @@ def test_sql_agrees_with_python_for_every_combination(drill_db):
                 conn.exec_driver_sql(
                     "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence, started_time, completed_time)"
                     " VALUES (gen_random_uuid(), %(u)s, %(s)s, %(p)s, %(st)s, %(c)s)",
-                    {"u": user_id, "s": slug, "p": place, "st": T if started else None, "c": T if completed else None})
-            rows = [StatusRow(s, i, T if st else None, T if c else None) for i, (s, (st, c)) in enumerate(zip(SLUGS, combo))]
+                    {"u": user_id, "s": slug, "p": place, "st": T if started else None, "c": T if completed else None},
+                )
+            rows = [
+                StatusRow(s, i, T if st else None, T if c else None) for i, (s, (st, c)) in enumerate(zip(SLUGS, combo))
+            ]
             cases[user_id] = next_drill(rows)
         got = next_drills(conn, list(cases))
     assert {u: got.get(u) for u in cases} == cases

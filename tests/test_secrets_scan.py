@@ -14,17 +14,36 @@ PATTERNS = {
     "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
     "Slack token": re.compile(r"\bxox[abpors]-[A-Za-z0-9-]{10,}\b"),
     "generic secret assignment": re.compile(
-        r"(?i)\b(secret_key|jwt_secret|api_key|aws_secret_access_key)\b\s*[:=]\s*['\"]?([A-Za-z0-9/+_\-]{24,})"),
+        r"(?i)\b(secret_key|jwt_secret|api_key|aws_secret_access_key)\b\s*[:=]\s*['\"]?([A-Za-z0-9/+_\-]{24,})"
+    ),
     "password in a URL": re.compile(r"[a-z+]+://[^:/\s'\"]+:([^@/\s'\"]+)@"),
 }
 # Credentials that are public on purpose: local emulators and loopback development databases.
-ALLOWED_VALUES = {"testing", "postgres", "airflow", "admin", "drill", "drill_progress", "test", "password",
-                  "{password}", "{self.password}", "${POSTGRES_PASSWORD:-airflow}", "pw", "secret"}
+ALLOWED_VALUES = {
+    "testing",
+    "postgres",
+    "airflow",
+    "admin",
+    "drill",
+    "drill_progress",
+    "test",
+    "password",
+    "{password}",
+    "{self.password}",
+    "${POSTGRES_PASSWORD:-airflow}",
+    "pw",
+    "secret",
+}
 
 
 def _files() -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return [ROOT / f for f in out if (ROOT / f).is_file()]
 
 

@@ -31,8 +31,16 @@ XSS = "<script>alert(1)</script>"
 TRICKY = 'a","b\\",NULL,{x},%(p)s,%s,$1,\'\'--'
 HOSTILE = [SQLI, XSS, TRICKY, "1 OR 1=1", "Robert'); DELETE FROM drill_statuses; --"]
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-TABLES = ("users", "phone_numbers", "drill_statuses", "drill_instances", "drills", "command_outbox",
-          "rejected_records", "stream_checkpoints")
+TABLES = (
+    "users",
+    "phone_numbers",
+    "drill_statuses",
+    "drill_instances",
+    "drills",
+    "command_outbox",
+    "rejected_records",
+    "stream_checkpoints",
+)
 
 
 def _uuid(*parts) -> str:
@@ -40,10 +48,19 @@ def _uuid(*parts) -> str:
 
 
 def _event(kind: str, phone: str, minute: int, name: str, **extra) -> dict:
-    doc = {"event_id": _uuid(kind, phone, minute), "event_type": kind, "phone_number": phone,
-           "created_time": (T0 + timedelta(minutes=minute)).isoformat(), "schema_version": 1,
-           "user_profile": {"validated": True, "name": name, "language": name,
-                            "account_info": {"employer_id": name, "unit_id": 1}}}
+    doc = {
+        "event_id": _uuid(kind, phone, minute),
+        "event_type": kind,
+        "phone_number": phone,
+        "created_time": (T0 + timedelta(minutes=minute)).isoformat(),
+        "schema_version": 1,
+        "user_profile": {
+            "validated": True,
+            "name": name,
+            "language": name,
+            "account_info": {"employer_id": name, "unit_id": 1},
+        },
+    }
     doc.update(extra)
     return doc
 
@@ -53,23 +70,60 @@ def _story(phone: str, text: str) -> list[dict]:
     instance = _uuid("instance", phone)
     prompt = {"slug": text, "messages": [{"text": text}]}
     batches = [
-        [_event("USER_VALIDATED", phone, 0, text,
-                code_validation_payload={"valid": True, "is_demo": False, "account_info": {"employer_id": text}})],
-        [_event("DRILL_STARTED", phone, 1, text, drill={"slug": "01-sample-drill", "name": text, "prompts": [prompt]},
-                drill_instance_id=instance, first_prompt=prompt),
-         _event("COMPLETED_PROMPT", phone, 2, text, prompt=prompt, response=text, drill_instance_id=instance),
-         _event("FAILED_PROMPT", phone, 3, text, prompt=prompt, response=text, abandoned=False,
-                drill_instance_id=instance)],
+        [
+            _event(
+                "USER_VALIDATED",
+                phone,
+                0,
+                text,
+                code_validation_payload={"valid": True, "is_demo": False, "account_info": {"employer_id": text}},
+            )
+        ],
+        [
+            _event(
+                "DRILL_STARTED",
+                phone,
+                1,
+                text,
+                drill={"slug": "01-sample-drill", "name": text, "prompts": [prompt]},
+                drill_instance_id=instance,
+                first_prompt=prompt,
+            ),
+            _event("COMPLETED_PROMPT", phone, 2, text, prompt=prompt, response=text, drill_instance_id=instance),
+            _event(
+                "FAILED_PROMPT",
+                phone,
+                3,
+                text,
+                prompt=prompt,
+                response=text,
+                abandoned=False,
+                drill_instance_id=instance,
+            ),
+        ],
         [_event("ADVANCED_TO_NEXT_PROMPT", phone, 4, text, prompt={"slug": text + "-2"}, drill_instance_id=instance)],
     ]
-    return [{"batch_id": _uuid("batch", phone, n), "seq": str(n), "phone_number": phone,
-             "created_time": events[-1]["created_time"], "events": events} for n, events in enumerate(batches, 1)]
+    return [
+        {
+            "batch_id": _uuid("batch", phone, n),
+            "seq": str(n),
+            "phone_number": phone,
+            "created_time": events[-1]["created_time"],
+            "events": events,
+        }
+        for n, events in enumerate(batches, 1)
+    ]
 
 
 def _raws(docs: list) -> list[pipeline.RawRecord]:
-    return [pipeline.RawRecord(f"{n:030d}", d.get("phone_number") if isinstance(d, dict) else None,
-                               d if isinstance(d, bytes) else json.dumps(d).encode())
-            for n, d in enumerate(docs, 1)]
+    return [
+        pipeline.RawRecord(
+            f"{n:030d}",
+            d.get("phone_number") if isinstance(d, dict) else None,
+            d if isinstance(d, bytes) else json.dumps(d).encode(),
+        )
+        for n, d in enumerate(docs, 1)
+    ]
 
 
 def _tables_intact(engine) -> dict[str, int]:
@@ -93,11 +147,13 @@ def test_hostile_event_fields_are_stored_literally(drill_db):
             profile = conn.exec_driver_sql("SELECT profile FROM users WHERE user_id = %(u)s", {"u": user_id}).scalar()
             assert profile["name"] == text and profile["language"] == text
             assert profile["account_info"]["employer_id"] == text
-            slug = conn.exec_driver_sql("SELECT current_prompt_slug FROM drill_instances WHERE user_id = %(u)s",
-                                        {"u": user_id}).scalar()
+            slug = conn.exec_driver_sql(
+                "SELECT current_prompt_slug FROM drill_instances WHERE user_id = %(u)s", {"u": user_id}
+            ).scalar()
             assert slug == text + "-2"
             command = conn.exec_driver_sql(
-                "SELECT payload FROM command_outbox WHERE partition_key = %(p)s", {"p": phone}).scalar()
+                "SELECT payload FROM command_outbox WHERE partition_key = %(p)s", {"p": phone}
+            ).scalar()
             assert command == {"phone_number": phone, "drill_slug": "01-sample-drill"}
 
 
@@ -141,16 +197,23 @@ def test_hostile_identifiers_are_refused_and_kept_literally(drill_db, where, tex
         assert text in slugs or text in phones
 
 
-@pytest.mark.parametrize(("dag_id", "conf"), [
-    pytest.param("trigger_reminders", {"floor_minutes": "240; DROP TABLE users; --"}, id="reminders-floor-sqli"),
-    pytest.param("trigger_reminders", {"ceil_minutes": XSS}, id="reminders-ceil-script"),
-    pytest.param("schedule_next_drills", {"spread_minutes": "0); DROP TABLE users; --"}, id="scheduling-spread-sqli"),
-    pytest.param("schedule_next_drills", {"inactivity_minutes": XSS}, id="scheduling-inactivity-script"),
-    pytest.param("dialog_event_ingest", {"micro_batch_records": "1; DROP TABLE users"}, id="ingest-batch-sqli"),
-    pytest.param("drill_progress_report", {"report_date": "2026-03-02'; DROP TABLE users; --"}, id="report-date-sqli"),
-    pytest.param("drill_progress_report", {"report_date": XSS}, id="report-date-script"),
-    pytest.param("drill_progress_setup", {"dialog_stream_shards": "2; DROP TABLE users"}, id="setup-shards-sqli"),
-])
+@pytest.mark.parametrize(
+    ("dag_id", "conf"),
+    [
+        pytest.param("trigger_reminders", {"floor_minutes": "240; DROP TABLE users; --"}, id="reminders-floor-sqli"),
+        pytest.param("trigger_reminders", {"ceil_minutes": XSS}, id="reminders-ceil-script"),
+        pytest.param(
+            "schedule_next_drills", {"spread_minutes": "0); DROP TABLE users; --"}, id="scheduling-spread-sqli"
+        ),
+        pytest.param("schedule_next_drills", {"inactivity_minutes": XSS}, id="scheduling-inactivity-script"),
+        pytest.param("dialog_event_ingest", {"micro_batch_records": "1; DROP TABLE users"}, id="ingest-batch-sqli"),
+        pytest.param(
+            "drill_progress_report", {"report_date": "2026-03-02'; DROP TABLE users; --"}, id="report-date-sqli"
+        ),
+        pytest.param("drill_progress_report", {"report_date": XSS}, id="report-date-script"),
+        pytest.param("drill_progress_setup", {"dialog_stream_shards": "2; DROP TABLE users"}, id="setup-shards-sqli"),
+    ],
+)
 def test_hostile_dag_params_are_refused_before_a_run(run_dag, airflow_env, dag_id, conf):
     from airflow.sdk.definitions.param import ParamValidationError
 
@@ -160,11 +223,14 @@ def test_hostile_dag_params_are_refused_before_a_run(run_dag, airflow_env, dag_i
     assert _tables_intact(airflow_env["db"].engine) == before
 
 
-@pytest.mark.parametrize(("shard", "since"), [
-    pytest.param(SQLI, "2026-03-02T15:00:00+00:00", id="shard-sqli"),
-    pytest.param("shardId-000000000000", "2026-03-02'; DROP TABLE users; --", id="from-sqli"),
-    pytest.param(XSS, XSS, id="script"),
-])
+@pytest.mark.parametrize(
+    ("shard", "since"),
+    [
+        pytest.param(SQLI, "2026-03-02T15:00:00+00:00", id="shard-sqli"),
+        pytest.param("shardId-000000000000", "2026-03-02'; DROP TABLE users; --", id="from-sqli"),
+        pytest.param(XSS, XSS, id="script"),
+    ],
+)
 def test_hostile_replay_params_are_refused(drill_db, aws, shard, since):
     """dialog_event_ingest's free-text params (replay_shard_id, replay_from) reach plan_shards,
     which refuses a shard that is not listed and a timestamp that does not parse."""

@@ -62,8 +62,7 @@ def db_engine(role: str = "task", conn_id: str = config.DB_CONN_ID) -> Engine:
             return cached.engine
         if cached is not None:
             cached.engine.dispose()
-        engine = db.make_engine(db.HOOK_URL, role, creator=db.creator(hook.get_conn, role),
-                                pool_size=4, max_overflow=4)
+        engine = db.make_engine(db.HOOK_URL, role, creator=db.creator(hook.get_conn, role), pool_size=4, max_overflow=4)
         _engines[key] = _CachedEngine(fingerprint, engine, now)
         return engine
 

@@ -64,9 +64,11 @@ def creator(connect, role: str):
 
     def new_connection():
         conn = connect()
-        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false), "
-                     "set_config('application_name', %s, false)",
-                     (lock_timeout, statement_timeout, f"drill_progress.{role}"))
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false), "
+            "set_config('application_name', %s, false)",
+            (lock_timeout, statement_timeout, f"drill_progress.{role}"),
+        )
         conn.commit()
         return conn
 
@@ -86,8 +88,8 @@ def run_script(conn: Connection, sql: str) -> None:
 # ---- what a database error means for the caller ----------------------------------------------
 
 TRANSIENT = "transient"  # try the same work again: it may well succeed
-DATA = "data"            # caused by the data written: retrying the same rows fails the same way
-FATAL = "fatal"          # the connection, the server or the code: stop and let the task retry
+DATA = "data"  # caused by the data written: retrying the same rows fails the same way
+FATAL = "fatal"  # the connection, the server or the code: stop and let the task retry
 
 # Deadlock, serialization failure, lock_timeout, statement_timeout (or another cancel).
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57014"})

@@ -25,8 +25,15 @@ def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
     return min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
 
 
-def retrying(what: str, *, attempts: int, retry_on: Callable[[BaseException], bool], base: float = 0.1,
-             cap: float = 5.0, sleep: Callable[[float], None] = time.sleep):
+def retrying(
+    what: str,
+    *,
+    attempts: int,
+    retry_on: Callable[[BaseException], bool],
+    base: float = 0.1,
+    cap: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+):
     """Decorator: call again (up to `attempts` calls in all) while `retry_on(exc)` says the error is
     worth retrying; the last error, or one not worth retrying, propagates."""
 
@@ -40,8 +47,14 @@ def retrying(what: str, *, attempts: int, retry_on: Callable[[BaseException], bo
                     if attempt == attempts or not retry_on(exc):
                         raise
                     delay = backoff(attempt, base=base, cap=cap)
-                    log.warning("%s: %s, retrying in %.2fs (attempt %d of %d)", what, type(exc).__name__, delay,
-                                attempt, attempts)
+                    log.warning(
+                        "%s: %s, retrying in %.2fs (attempt %d of %d)",
+                        what,
+                        type(exc).__name__,
+                        delay,
+                        attempt,
+                        attempts,
+                    )
                     sleep(delay)
             raise AssertionError("unreachable")
 

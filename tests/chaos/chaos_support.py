@@ -47,9 +47,20 @@ def new_streams(kinesis, label: str) -> tuple[str, str]:
 
 
 def ingest_argv(db_url: str, endpoint_url: str, events: str, commands: str, *extra: str) -> list[str]:
-    return chaos.worker_argv("ingest-worker", "--db-url", db_url, "--endpoint-url", endpoint_url,
-                             "--stream", events, "--command-stream", commands,
-                             "--micro-batch", str(MICRO_BATCH), *extra)
+    return chaos.worker_argv(
+        "ingest-worker",
+        "--db-url",
+        db_url,
+        "--endpoint-url",
+        endpoint_url,
+        "--stream",
+        events,
+        "--command-stream",
+        commands,
+        "--micro-batch",
+        str(MICRO_BATCH),
+        *extra,
+    )
 
 
 @dataclass

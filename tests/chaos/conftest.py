@@ -37,17 +37,27 @@ def clean_run(pg_server, migrated_template, moto_server, kinesis, traffic) -> Re
     try:
         events, commands = new_streams(kinesis, "clean")
         chaos.put_records(kinesis, events, traffic.records)
-        report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
-                             done=chaos.ingest_caught_up, max_attempts=10)
+        report = chaos.drive(
+            ingest_argv(db.url, moto_server.endpoint_url, events, commands),
+            done=chaos.ingest_caught_up,
+            max_attempts=10,
+        )
         assert report.failures == 0, report.attempts[-1].stderr_tail
         stream = chaos.read_commands(kinesis, commands)
         audit = chaos.audit_commands(stream)
         assert audit.duplicates == 0 and audit.records > 0, audit.as_dict()
-        ref = Reference(aggregate.aggregate_checksum(db.engine), chaos.commands_by_key(stream),
-                        report.attempts[0].run_seconds or 1.0, len(traffic.records), traffic.events)
-        print(f"\n[clean run] {ref.events} events in {ref.records} records -> "
-              f"{ {t: v['rows'] for t, v in ref.checksum.items() if t != 'all'} }, {len(ref.commands)} commands; "
-              f"first run {ref.run_seconds:.2f}s; checksum {ref.checksum['all'][:16]}")
+        ref = Reference(
+            aggregate.aggregate_checksum(db.engine),
+            chaos.commands_by_key(stream),
+            report.attempts[0].run_seconds or 1.0,
+            len(traffic.records),
+            traffic.events,
+        )
+        print(
+            f"\n[clean run] {ref.events} events in {ref.records} records -> "
+            f"{ {t: v['rows'] for t, v in ref.checksum.items() if t != 'all'} }, {len(ref.commands)} commands; "
+            f"first run {ref.run_seconds:.2f}s; checksum {ref.checksum['all'][:16]}"
+        )
         return ref
     finally:
         for d in created:

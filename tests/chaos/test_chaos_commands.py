@@ -54,16 +54,36 @@ def _producer(kind: str, db, kinesis, moto_server, dynamodb):
         seed.seed_reminder_instances(db.engine, COMMANDS, REMINDER_REFERENCE)
         stream = f"chaos-rem-{uuid.uuid4().hex[:8]}"
         ensure_stream(kinesis, stream, 1)
-        argv = chaos.worker_argv("reminders-worker", "--db-url", db.url, "--endpoint-url", url, "--stream", stream,
-                                 "--reference", REMINDER_REFERENCE.isoformat())
+        argv = chaos.worker_argv(
+            "reminders-worker",
+            "--db-url",
+            db.url,
+            "--endpoint-url",
+            url,
+            "--stream",
+            stream,
+            "--reference",
+            REMINDER_REFERENCE.isoformat(),
+        )
         return argv, stream, COMMANDS
     if kind == "scheduling":
         seed.seed_due_users(db.engine, COMMANDS, SCHEDULE_REFERENCE)
         stream, table = f"chaos-sched-{uuid.uuid4().hex[:8]}", f"chaos-schedule-{uuid.uuid4().hex[:8]}"
         ensure_stream(kinesis, stream, 1)
         ensure_table(dynamodb, table, "pk", "sk")
-        argv = chaos.worker_argv("schedule-worker", "--db-url", db.url, "--endpoint-url", url, "--stream", stream,
-                                 "--table", table, "--reference", SCHEDULE_REFERENCE.isoformat())
+        argv = chaos.worker_argv(
+            "schedule-worker",
+            "--db-url",
+            db.url,
+            "--endpoint-url",
+            url,
+            "--stream",
+            stream,
+            "--table",
+            table,
+            "--reference",
+            SCHEDULE_REFERENCE.isoformat(),
+        )
         return argv, stream, COMMANDS
     raise AssertionError(kind)
 
@@ -88,10 +108,18 @@ def test_producer_killed_between_recording_and_publishing(producer, stage, make_
     final = _outbox(db.engine)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, stream))
     keys = {c["idempotency_key"] for c in chaos.read_commands(kinesis, stream)}
-    print(f"\n[6 {producer} killed {stage}] " + json.dumps({
-        "injected": {"sigkill_at": stage, "first_attempt": first.outcome},
-        "right_after_kill": after_kill, "retries": len(report.attempts), "final_outbox": final,
-        "verified": audit.as_dict()}))
+    print(
+        f"\n[6 {producer} killed {stage}] "
+        + json.dumps(
+            {
+                "injected": {"sigkill_at": stage, "first_attempt": first.outcome},
+                "right_after_kill": after_kill,
+                "retries": len(report.attempts),
+                "final_outbox": final,
+                "verified": audit.as_dict(),
+            }
+        )
+    )
     assert first.outcome == "killed"
     assert final == {"recorded": expected, "published": expected}
     assert audit.unique_keys == expected == len(keys)
@@ -119,9 +147,17 @@ def test_ingest_killed_between_recording_and_publishing(stage, make_db, kinesis,
     after_kill = {"outbox": _outbox(db.engine), "on_stream": len(chaos.read_stream(kinesis, commands))}
     report = chaos.drive(argv, done=chaos.ingest_caught_up)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
-    print(f"\n[6 ingest killed {stage}] " + json.dumps({
-        "injected": {"sigkill_at": stage, "first_attempt": first.outcome}, "right_after_kill": after_kill,
-        "retries": len(report.attempts), "verified": audit.as_dict()}))
+    print(
+        f"\n[6 ingest killed {stage}] "
+        + json.dumps(
+            {
+                "injected": {"sigkill_at": stage, "first_attempt": first.outcome},
+                "right_after_kill": after_kill,
+                "retries": len(report.attempts),
+                "verified": audit.as_dict(),
+            }
+        )
+    )
     assert first.outcome == "killed"
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
     assert audit.duplicates_identical

@@ -61,14 +61,25 @@ def test_ingest_worker_killed_at_random_points(make_db, kinesis, moto_server, tr
     # connected), so that the kills land all over the run: startup, reads, transactions, publishing
     share = 1.6 * clean_run.run_seconds / KILLS
     plan = [rng.uniform(0.0, share) for _ in range(KILLS)]
-    report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
-                         done=chaos.ingest_caught_up, kill_plan=plan)
+    report = chaos.drive(
+        ingest_argv(db.url, moto_server.endpoint_url, events, commands), done=chaos.ingest_caught_up, kill_plan=plan
+    )
     got = _assert_same_state(db.engine, clean_run)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
-    _say("1 sigkill", injected={"planned": KILLS, "sigkills": report.kills, "kill_times_s": report.summary()["kill_times_s"],
-                                "clean_run_s": round(clean_run.run_seconds, 2)},
-         attempts=len(report.attempts), failed_attempts=report.failures, events=traffic.events,
-         records=len(traffic.records), verified={"checksum_equal": got["all"][:16], **audit.as_dict()})
+    _say(
+        "1 sigkill",
+        injected={
+            "planned": KILLS,
+            "sigkills": report.kills,
+            "kill_times_s": report.summary()["kill_times_s"],
+            "clean_run_s": round(clean_run.run_seconds, 2),
+        },
+        attempts=len(report.attempts),
+        failed_attempts=report.failures,
+        events=traffic.events,
+        records=len(traffic.records),
+        verified={"checksum_equal": got["all"][:16], **audit.as_dict()},
+    )
     assert report.kills >= min(KILLS, 1), "the kills should land while the worker runs"
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
     # The only duplicate the design allows: killed after PutRecords succeeded and before published_at
@@ -115,14 +126,23 @@ def test_postgres_restarted_in_the_middle_of_a_run(own_pg, kinesis, moto_server,
         if attempt == 1:
             threading.Timer(delay, restart).start()
 
-    report = chaos.drive(ingest_argv(url, moto_server.endpoint_url, events, commands),
-                         done=chaos.ingest_caught_up, on_ready=on_ready, retry_delay=2.0)
+    report = chaos.drive(
+        ingest_argv(url, moto_server.endpoint_url, events, commands),
+        done=chaos.ingest_caught_up,
+        on_ready=on_ready,
+        retry_delay=2.0,
+    )
     got = _assert_same_state(engine, clean_run)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
     engine.dispose()
-    _say("2 postgres restart", injected={"restarts": restarts, "mode": "pg_ctl stop -m immediate, then start"},
-         attempts=len(report.attempts), failed_attempts=report.failures,
-         first_attempt=report.attempts[0].outcome, verified={"checksum_equal": got["all"][:16], **audit.as_dict()})
+    _say(
+        "2 postgres restart",
+        injected={"restarts": restarts, "mode": "pg_ctl stop -m immediate, then start"},
+        attempts=len(report.attempts),
+        failed_attempts=report.failures,
+        first_attempt=report.attempts[0].outcome,
+        verified={"checksum_equal": got["all"][:16], **audit.as_dict()},
+    )
     assert len(restarts) == 1
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
     # A restart that lands after PutRecords succeeded and before published_at committed is the
@@ -153,22 +173,31 @@ def test_aws_unreachable_and_throttling(make_db, kinesis, moto_server, proxy, tr
         if attempt == 1:
             threading.Timer(outage_at, proxy.outage, args=(OUTAGE_SECONDS,)).start()
 
-    report = chaos.drive(ingest_argv(db.url, proxy.endpoint_url, events, commands),
-                         done=chaos.ingest_caught_up, on_ready=on_ready, retry_delay=2.0)
+    report = chaos.drive(
+        ingest_argv(db.url, proxy.endpoint_url, events, commands),
+        done=chaos.ingest_caught_up,
+        on_ready=on_ready,
+        retry_delay=2.0,
+    )
     got = _assert_same_state(db.engine, clean_run)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
-    _say("3 aws outage + throttling", injected={"outage_s": OUTAGE_SECONDS, "outage_at_s": outage_at,
-                                                **dict(proxy.counts)},
-         attempts=len(report.attempts), failed_attempts=report.failures,
-         seconds=round(report.seconds, 1), clean_run_s=round(clean_run.run_seconds, 2),
-         verified={"checksum_equal": got["all"][:16], **audit.as_dict()})
+    _say(
+        "3 aws outage + throttling",
+        injected={"outage_s": OUTAGE_SECONDS, "outage_at_s": outage_at, **dict(proxy.counts)},
+        attempts=len(report.attempts),
+        failed_attempts=report.failures,
+        seconds=round(report.seconds, 1),
+        clean_run_s=round(clean_run.run_seconds, 2),
+        verified={"checksum_equal": got["all"][:16], **audit.as_dict()},
+    )
     assert proxy.counts["requests_dropped_in_outage"] > 0, "the outage should have hit the run"
     assert proxy.counts["throttled_GetRecords"] > 0
     assert audit.exactly_once, audit.as_dict()
 
 
-def test_lost_putrecords_answer_is_resent_once_with_the_same_key(make_db, kinesis, moto_server, proxy, traffic,
-                                                                  clean_run):
+def test_lost_putrecords_answer_is_resent_once_with_the_same_key(
+    make_db, kinesis, moto_server, proxy, traffic, clean_run
+):
     """A network failure after Kinesis accepted a PutRecords call: botocore retries the call, so its
     records arrive twice. The at-least-once window of the outbox, reached without any kill."""
     db = make_db()
@@ -179,9 +208,12 @@ def test_lost_putrecords_answer_is_resent_once_with_the_same_key(make_db, kinesi
     _assert_same_state(db.engine, clean_run)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
     lost = proxy.counts["put_records_in_lost_responses"]
-    _say("3b lost PutRecords answer", injected={"responses_lost": proxy.counts["put_responses_lost"],
-                                                "records_in_them": lost},
-         attempts=len(report.attempts), verified=audit.as_dict())
+    _say(
+        "3b lost PutRecords answer",
+        injected={"responses_lost": proxy.counts["put_responses_lost"], "records_in_them": lost},
+        attempts=len(report.attempts),
+        verified=audit.as_dict(),
+    )
     assert proxy.counts["put_responses_lost"] == 1
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
     assert audit.duplicates == lost <= PUT_CHUNK
@@ -200,11 +232,13 @@ def test_one_percent_malformed_records(make_db, kinesis, moto_server):
         db = make_db()
         events, commands = new_streams(kinesis, f"malformed-{label}")
         chaos.put_records(kinesis, events, records)
-        report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
-                             done=chaos.ingest_caught_up)
+        report = chaos.drive(
+            ingest_argv(db.url, moto_server.endpoint_url, events, commands), done=chaos.ingest_caught_up
+        )
         results[label] = {
             "checksum": aggregate.aggregate_checksum(db.engine),
-            "applied": _sum(report, "batches_applied"), "rejected": _sum(report, "records_rejected"),
+            "applied": _sum(report, "batches_applied"),
+            "rejected": _sum(report, "records_rejected"),
             "rejected_rows": _rows(db.engine, "SELECT raw_data, reason FROM rejected_records"),
             "commands": chaos.read_commands(kinesis, commands),
         }
@@ -212,10 +246,16 @@ def test_one_percent_malformed_records(make_db, kinesis, moto_server):
     kinds: dict[str, int] = {}
     for r in bad:
         kinds[r.malformed] = kinds.get(r.malformed, 0) + 1
-    _say("4 malformed", injected={"records": len(mixed.records), "malformed": len(bad), "by_kind": kinds},
-         verified={"applied": mixed_r["applied"], "rejected_rows": len(mixed_r["rejected_rows"]),
-                   "state_equals_good_only_run": mixed_r["checksum"] == good_r["checksum"],
-                   "commands": len(mixed_r["commands"])})
+    _say(
+        "4 malformed",
+        injected={"records": len(mixed.records), "malformed": len(bad), "by_kind": kinds},
+        verified={
+            "applied": mixed_r["applied"],
+            "rejected_rows": len(mixed_r["rejected_rows"]),
+            "state_equals_good_only_run": mixed_r["checksum"] == good_r["checksum"],
+            "commands": len(mixed_r["commands"]),
+        },
+    )
     assert len(bad) >= 1
     assert mixed_r["applied"] == len(good) and good_r["rejected"] == 0
     assert sorted(bytes(raw) for raw, _ in mixed_r["rejected_rows"]) == sorted(r.data for r in bad)
@@ -248,14 +288,20 @@ def test_ten_percent_of_records_delivered_twice(make_db, kinesis, moto_server, t
     db = make_db()
     events, commands = new_streams(kinesis, "twice")
     chaos.put_records(kinesis, events, stream_order)
-    report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands),
-                         done=chaos.ingest_caught_up)
+    report = chaos.drive(ingest_argv(db.url, moto_server.endpoint_url, events, commands), done=chaos.ingest_caught_up)
     got = _assert_same_state(db.engine, clean_run)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
     skipped = _sum(report, "duplicates_skipped")
-    _say("5 delivered twice", injected={"records": len(records), "duplicated": len(twice),
-                                        "on_stream": len(stream_order), "micro_batch": MICRO_BATCH},
-         verified={"duplicates_skipped": skipped, "checksum_equal": got["all"][:16], **audit.as_dict()})
+    _say(
+        "5 delivered twice",
+        injected={
+            "records": len(records),
+            "duplicated": len(twice),
+            "on_stream": len(stream_order),
+            "micro_batch": MICRO_BATCH,
+        },
+        verified={"duplicates_skipped": skipped, "checksum_equal": got["all"][:16], **audit.as_dict()},
+    )
     assert len(stream_order) == len(records) + len(twice)
     assert skipped == len(twice)
     assert audit.exactly_once, audit.as_dict()

@@ -99,7 +99,10 @@ def test_every_airflow_component_and_backing_service_is_there(services):
 def test_celery_executor_with_broker_and_worker(services):
     env = _env(services["airflow-scheduler"])
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:") or "@redis:" in env["AIRFLOW__CELERY__BROKER_URL"]
+    assert (
+        env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
+        or "@redis:" in env["AIRFLOW__CELERY__BROKER_URL"]
+    )
 
 
 def test_depends_on_conditions_are_consistent(services):
@@ -123,7 +126,8 @@ def test_connections_and_variables_are_the_local_stacks(services, local_env):
     connections that point at the compose services."""
     wanted = {k for k in local_env if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
     assert wanted == {f"AIRFLOW_CONN_{config.DB_CONN_ID.upper()}", f"AIRFLOW_CONN_{config.AWS_CONN_ID.upper()}"} | {
-        f"AIRFLOW_VAR_{name.upper()}" for name in config.VARIABLE_DEFAULTS}
+        f"AIRFLOW_VAR_{name.upper()}" for name in config.VARIABLE_DEFAULTS
+    }
     drill_db = _env(services["drill-db"])
     for name in (*AIRFLOW_SERVICES, "airflow-init", "simulator"):
         env = _env(services[name])
@@ -131,8 +135,10 @@ def test_connections_and_variables_are_the_local_stacks(services, local_env):
         for var, default in config.VARIABLE_DEFAULTS.items():
             assert env[f"AIRFLOW_VAR_{var.upper()}"] == default == local_env[f"AIRFLOW_VAR_{var.upper()}"]
         db = env[f"AIRFLOW_CONN_{config.DB_CONN_ID.upper()}"]
-        assert db == (f"postgresql://{drill_db['POSTGRES_USER']}:{drill_db['POSTGRES_PASSWORD']}"
-                      f"@drill-db:5432/{drill_db['POSTGRES_DB']}")
+        assert db == (
+            f"postgresql://{drill_db['POSTGRES_USER']}:{drill_db['POSTGRES_PASSWORD']}"
+            f"@drill-db:5432/{drill_db['POSTGRES_DB']}"
+        )
         assert drill_db["POSTGRES_DB"] == devstack.DRILL_DB
         aws = json.loads(env[f"AIRFLOW_CONN_{config.AWS_CONN_ID.upper()}"])
         local_aws = json.loads(local_env[f"AIRFLOW_CONN_{config.AWS_CONN_ID.upper()}"])
@@ -146,8 +152,11 @@ def test_airflow_settings_match_the_local_stack_and_exist(services, local_env):
     import airflow
 
     template = Path(airflow.__file__).parent / "config_templates" / "config.yml"
-    options = {(section, key) for section, body in yaml.safe_load(template.read_text()).items()
-               for key in (body.get("options") or {})}
+    options = {
+        (section, key)
+        for section, body in yaml.safe_load(template.read_text()).items()
+        for key in (body.get("options") or {})
+    }
     env = _env(services["airflow-apiserver"])
     for name in env:
         if name.startswith("AIRFLOW__"):
@@ -187,8 +196,9 @@ def test_airflow_version_is_the_pinned_one(compose, raw):
     assert "FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}" in dockerfile
     assert "-r /opt/airflow/requirements/requirements.txt -c /opt/airflow/requirements/constraints.txt" in dockerfile
     assert compose["x-airflow-common"]["image"].endswith(f":{pinned}")
-    moto_pin = next(line.split("==")[1] for line in (ROOT / "requirements.txt").read_text().splitlines()
-                    if line.startswith("moto"))
+    moto_pin = next(
+        line.split("==")[1] for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("moto")
+    )
     assert compose["services"]["aws"]["image"] == f"motoserver/moto:{moto_pin}"
 
 
@@ -209,8 +219,11 @@ def test_simulator_publishes_to_the_emulator(services):
 
 def test_host_ports_use_the_local_stacks_variables_and_defaults(raw):
     s = devstack.Settings.from_env({})
-    for var, default in (("DRILL_PG_PORT", s.pg_port), ("DRILL_AWS_PORT", s.aws_port),
-                         ("AIRFLOW_PORT", s.airflow_port)):
+    for var, default in (
+        ("DRILL_PG_PORT", s.pg_port),
+        ("DRILL_AWS_PORT", s.aws_port),
+        ("AIRFLOW_PORT", s.airflow_port),
+    ):
         assert f"${{{var}:-{default}}}:" in raw, var
 
 

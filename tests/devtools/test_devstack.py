@@ -74,8 +74,11 @@ def test_every_airflow_option_set_exists_in_the_installed_airflow(tmp_path):
     import airflow
 
     template = Path(airflow.__file__).parent / "config_templates" / "config.yml"
-    options = {(section, key) for section, body in yaml.safe_load(template.read_text()).items()
-               for key in (body.get("options") or {})}
+    options = {
+        (section, key)
+        for section, body in yaml.safe_load(template.read_text()).items()
+        for key in (body.get("options") or {})
+    }
     env = devstack.airflow_env(_settings(tmp_path), SECRETS, environ={})
     set_options = [name for name in env if name.startswith("AIRFLOW__")]
     assert len(set_options) > 15
@@ -88,8 +91,9 @@ def test_env_sh_exports_the_same_environment(tmp_path):
     s = _settings(tmp_path, DRILL_AWS_PORT=6002)
     env = devstack.airflow_env(s, SECRETS, environ={})
     path = devstack.write_env_sh(s, env)
-    out = subprocess.run(["bash", "-c", f"source {path} && env -0"], capture_output=True, check=True,
-                         env={"PATH": os.environ["PATH"]}).stdout
+    out = subprocess.run(
+        ["bash", "-c", f"source {path} && env -0"], capture_output=True, check=True, env={"PATH": os.environ["PATH"]}
+    ).stdout
     exported = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
     for key, value in env.items():
         assert exported[key] == value, key
@@ -108,11 +112,18 @@ def test_a_busy_port_is_reported_clearly_and_nothing_starts(state_dir):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         busy = holder.getsockname()[1]
-        env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), "DRILL_PG_PORT": str(free_port()),
-               "DRILL_AWS_PORT": str(busy), "AIRFLOW_PORT": str(free_port()),
-               "AIRFLOW_WORKER_LOG_PORT": str(free_port()), "AIRFLOW_TRIGGER_LOG_PORT": str(free_port())}
-        proc = subprocess.run([PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True,
-                              text=True, timeout=120, check=False)
+        env = {
+            **os.environ,
+            "DRILL_STATE_DIR": str(state_dir),
+            "DRILL_PG_PORT": str(free_port()),
+            "DRILL_AWS_PORT": str(busy),
+            "AIRFLOW_PORT": str(free_port()),
+            "AIRFLOW_WORKER_LOG_PORT": str(free_port()),
+            "AIRFLOW_TRIGGER_LOG_PORT": str(free_port()),
+        }
+        proc = subprocess.run(
+            [PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
     assert proc.returncode == 1
     assert f"port {busy}" in proc.stderr and "DRILL_AWS_PORT" in proc.stderr and "in use" in proc.stderr
     assert not (state_dir / "pgdata").exists()  # failed before starting anything
@@ -159,8 +170,13 @@ def test_status_and_down_on_an_empty_state_folder(tmp_path, capsys):
 def test_up_status_down_for_real(state_dir):
     """`up` on free ports serves the UI with every DAG file parsed, no import errors and every
     DAG unpaused; a second `up` starts nothing new; `down` stops exactly what `up` started."""
-    ports = {"DRILL_PG_PORT": free_port(), "DRILL_AWS_PORT": free_port(), "AIRFLOW_PORT": free_port(),
-             "AIRFLOW_WORKER_LOG_PORT": free_port(), "AIRFLOW_TRIGGER_LOG_PORT": free_port()}
+    ports = {
+        "DRILL_PG_PORT": free_port(),
+        "DRILL_AWS_PORT": free_port(),
+        "AIRFLOW_PORT": free_port(),
+        "AIRFLOW_WORKER_LOG_PORT": free_port(),
+        "AIRFLOW_TRIGGER_LOG_PORT": free_port(),
+    }
     env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), **{k: str(v) for k, v in ports.items()}}
     for name in list(env):  # the test session's Airflow settings must not leak into the stack
         if name.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) or name == "AIRFLOW_HOME":
@@ -168,15 +184,23 @@ def test_up_status_down_for_real(state_dir):
     s = devstack.Settings.from_env(env)
 
     def stack(*args, timeout=300):
-        return subprocess.run([PY, "-m", "devtools.devstack", *args], env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [PY, "-m", "devtools.devstack", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     try:
         first = stack("up")
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         assert f"http://localhost:{ports['AIRFLOW_PORT']}" in first.stdout and "admin / admin" in first.stdout
-        pids = {name: devstack.running_pid(s, name) for name in
-                ("moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator")}
+        pids = {
+            name: devstack.running_pid(s, name)
+            for name in ("moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator")
+        }
         assert all(pids.values()), pids
 
         api = devstack.Api(s.api_url)
@@ -223,7 +247,8 @@ def test_a_fresh_emulator_resets_the_dialog_stream_checkpoints(drill_db, empty_d
     with drill_db.engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO stream_checkpoints (stream, shard_id, sequence_number) VALUES "
-            "('dialog-events', 'shardId-000000000000', '312'), ('other', 'shardId-000000000000', '9')")
+            "('dialog-events', 'shardId-000000000000', '312'), ('other', 'shardId-000000000000', '9')"
+        )
     assert devstack.forget_emulator_checkpoints(drill_db.url, "dialog-events") == 1
     with drill_db.engine.connect() as conn:
         left = conn.exec_driver_sql("SELECT stream FROM stream_checkpoints").scalars().all()

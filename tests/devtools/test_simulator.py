@@ -25,8 +25,16 @@ _PACKAGED = ROOT / "include" / "drill_progress" / "schemas" / "dialog-event-batc
 _SHARED = ROOT.parent / "shared" / "contracts" / "dialog-event-batch.schema.json"
 SCHEMA_PATH = _PACKAGED if _PACKAGED.exists() else _SHARED
 ALL_EVENT_TYPES = {
-    "USER_VALIDATED", "USER_VALIDATION_FAILED", "DRILL_STARTED", "ADVANCED_TO_NEXT_PROMPT", "COMPLETED_PROMPT",
-    "FAILED_PROMPT", "DRILL_COMPLETED", "REMINDER_TRIGGERED", "NEXT_DRILL_REQUESTED", "OPTED_OUT",
+    "USER_VALIDATED",
+    "USER_VALIDATION_FAILED",
+    "DRILL_STARTED",
+    "ADVANCED_TO_NEXT_PROMPT",
+    "COMPLETED_PROMPT",
+    "FAILED_PROMPT",
+    "DRILL_COMPLETED",
+    "REMINDER_TRIGGERED",
+    "NEXT_DRILL_REQUESTED",
+    "OPTED_OUT",
 }
 
 
@@ -194,8 +202,9 @@ def test_publish_retries_failed_records_and_keeps_each_phone_in_order(monkeypatc
 def _read_stream(kinesis, stream: str) -> list[dict]:
     out = []
     for shard in kinesis.describe_stream(StreamName=stream)["StreamDescription"]["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         while it:
             resp = kinesis.get_records(ShardIterator=it, Limit=1000)
             out += [{"data": r["Data"], "key": r["PartitionKey"], "shard": shard["ShardId"]} for r in resp["Records"]]
@@ -208,8 +217,22 @@ def _read_stream(kinesis, stream: str) -> list[dict]:
 def test_one_burst_is_published_to_the_stream_in_order(aws, validator):
     aws.kinesis.create_stream(StreamName="sim-events", ShardCount=2)
     aws.kinesis.get_waiter("stream_exists").wait(StreamName="sim-events", WaiterConfig={"Delay": 0.2})
-    rc = main(["--endpoint-url", aws.endpoint_url, "--stream", "sim-events", "--batches", "120",
-               "--users", "8", "--seed", "9", "--malformed-rate", "0"])
+    rc = main(
+        [
+            "--endpoint-url",
+            aws.endpoint_url,
+            "--stream",
+            "sim-events",
+            "--batches",
+            "120",
+            "--users",
+            "8",
+            "--seed",
+            "9",
+            "--malformed-rate",
+            "0",
+        ]
+    )
     assert rc == 0
     records = _read_stream(aws.kinesis, "sim-events")
     assert len(records) == 120

@@ -13,15 +13,22 @@ import aggregate
 from devtools import streams
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_EXAMPLES = ROOT.parent / "shared" / "contracts" / "examples"
-LOCAL_EXAMPLES = Path(__file__).resolve().parent / "data"
-EXAMPLES = SHARED_EXAMPLES if SHARED_EXAMPLES.is_dir() else LOCAL_EXAMPLES
+# One valid record per event type and a few invalid ones (docs/formats.md): the repository's own copy.
+EXAMPLES = Path(__file__).resolve().parent / "data"
 PHONE = "+15551230001"
 
 # the contract's examples, in the order they happen (seq 1..11)
 VALID_EXAMPLES = [
-    "user_validated", "user_validation_failed", "drill_started", "completed_prompt", "advanced_to_next_prompt",
-    "failed_prompt", "reminder_triggered", "drill_completed", "next_drill_requested", "opted_out",
+    "user_validated",
+    "user_validation_failed",
+    "drill_started",
+    "completed_prompt",
+    "advanced_to_next_prompt",
+    "failed_prompt",
+    "reminder_triggered",
+    "drill_completed",
+    "next_drill_requested",
+    "opted_out",
     "multi_event_batch",
 ]
 INVALID_EXAMPLES = ["bad_missing_instance_id", "bad_not_json", "bad_seq_not_a_number", "bad_unknown_event_type"]
@@ -42,8 +49,14 @@ def encode(doc: dict) -> bytes:
     return json.dumps(doc).encode()
 
 
-PROFILE = {"validated": True, "opted_out": False, "is_demo": False, "name": None, "language": "en",
-           "account_info": {"employer_id": 7, "unit_id": 1}}
+PROFILE = {
+    "validated": True,
+    "opted_out": False,
+    "is_demo": False,
+    "name": None,
+    "language": "en",
+    "account_info": {"employer_id": 7, "unit_id": 1},
+}
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
 
@@ -72,8 +85,14 @@ def event(event_type: str, minute: int, phone: str = PHONE, instance: str | None
             doc["response"] = "a"
         if event_type == "FAILED_PROMPT":
             doc["abandoned"] = False
-    if instance is not None or event_type in ("DRILL_STARTED", "ADVANCED_TO_NEXT_PROMPT", "COMPLETED_PROMPT",
-                                               "FAILED_PROMPT", "DRILL_COMPLETED", "OPTED_OUT"):
+    if instance is not None or event_type in (
+        "DRILL_STARTED",
+        "ADVANCED_TO_NEXT_PROMPT",
+        "COMPLETED_PROMPT",
+        "FAILED_PROMPT",
+        "DRILL_COMPLETED",
+        "OPTED_OUT",
+    ):
         doc["drill_instance_id"] = instance
     doc.update(extra)
     return doc
@@ -99,14 +118,32 @@ def user_story(phone: str, minute0: int = 0) -> list[dict]:
     m = minute0
     return [
         batch(1, [event("USER_VALIDATED", m, phone)], phone),
-        batch(2, [event("DRILL_STARTED", m + 1, phone, i1, drill_slug="01-sample-drill"),
-                  event("COMPLETED_PROMPT", m + 2, phone, i1)], phone),
-        batch(3, [event("ADVANCED_TO_NEXT_PROMPT", m + 3, phone, i1, prompt="q2"),
-                  event("FAILED_PROMPT", m + 4, phone, i1, prompt="q2"),
-                  event("DRILL_COMPLETED", m + 5, phone, i1)], phone),
+        batch(
+            2,
+            [
+                event("DRILL_STARTED", m + 1, phone, i1, drill_slug="01-sample-drill"),
+                event("COMPLETED_PROMPT", m + 2, phone, i1),
+            ],
+            phone,
+        ),
+        batch(
+            3,
+            [
+                event("ADVANCED_TO_NEXT_PROMPT", m + 3, phone, i1, prompt="q2"),
+                event("FAILED_PROMPT", m + 4, phone, i1, prompt="q2"),
+                event("DRILL_COMPLETED", m + 5, phone, i1),
+            ],
+            phone,
+        ),
         batch(4, [event("NEXT_DRILL_REQUESTED", m + 6, phone)], phone),
-        batch(5, [event("DRILL_STARTED", m + 7, phone, i2, drill_slug="02-sample-drill"),
-                  event("REMINDER_TRIGGERED", m + 8, phone)], phone),
+        batch(
+            5,
+            [
+                event("DRILL_STARTED", m + 7, phone, i2, drill_slug="02-sample-drill"),
+                event("REMINDER_TRIGGERED", m + 8, phone),
+            ],
+            phone,
+        ),
     ]
 
 

@@ -42,7 +42,11 @@ def contract_story():
 def test_contract_story_lands_in_the_four_tables(drill_db):
     stats = apply(drill_db.engine, contract_story())
     assert (stats.records_read, stats.batches_applied, stats.duplicates_skipped, stats.records_rejected) == (
-        11, 11, 0, 0)
+        11,
+        11,
+        0,
+        0,
+    )
     assert stats.commands_emitted == 2 and stats.transactions == 1
     engine = drill_db.engine
     user_id = ids.user_id(PHONE)
@@ -50,32 +54,64 @@ def test_contract_story_lands_in_the_four_tables(drill_db):
     assert uid == user_id and seq == 11 and profile == example("multi_event_batch")["events"][-1]["user_profile"]
     assert last == datetime.fromisoformat("2026-03-02T15:12:00+00:00")
     assert rows(engine, "SELECT id, phone_number, user_id, is_primary FROM phone_numbers") == [
-        (ids.phone_number_id(PHONE), PHONE, user_id, True)]
-    statuses = rows(engine, "SELECT id, drill_slug, place_in_sequence, drill_instance_id::text, started_time, "
-                            "completed_time FROM drill_statuses ORDER BY place_in_sequence")
+        (ids.phone_number_id(PHONE), PHONE, user_id, True)
+    ]
+    statuses = rows(
+        engine,
+        "SELECT id, drill_slug, place_in_sequence, drill_instance_id::text, started_time, "
+        "completed_time FROM drill_statuses ORDER BY place_in_sequence",
+    )
     assert [s[0] for s in statuses] == [ids.status_id(user_id, s[1]) for s in statuses]
     assert [(s[1], s[2]) for s in statuses] == [("01-sample-drill", 0), ("02-sample-drill", 1), ("03-sample-drill", 2)]
     t = datetime.fromisoformat
     assert statuses[0][3:] == (INSTANCE, t("2026-03-02T15:02:00+00:00"), t("2026-03-02T15:07:00+00:00"))
-    assert statuses[1][3:] == ("471f5819-0455-4739-9ee0-bf6adeec3e92", t("2026-03-02T15:10:00+00:00"),
-                               t("2026-03-02T15:12:00+00:00"))
+    assert statuses[1][3:] == (
+        "471f5819-0455-4739-9ee0-bf6adeec3e92",
+        t("2026-03-02T15:10:00+00:00"),
+        t("2026-03-02T15:12:00+00:00"),
+    )
     assert statuses[2][3:] == (None, None, None)
-    instances = rows(engine, "SELECT drill_instance_id::text, drill_slug, phone_number, current_prompt_slug, "
-                             "current_prompt_start_time, current_prompt_last_response_time, completion_time, "
-                             "is_valid FROM drill_instances ORDER BY drill_slug")
+    instances = rows(
+        engine,
+        "SELECT drill_instance_id::text, drill_slug, phone_number, current_prompt_slug, "
+        "current_prompt_start_time, current_prompt_last_response_time, completion_time, "
+        "is_valid FROM drill_instances ORDER BY drill_slug",
+    )
     assert instances == [
         (INSTANCE, "01-sample-drill", PHONE, None, None, None, t("2026-03-02T15:07:00+00:00"), True),
-        ("471f5819-0455-4739-9ee0-bf6adeec3e92", "02-sample-drill", PHONE, None, None, None,
-         t("2026-03-02T15:12:00+00:00"), True)]
-    outbox = rows(engine, "SELECT idempotency_key, command_type, partition_key, payload, source FROM command_outbox "
-                          "ORDER BY id")
+        (
+            "471f5819-0455-4739-9ee0-bf6adeec3e92",
+            "02-sample-drill",
+            PHONE,
+            None,
+            None,
+            None,
+            t("2026-03-02T15:12:00+00:00"),
+            True,
+        ),
+    ]
+    outbox = rows(
+        engine, "SELECT idempotency_key, command_type, partition_key, payload, source FROM command_outbox ORDER BY id"
+    )
     assert outbox == [
-        ("ingest:539f6666-32c3-4a69-8e9c-3548dd72a043", "START_DRILL", PHONE,
-         {"phone_number": PHONE, "drill_slug": "01-sample-drill"}, "ingest"),
-        ("ingest:80644fea-85a4-4842-a32c-c02c257f222a", "START_DRILL", PHONE,
-         {"phone_number": PHONE, "drill_slug": "02-sample-drill"}, "ingest")]
+        (
+            "ingest:539f6666-32c3-4a69-8e9c-3548dd72a043",
+            "START_DRILL",
+            PHONE,
+            {"phone_number": PHONE, "drill_slug": "01-sample-drill"},
+            "ingest",
+        ),
+        (
+            "ingest:80644fea-85a4-4842-a32c-c02c257f222a",
+            "START_DRILL",
+            PHONE,
+            {"phone_number": PHONE, "drill_slug": "02-sample-drill"},
+            "ingest",
+        ),
+    ]
     assert rows(engine, "SELECT stream, shard_id, sequence_number, records_applied FROM stream_checkpoints") == [
-        (STREAM, SHARD, f"{11:030d}", 11)]
+        (STREAM, SHARD, f"{11:030d}", 11)
+    ]
 
 
 def test_story_applied_in_many_micro_batches_equals_one(drill_db, pg_server):
@@ -119,20 +155,29 @@ def test_out_of_order_and_duplicates_within_one_micro_batch(drill_db):
 
 
 def test_bad_records_mixed_with_good(drill_db):
-    docs = [example_bytes("user_validated"), example_bytes("bad_not_json"), example_bytes("drill_started"),
-            example_bytes("bad_missing_instance_id"), b"\xc3\x28 not utf-8", example_bytes("bad_seq_not_a_number"),
-            example_bytes("completed_prompt"), example_bytes("bad_unknown_event_type"),
-            json.dumps({**example("reminder_triggered"), "seq": 7}).encode()]
+    docs = [
+        example_bytes("user_validated"),
+        example_bytes("bad_not_json"),
+        example_bytes("drill_started"),
+        example_bytes("bad_missing_instance_id"),
+        b"\xc3\x28 not utf-8",
+        example_bytes("bad_seq_not_a_number"),
+        example_bytes("completed_prompt"),
+        example_bytes("bad_unknown_event_type"),
+        json.dumps({**example("reminder_triggered"), "seq": 7}).encode(),
+    ]
     stats = apply(drill_db.engine, docs)
     assert (stats.batches_applied, stats.records_rejected) == (3, 6)
-    rejected = rows(drill_db.engine, "SELECT stream, shard_id, sequence_number, partition_key, raw_data, reason, "
-                                     "attempts FROM rejected_records ORDER BY sequence_number")
+    rejected = rows(
+        drill_db.engine,
+        "SELECT stream, shard_id, sequence_number, partition_key, raw_data, reason, "
+        "attempts FROM rejected_records ORDER BY sequence_number",
+    )
     assert [r[2] for r in rejected] == [f"{n:030d}" for n in (2, 4, 5, 6, 8, 9)]
     assert all(r[0] == STREAM and r[1] == SHARD and r[3] == PHONE and r[6] == 1 for r in rejected)
     assert [bytes(r[4]) for r in rejected] == [docs[n - 1] for n in (2, 4, 5, 6, 8, 9)]
     reasons = [r[5] for r in rejected]
-    for reason, needle in zip(reasons, ["JSON", "drill_instance_id", "UTF-8", "seq", "event_type", "seq"],
-                              strict=True):
+    for reason, needle in zip(reasons, ["JSON", "drill_instance_id", "UTF-8", "seq", "event_type", "seq"], strict=True):
         assert needle in reason
         assert "5551230001" not in reason
     [(seq, last)] = rows(drill_db.engine, "SELECT seq, last_interacted_time FROM users")
@@ -167,8 +212,20 @@ def test_bisect_sets_aside_the_failing_record_and_applies_the_rest(drill_db):
     _boom_trigger(drill_db.engine)
     phones = [f"+1555000{n:04d}" for n in range(6)]
     docs = [d for p in phones for d in user_story(p)[:2]]
-    poisoned = batch(3, [event("DRILL_STARTED", 30, phones[2], instance_id(phones[2], 9),
-                               drill_slug="02-sample-drill", first_prompt="boom")], phones[2])
+    poisoned = batch(
+        3,
+        [
+            event(
+                "DRILL_STARTED",
+                30,
+                phones[2],
+                instance_id(phones[2], 9),
+                drill_slug="02-sample-drill",
+                first_prompt="boom",
+            )
+        ],
+        phones[2],
+    )
     nul_profile = batch(3, [event("REMINDER_TRIGGERED", 31, phones[4])], phones[4])
     nul_profile["events"][0]["user_profile"]["name"] = "nul\u0000"  # jsonb refuses \u0000: refused at the edge
     after = batch(4, [event("REMINDER_TRIGGERED", 40, phones[2])], phones[2])
@@ -188,9 +245,11 @@ def test_bisect_sets_aside_the_failing_record_and_applies_the_rest(drill_db):
 def test_instance_of_another_user_is_an_integrity_error_set_aside(drill_db):
     a, b = "+15550000001", "+15550000002"
     shared = instance_id(a, 1)
-    docs = [batch(1, [event("DRILL_STARTED", 1, a, shared, drill_slug="01-sample-drill")], a),
-            batch(1, [event("DRILL_STARTED", 2, b, shared, drill_slug="01-sample-drill")], b),
-            batch(2, [event("REMINDER_TRIGGERED", 3, b)], b)]
+    docs = [
+        batch(1, [event("DRILL_STARTED", 1, a, shared, drill_slug="01-sample-drill")], a),
+        batch(1, [event("DRILL_STARTED", 2, b, shared, drill_slug="01-sample-drill")], b),
+        batch(2, [event("REMINDER_TRIGGERED", 3, b)], b),
+    ]
     stats = apply(drill_db.engine, docs)
     assert stats.records_rejected == 1
     [(reason,)] = rows(drill_db.engine, "SELECT reason FROM rejected_records")
@@ -227,18 +286,26 @@ def test_existing_user_created_elsewhere_is_found_by_phone(drill_db):
                 ('00000000-0000-0000-0000-000000000003', '00000000-0000-0000-0000-000000000001', '01-sample-drill', 0);
         """)
     other = "+15559999999"
-    stats = apply(drill_db.engine, [batch(5, [event("REMINDER_TRIGGERED", 1, other)], other),
-                                    batch(6, [event("DRILL_STARTED", 2, other, instance_id(other, 1),
-                                                    drill_slug="01-sample-drill")], other)], start=2)
+    stats = apply(
+        drill_db.engine,
+        [
+            batch(5, [event("REMINDER_TRIGGERED", 1, other)], other),
+            batch(6, [event("DRILL_STARTED", 2, other, instance_id(other, 1), drill_slug="01-sample-drill")], other),
+        ],
+        start=2,
+    )
     assert (stats.batches_applied, stats.duplicates_skipped) == (1, 1)
-    assert rows(drill_db.engine, "SELECT drill_instance_id::text FROM drill_statuses WHERE id = "
-                                 "'00000000-0000-0000-0000-000000000003'") == [(instance_id(other, 1),)]
+    assert rows(
+        drill_db.engine,
+        "SELECT drill_instance_id::text FROM drill_statuses WHERE id = '00000000-0000-0000-0000-000000000003'",
+    ) == [(instance_id(other, 1),)]
 
 
 def test_awkward_strings_round_trip(drill_db):
     weird = 'q"1,{x} \\ NULL ü\u2028'
-    doc = batch(1, [event("DRILL_STARTED", 1, instance=instance_id(PHONE, 1), drill_slug="01-sample-drill",
-                          first_prompt=weird)])
+    doc = batch(
+        1, [event("DRILL_STARTED", 1, instance=instance_id(PHONE, 1), drill_slug="01-sample-drill", first_prompt=weird)]
+    )
     doc["events"][0]["user_profile"]["name"] = 'O\'Brien "Bob" \\ {a,b} NULL'
     apply(drill_db.engine, [doc])
     assert rows(drill_db.engine, "SELECT current_prompt_slug FROM drill_instances") == [(weird,)]

@@ -16,7 +16,9 @@ def _commands(kinesis, stream="dialog-commands"):
 
 
 def _task_states(dag_run) -> dict:
-    return {(ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
+    return {
+        (ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()
+    }
 
 
 def test_dag_ingests_contract_examples_and_publishes_commands_once(run_dag, airflow_env):
@@ -39,9 +41,10 @@ def test_dag_ingests_contract_examples_and_publishes_commands_once(run_dag, airf
     assert rows(db.engine, "SELECT partition_key FROM rejected_records") == [(PHONE,)]
     commands = _commands(aws.kinesis)
     assert sorted((pk, c["type"], c["payload"]["drill_slug"]) for pk, c in commands) == [
-        (other, "START_DRILL", "01-sample-drill"), (PHONE, "START_DRILL", "01-sample-drill")]
-    assert all(c["payload"]["phone_number"] == pk and c["idempotency_key"].startswith("ingest:")
-               for pk, c in commands)
+        (other, "START_DRILL", "01-sample-drill"),
+        (PHONE, "START_DRILL", "01-sample-drill"),
+    ]
+    assert all(c["payload"]["phone_number"] == pk and c["idempotency_key"].startswith("ingest:") for pk, c in commands)
     summary = run.get_task_instance("summary").xcom_pull(task_ids="summary")
     assert summary["records_read"] == len(docs) + 3 and summary["records_rejected"] == 1
     assert summary["commands_emitted"] == 2 and summary["batches_applied"] == len(docs) + 2
@@ -59,7 +62,8 @@ def test_dag_ingests_contract_examples_and_publishes_commands_once(run_dag, airf
     assert [c["payload"]["drill_slug"] for pk, c in commands if pk == PHONE] == ["01-sample-drill", "02-sample-drill"]
     assert rows(db.engine, "SELECT count(*) FROM command_outbox WHERE published_at IS NULL") == [(0,)]
     assert rows(db.engine, "SELECT user_id FROM phone_numbers WHERE phone_number = %(p)s", {"p": PHONE}) == [
-        (ids.user_id(PHONE),)]
+        (ids.user_id(PHONE),)
+    ]
 
 
 def test_dag_with_empty_stream_succeeds(run_dag, airflow_env, monkeypatch):

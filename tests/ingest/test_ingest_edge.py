@@ -16,28 +16,12 @@ from hypothesis import strategies as st
 from ingest_support import (
     EXAMPLES,
     INVALID_EXAMPLES,
-    LOCAL_EXAMPLES,
-    SHARED_EXAMPLES,
     VALID_EXAMPLES,
     example,
     example_bytes,
 )
 
 from drill_progress.ingest import events as ev
-
-
-def test_schema_copy_is_the_contracts():
-    shared = SHARED_EXAMPLES.parent / "dialog-event-batch.schema.json"
-    if not shared.exists():
-        pytest.skip("shared/ not present")
-    assert json.loads(ev.SCHEMA_PATH.read_text()) == json.loads(shared.read_text())
-
-
-def test_local_example_copies_match_shared():
-    if not SHARED_EXAMPLES.is_dir():
-        pytest.skip("shared/ not present")
-    for path in SHARED_EXAMPLES.iterdir():
-        assert (LOCAL_EXAMPLES / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 @pytest.mark.parametrize("name", VALID_EXAMPLES)
@@ -47,35 +31,56 @@ def test_valid_examples_parse(name):
     assert batch.seq == int(doc["seq"]) and batch.phone_number == doc["phone_number"]
     assert [e.event_type for e in batch.events] == [e["event_type"] for e in doc["events"]]
     assert [datetime.fromisoformat(e.created_time) for e in batch.events] == [
-        datetime.fromisoformat(e["created_time"].upper()) for e in doc["events"]]
+        datetime.fromisoformat(e["created_time"].upper()) for e in doc["events"]
+    ]
     assert not list(ev.schema_validator().iter_errors(doc))
 
 
-@pytest.mark.parametrize(("text", "kept"), [
-    ("2026-03-02T08:00:00Z", "2026-03-02T08:00:00Z"),
-    ("2026-03-02t08:00:00.5z", "2026-03-02T08:00:00.5Z"),
-    ("2026-03-02T08:00:00.123456+05:30", "2026-03-02T08:00:00.123456+05:30"),
-    ("2026-03-02T08:00:00.123456789Z", "2026-03-02T08:00:00.123456Z"),  # truncated, as datetime does
-    ("2026-03-02T08:00:00.1234567-01:00", "2026-03-02T08:00:00.123456-01:00"),
-])
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("2026-03-02T08:00:00Z", "2026-03-02T08:00:00Z"),
+        ("2026-03-02t08:00:00.5z", "2026-03-02T08:00:00.5Z"),
+        ("2026-03-02T08:00:00.123456+05:30", "2026-03-02T08:00:00.123456+05:30"),
+        ("2026-03-02T08:00:00.123456789Z", "2026-03-02T08:00:00.123456Z"),  # truncated, as datetime does
+        ("2026-03-02T08:00:00.1234567-01:00", "2026-03-02T08:00:00.123456-01:00"),
+    ],
+)
 def test_times_are_kept_as_validated_text(text, kept):
     assert ev._timestamp(text, "created_time") == kept
     assert datetime.fromisoformat(kept) == datetime.fromisoformat(text.upper())
 
 
-@pytest.mark.parametrize("text", ["2026-03-02T08:00:00Z\n", "2026-02-30T08:00:00Z", "2026-03-02T08:00:00",
-                                  "2026-03-02 08:00:00Z", "2026-03-02T24:00:00Z", "2026-03-02T08:00:60Z",
-                                  "2026-03-00T08:00:00Z", "2026-03-02T08:00:00+24:00"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-02T08:00:00Z\n",
+        "2026-02-30T08:00:00Z",
+        "2026-03-02T08:00:00",
+        "2026-03-02 08:00:00Z",
+        "2026-03-02T24:00:00Z",
+        "2026-03-02T08:00:60Z",
+        "2026-03-00T08:00:00Z",
+        "2026-03-02T08:00:00+24:00",
+    ],
+)
 def test_times_that_are_not_rfc_3339_are_refused(text):
     with pytest.raises(ev.BadRecord, match="created_time"):
         ev._timestamp(text, "created_time")
 
 
-@pytest.mark.parametrize(("text", "ok"), [
-    ("1899-12-31T23:59:59+00:00", False), ("1900-01-01T00:00:00+23:59", True), ("0001-01-01T00:00:00Z", False),
-    ("9998-12-31T23:59:59-23:59", True), ("9999-12-31T23:59:59-10:00", False), ("2028-02-29T00:00:00Z", True),
-    ("2027-02-29T00:00:00Z", False),
-])
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("1899-12-31T23:59:59+00:00", False),
+        ("1900-01-01T00:00:00+23:59", True),
+        ("0001-01-01T00:00:00Z", False),
+        ("9998-12-31T23:59:59-23:59", True),
+        ("9999-12-31T23:59:59-10:00", False),
+        ("2028-02-29T00:00:00Z", True),
+        ("2027-02-29T00:00:00Z", False),
+    ],
+)
 def test_years_outside_1900_to_9998_are_refused(text, ok):
     """Python's datetime and PostgreSQL then agree on every accepted instant (year 10000 in UTC or
     1 BC would make psycopg fail to read the row back)."""
@@ -86,12 +91,15 @@ def test_years_outside_1900_to_9998_are_refused(text, ok):
             ev._timestamp(text, "created_time")
 
 
-@pytest.mark.parametrize(("name", "needle"), [
-    ("bad_missing_instance_id", "drill_instance_id"),
-    ("bad_not_json", "not valid JSON"),
-    ("bad_seq_not_a_number", "seq"),
-    ("bad_unknown_event_type", "event_type"),
-])
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("bad_missing_instance_id", "drill_instance_id"),
+        ("bad_not_json", "not valid JSON"),
+        ("bad_seq_not_a_number", "seq"),
+        ("bad_unknown_event_type", "event_type"),
+    ],
+)
 def test_invalid_examples_rejected_with_reason(name, needle):
     with pytest.raises(ev.BadRecord) as info:
         ev.parse_record(example_bytes(name))
@@ -104,18 +112,21 @@ def test_every_invalid_example_is_covered():
     assert names == set(INVALID_EXAMPLES)
 
 
-@pytest.mark.parametrize(("data", "needle"), [
-    (b"[" * 5000, r"not valid JSON \(nested too deeply\)"),
-    (b"{\"a\":" * 3000, r"not valid JSON \(nested too deeply\)"),
-    (b'"' + b"x" * (2**20 - 1) + b'"', r"record of 1048577 bytes is larger than 1048576 bytes"),
-    (b"\xff\xfe{}", "UTF-8"),
-    (b'{"a": NaN}', "JSON"),
-    (b"[1, 2]", "object"),
-    ('{"x": 1}'.encode("utf-16"), "UTF-8"),
-    (b"", "JSON"),
-    (b'{"a": 1e400}', "JSON"),
-    (b'{"a": 1} trailing', "JSON"),
-])
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"[" * 5000, r"not valid JSON \(nested too deeply\)"),
+        (b'{"a":' * 3000, r"not valid JSON \(nested too deeply\)"),
+        (b'"' + b"x" * (2**20 - 1) + b'"', r"record of 1048577 bytes is larger than 1048576 bytes"),
+        (b"\xff\xfe{}", "UTF-8"),
+        (b'{"a": NaN}', "JSON"),
+        (b"[1, 2]", "object"),
+        ('{"x": 1}'.encode("utf-16"), "UTF-8"),
+        (b"", "JSON"),
+        (b'{"a": 1e400}', "JSON"),
+        (b'{"a": 1} trailing', "JSON"),
+    ],
+)
 def test_edge_rejections(data, needle):
     with pytest.raises(ev.BadRecord, match=needle):
         ev.parse_record(data)
@@ -139,15 +150,55 @@ def test_opted_out_without_instance_field():
 
 # ---- differential check against the reference validator (jsonschema, formats checked) ----
 
-_WEIRD = [None, True, False, 0, 1, 1.0, 1.5, -3, "", "x", "abc", "12", "+1", [], [1], {}, {"slug": ""},
-          {"slug": "q"}, {"valid": True}, "2026-03-02T15:00:00+00:00", "2026-02-30T15:00:00Z",
-          "2026-03-02 15:00:00+00:00", "2026-03-02T15:00:00", "2026-03-02t15:00:00z",
-          "0000-01-01T00:00:00Z", "2026-03-02T24:00:00Z", "2026-03-02T15:00:00.123456789-07:00",
-          "6b090220-cb8c-4d3d-b49b-dc50e37b49ff", "6B090220-CB8C-4D3D-B49B-DC50E37B49FF",
-          "6b090220cb8c4d3db49bdc50e37b49ff", "{6b090220-cb8c-4d3d-b49b-dc50e37b49ff}",
-          "6b090220-cb8c-4d3d-b49b-dc50e37b49fg", "1" * 30, "1" * 31, "007", "x" * 201, "+1555", "+" * 33,
-          "USER_VALIDATED", "DRILL_STARTED", "OPTED_OUT", "FAILED_PROMPT", "COMPLETED_PROMPT",
-          "ADVANCED_TO_NEXT_PROMPT", "DRILL_COMPLETED", "NEXT_DRILL_REQUESTED", "drill_started"]
+_WEIRD = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    1.0,
+    1.5,
+    -3,
+    "",
+    "x",
+    "abc",
+    "12",
+    "+1",
+    [],
+    [1],
+    {},
+    {"slug": ""},
+    {"slug": "q"},
+    {"valid": True},
+    "2026-03-02T15:00:00+00:00",
+    "2026-02-30T15:00:00Z",
+    "2026-03-02 15:00:00+00:00",
+    "2026-03-02T15:00:00",
+    "2026-03-02t15:00:00z",
+    "0000-01-01T00:00:00Z",
+    "2026-03-02T24:00:00Z",
+    "2026-03-02T15:00:00.123456789-07:00",
+    "6b090220-cb8c-4d3d-b49b-dc50e37b49ff",
+    "6B090220-CB8C-4D3D-B49B-DC50E37B49FF",
+    "6b090220cb8c4d3db49bdc50e37b49ff",
+    "{6b090220-cb8c-4d3d-b49b-dc50e37b49ff}",
+    "6b090220-cb8c-4d3d-b49b-dc50e37b49fg",
+    "1" * 30,
+    "1" * 31,
+    "007",
+    "x" * 201,
+    "+1555",
+    "+" * 33,
+    "USER_VALIDATED",
+    "DRILL_STARTED",
+    "OPTED_OUT",
+    "FAILED_PROMPT",
+    "COMPLETED_PROMPT",
+    "ADVANCED_TO_NEXT_PROMPT",
+    "DRILL_COMPLETED",
+    "NEXT_DRILL_REQUESTED",
+    "drill_started",
+]
 _DELETE = object()
 
 
@@ -222,7 +273,8 @@ def test_uuids_are_canonicalised():
     doc = example("drill_completed")
     doc["events"][0]["drill_instance_id"] = doc["events"][0]["drill_instance_id"].upper()
     assert ev.parse_record(json.dumps(doc).encode()).events[0].drill_instance_id == (
-        "12174c1f-8d4a-4982-ad38-8a4ea5e13050")
+        "12174c1f-8d4a-4982-ad38-8a4ea5e13050"
+    )
 
 
 def _with(name: str, edit) -> bytes:
@@ -235,30 +287,57 @@ def _profile(doc):
     return doc["events"][0]["user_profile"]
 
 
-@pytest.mark.parametrize(("edit", "reason"), [
-    (lambda d: d.__setitem__("phone_number", "+1555\u00001234"), "phone_number: contains U+0000"),
-    (lambda d: d["events"][0]["drill"].__setitem__("slug", "drill\u0000"), "events[0].drill.slug: contains U+0000"),
-    (lambda d: d["events"][0]["first_prompt"].__setitem__("slug", "\u0000"),
-     "events[0].first_prompt.slug: contains U+0000"),
-    (lambda d: _profile(d).__setitem__("name", "A\u0000"), "events[0].user_profile: contains U+0000"),
-    (lambda d: _profile(d).__setitem__("x\u0000", 1), "events[0].user_profile: a key contains U+0000"),
-    (lambda d: _profile(d).__setitem__("extra", {"deep": [["\u0000"]]}), "events[0].user_profile: contains U+0000"),
-    (lambda d: _profile(d).__setitem__("extra", hostile.nested(40)),
-     "events[0].user_profile: nested deeper than 32 levels"),
-    (lambda d: _profile(d).__setitem__("extra", [2**63]), "events[0].user_profile: integer out of the 64-bit range"),
-    (lambda d: _profile(d).__setitem__("extra", -(2**63)), "events[0].user_profile: integer out of the 64-bit range"),
-    (lambda d: _profile(d)["account_info"].__setitem__("employer_id", "e" * 257),
-     "events[0].user_profile.account_info.employer_id: longer than 256 characters as text"),
-    (lambda d: _profile(d)["account_info"].__setitem__("unit_id", list(range(100))),
-     "events[0].user_profile.account_info.unit_id: longer than 256 characters as text"),
-    (lambda d: d["events"][0].__setitem__("created_time", "0001-01-01T00:00:00+01:00"),
-     "events[0].created_time: year must be from 1900 to 9998"),
-    (lambda d: d.__setitem__("created_time", "9999-12-31T23:59:59-10:00"), "created_time: year must be from 1900 to 9998"),
-    (lambda d: d["events"][0].__setitem__("event_type", "+15551230001 says hi"), "events[0].event_type: unknown event type"),
-    (lambda d: d["events"][0].__setitem__("schema_version", 1.5), "events[0].schema_version: must be an integer"),
-    (lambda d: d.__setitem__("batch_id", "12345678-1234-1234-1234-1234-5678abcd"),
-     "batch_id: Expected a UUID (8-4-4-4-12 hexadecimal digits)"),
-])
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda d: d.__setitem__("phone_number", "+1555\u00001234"), "phone_number: contains U+0000"),
+        (lambda d: d["events"][0]["drill"].__setitem__("slug", "drill\u0000"), "events[0].drill.slug: contains U+0000"),
+        (
+            lambda d: d["events"][0]["first_prompt"].__setitem__("slug", "\u0000"),
+            "events[0].first_prompt.slug: contains U+0000",
+        ),
+        (lambda d: _profile(d).__setitem__("name", "A\u0000"), "events[0].user_profile: contains U+0000"),
+        (lambda d: _profile(d).__setitem__("x\u0000", 1), "events[0].user_profile: a key contains U+0000"),
+        (lambda d: _profile(d).__setitem__("extra", {"deep": [["\u0000"]]}), "events[0].user_profile: contains U+0000"),
+        (
+            lambda d: _profile(d).__setitem__("extra", hostile.nested(40)),
+            "events[0].user_profile: nested deeper than 32 levels",
+        ),
+        (
+            lambda d: _profile(d).__setitem__("extra", [2**63]),
+            "events[0].user_profile: integer out of the 64-bit range",
+        ),
+        (
+            lambda d: _profile(d).__setitem__("extra", -(2**63)),
+            "events[0].user_profile: integer out of the 64-bit range",
+        ),
+        (
+            lambda d: _profile(d)["account_info"].__setitem__("employer_id", "e" * 257),
+            "events[0].user_profile.account_info.employer_id: longer than 256 characters as text",
+        ),
+        (
+            lambda d: _profile(d)["account_info"].__setitem__("unit_id", list(range(100))),
+            "events[0].user_profile.account_info.unit_id: longer than 256 characters as text",
+        ),
+        (
+            lambda d: d["events"][0].__setitem__("created_time", "0001-01-01T00:00:00+01:00"),
+            "events[0].created_time: year must be from 1900 to 9998",
+        ),
+        (
+            lambda d: d.__setitem__("created_time", "9999-12-31T23:59:59-10:00"),
+            "created_time: year must be from 1900 to 9998",
+        ),
+        (
+            lambda d: d["events"][0].__setitem__("event_type", "+15551230001 says hi"),
+            "events[0].event_type: unknown event type",
+        ),
+        (lambda d: d["events"][0].__setitem__("schema_version", 1.5), "events[0].schema_version: must be an integer"),
+        (
+            lambda d: d.__setitem__("batch_id", "12345678-1234-1234-1234-1234-5678abcd"),
+            "batch_id: Expected a UUID (8-4-4-4-12 hexadecimal digits)",
+        ),
+    ],
+)
 def test_what_postgresql_or_python_would_refuse_is_refused_at_the_edge(edit, reason):
     """Each of these reached the database before (and a NUL in a slug or a phone number stopped
     the shard): now each is a bad record with a reason that names the field, never the value."""
@@ -267,15 +346,18 @@ def test_what_postgresql_or_python_would_refuse_is_refused_at_the_edge(edit, rea
     assert str(info.value) == reason
 
 
-@pytest.mark.parametrize("edit", [
-    lambda d: _profile(d).__setitem__("extra", hostile.nested(30)),
-    lambda d: _profile(d).__setitem__("extra", [2**63 - 1, -(2**63 - 1), 1e308, -0.0]),
-    lambda d: _profile(d)["account_info"].__setitem__("employer_id", "e" * 256),
-    lambda d: _profile(d)["account_info"].__setitem__("unit_id", [1, {"a": None}]),
-    lambda d: _profile(d).__setitem__("name", "\u202e\U0001F600\x7f\x1f\ufffe"),
-    lambda d: d["events"][0].__setitem__("schema_version", 1.0),
-    lambda d: d["events"][0].__setitem__("response", "\u0000 is fine where nothing stores it"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: _profile(d).__setitem__("extra", hostile.nested(30)),
+        lambda d: _profile(d).__setitem__("extra", [2**63 - 1, -(2**63 - 1), 1e308, -0.0]),
+        lambda d: _profile(d)["account_info"].__setitem__("employer_id", "e" * 256),
+        lambda d: _profile(d)["account_info"].__setitem__("unit_id", [1, {"a": None}]),
+        lambda d: _profile(d).__setitem__("name", "\u202e\U0001f600\x7f\x1f\ufffe"),
+        lambda d: d["events"][0].__setitem__("schema_version", 1.0),
+        lambda d: d["events"][0].__setitem__("response", "\u0000 is fine where nothing stores it"),
+    ],
+)
 def test_accepted_edges(edit):
     batch = ev.parse_record(_with("drill_started", edit))
     assert batch.events[0].drill_slug == "01-sample-drill"

@@ -49,7 +49,10 @@ def test_new_user_gets_profile_seq_and_one_status_per_catalog_drill():
     assert user.profile == example("user_validation_failed")["events"][0]["user_profile"]
     assert user.last_interacted_time == at("user_validation_failed")
     assert [(s.drill_slug, s.place_in_sequence) for s in user.statuses] == [
-        ("01-sample-drill", 0), ("02-sample-drill", 1), ("03-sample-drill", 2)]
+        ("01-sample-drill", 0),
+        ("02-sample-drill", 1),
+        ("03-sample-drill", 2),
+    ]
     assert [s.id for s in user.statuses] == [str(ids.status_id(user.user_id, d.drill_slug)) for d in CATALOG]
     assert all(s.started_time is None and s.completed_time is None for s in user.statuses)
     assert result.commands == []
@@ -111,7 +114,10 @@ def test_drill_completed_completes_status_and_instance():
     inst = user.instances[INSTANCE]
     assert inst.completion_time == at("drill_completed")
     assert (inst.current_prompt_slug, inst.current_prompt_start_time, inst.current_prompt_last_response_time) == (
-        None, None, None)
+        None,
+        None,
+        None,
+    )
     assert inst.is_valid
 
 
@@ -124,9 +130,14 @@ def test_next_drill_requested_commands_next_drill_after_the_batch():
 
 def test_next_drill_requested_uses_state_after_whole_batch():
     i1, i2 = instance_id(PHONE, 1), instance_id(PHONE, 2)
-    b = batch(1, [event("DRILL_STARTED", 1, instance=i1, drill_slug="01-sample-drill"),
-                  event("NEXT_DRILL_REQUESTED", 2),
-                  event("DRILL_STARTED", 3, instance=i2, drill_slug="02-sample-drill")])
+    b = batch(
+        1,
+        [
+            event("DRILL_STARTED", 1, instance=i1, drill_slug="01-sample-drill"),
+            event("NEXT_DRILL_REQUESTED", 2),
+            event("DRILL_STARTED", 3, instance=i2, drill_slug="02-sample-drill"),
+        ],
+    )
     user = new_user(PHONE, CATALOG)
     [cmd] = apply_batch(user, parsed(b), CATALOG)
     assert cmd.payload["drill_slug"] == "03-sample-drill"
@@ -170,12 +181,33 @@ def test_opted_out_without_instance_changes_nothing_more():
 def test_user_validated_resets_statuses_and_invalidates_earlier_instances_only():
     i1, i2, i3 = (instance_id(PHONE, n) for n in (1, 2, 3))
     user = new_user(PHONE, CATALOG)
-    apply_batch(user, parsed(batch(1, [event("DRILL_STARTED", 1, instance=i1, drill_slug="01-sample-drill"),
-                                       event("DRILL_COMPLETED", 2, instance=i1)])), CATALOG)
-    cmds = apply_batch(user, parsed(batch(2, [
-        event("DRILL_STARTED", 3, instance=i2, drill_slug="02-sample-drill"),
-        event("USER_VALIDATED", 4),
-        event("DRILL_STARTED", 5, instance=i3, drill_slug="03-sample-drill")])), CATALOG)
+    apply_batch(
+        user,
+        parsed(
+            batch(
+                1,
+                [
+                    event("DRILL_STARTED", 1, instance=i1, drill_slug="01-sample-drill"),
+                    event("DRILL_COMPLETED", 2, instance=i1),
+                ],
+            )
+        ),
+        CATALOG,
+    )
+    cmds = apply_batch(
+        user,
+        parsed(
+            batch(
+                2,
+                [
+                    event("DRILL_STARTED", 3, instance=i2, drill_slug="02-sample-drill"),
+                    event("USER_VALIDATED", 4),
+                    event("DRILL_STARTED", 5, instance=i3, drill_slug="03-sample-drill"),
+                ],
+            )
+        ),
+        CATALOG,
+    )
     assert [c.payload["drill_slug"] for c in cmds] == ["01-sample-drill"]
     assert status(user, "01-sample-drill").values() == (None, None, None)
     assert status(user, "02-sample-drill").values() == (None, None, None)
@@ -187,10 +219,21 @@ def test_user_validated_resets_statuses_and_invalidates_earlier_instances_only()
 def test_events_on_unknown_instance_are_noops_for_that_part():
     other = instance_id("+19990000000", 1)
     user = new_user(PHONE, CATALOG)
-    apply_batch(user, parsed(batch(1, [event("COMPLETED_PROMPT", 1, instance=other),
-                                       event("ADVANCED_TO_NEXT_PROMPT", 2, instance=other),
-                                       event("DRILL_COMPLETED", 3, instance=other),
-                                       event("OPTED_OUT", 4, instance=other)])), CATALOG)
+    apply_batch(
+        user,
+        parsed(
+            batch(
+                1,
+                [
+                    event("COMPLETED_PROMPT", 1, instance=other),
+                    event("ADVANCED_TO_NEXT_PROMPT", 2, instance=other),
+                    event("DRILL_COMPLETED", 3, instance=other),
+                    event("OPTED_OUT", 4, instance=other),
+                ],
+            )
+        ),
+        CATALOG,
+    )
     assert user.instances == {}
     assert all(s.values() == (None, None, None) for s in user.statuses)
     assert user.seq == 1 and instant(user.last_interacted_time) == datetime(2026, 3, 2, 15, 4, tzinfo=UTC)
@@ -207,8 +250,17 @@ def test_every_event_sets_last_interacted_to_last_events_time_and_profile_to_las
 
 def test_seq_guard_skips_duplicates_and_late_batches_whole():
     users: dict = {}
-    stream = [parsed(n) for n in ("user_validated", "drill_started", "user_validated", "drill_started",
-                                  "completed_prompt", "user_validation_failed")]
+    stream = [
+        parsed(n)
+        for n in (
+            "user_validated",
+            "drill_started",
+            "user_validated",
+            "drill_started",
+            "completed_prompt",
+            "user_validation_failed",
+        )
+    ]
     result = fold(users, stream, CATALOG)
     assert (result.applied, result.skipped) == (3, 3)
     user = users[PHONE]
@@ -239,9 +291,21 @@ def test_seq_compares_as_numbers_not_strings():
 
 
 def test_the_whole_contract_story():
-    user, result = run(*["user_validated", "user_validation_failed", "drill_started", "completed_prompt",
-                         "advanced_to_next_prompt", "failed_prompt", "reminder_triggered", "drill_completed",
-                         "next_drill_requested", "opted_out", "multi_event_batch"])
+    user, result = run(
+        *[
+            "user_validated",
+            "user_validation_failed",
+            "drill_started",
+            "completed_prompt",
+            "advanced_to_next_prompt",
+            "failed_prompt",
+            "reminder_triggered",
+            "drill_completed",
+            "next_drill_requested",
+            "opted_out",
+            "multi_event_batch",
+        ]
+    )
     assert result.applied == 11
     assert [c.payload["drill_slug"] for c in result.commands] == ["01-sample-drill", "02-sample-drill"]
     assert status(user, "01-sample-drill").completed_time == at("drill_completed")

@@ -28,9 +28,15 @@ _sequence = itertools.count(1)
 
 def _read_back(engine) -> None:
     """Every stored value comes back into Python (psycopg parses jsonb and timestamps)."""
-    for sql in ("SELECT * FROM users", "SELECT * FROM phone_numbers", "SELECT * FROM drill_statuses",
-                "SELECT * FROM drill_instances", "SELECT * FROM rejected_records", "SELECT * FROM command_outbox",
-                "SELECT * FROM stream_checkpoints"):
+    for sql in (
+        "SELECT * FROM users",
+        "SELECT * FROM phone_numbers",
+        "SELECT * FROM drill_statuses",
+        "SELECT * FROM drill_instances",
+        "SELECT * FROM rejected_records",
+        "SELECT * FROM command_outbox",
+        "SELECT * FROM stream_checkpoints",
+    ):
         rows(engine, sql)
 
 
@@ -40,8 +46,12 @@ def _write_and_check(engine, records: list[tuple[bytes, str | None]]) -> None:
     raws = [pipeline.RawRecord(f"{next(_sequence):030d}", key, data) for data, key in records]
     stats = pipeline.apply_micro_batch(engine, STREAM, SHARD, raws)
     assert stats.batches_applied + stats.duplicates_skipped + stats.records_rejected == len(raws)
-    set_aside = rows(engine, "SELECT sequence_number, raw_data, partition_key, reason FROM rejected_records "
-                             "WHERE sequence_number = ANY(%(s)s)", {"s": [r.sequence_number for r in raws]})
+    set_aside = rows(
+        engine,
+        "SELECT sequence_number, raw_data, partition_key, reason FROM rejected_records "
+        "WHERE sequence_number = ANY(%(s)s)",
+        {"s": [r.sequence_number for r in raws]},
+    )
     assert len(set_aside) == stats.records_rejected
     by_seq = {r.sequence_number: r for r in raws}
     for seq, data, _key, reason in set_aside:
@@ -54,8 +64,11 @@ def _write_and_check(engine, records: list[tuple[bytes, str | None]]) -> None:
 
 # No shrinking against the database: a failing example is reported as drawn (shrinking re-runs it
 # thousands of times with megabyte records held by tracebacks).
-DB_SETTINGS = settings(max_examples=150, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+DB_SETTINGS = settings(
+    max_examples=150,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @DB_SETTINGS
@@ -78,8 +91,9 @@ def test_a_record_the_driver_refuses_is_retried_then_set_aside_alone(drill_db):
     psycopg refuses it client-side, without SQLSTATE. The micro-batch is retried, then bisected;
     only that record is set aside and the others are applied."""
     good = [hostile.a_valid_batch(f"+1777000{n:04d}", 1, n) for n in range(3)]
-    raws = [pipeline.RawRecord(f"{n:030d}", doc["phone_number"], json.dumps(doc).encode())
-            for n, doc in enumerate(good, 1)]
+    raws = [
+        pipeline.RawRecord(f"{n:030d}", doc["phone_number"], json.dumps(doc).encode()) for n, doc in enumerate(good, 1)
+    ]
     parsed = pipeline.parse_records(raws)
     poisoned = ev.parse_record(raws[1].data)
     poisoned.phone_number = "+1777\x000001"
@@ -89,8 +103,9 @@ def test_a_record_the_driver_refuses_is_retried_then_set_aside_alone(drill_db):
     assert (applier.stats.batches_applied, applier.stats.records_rejected) == (2, 1)
     [(seq, reason, attempts)] = rows(drill_db.engine, "SELECT sequence_number, reason, attempts FROM rejected_records")
     assert seq == raws[1].sequence_number and attempts == pipeline.ATTEMPTS
-    assert reason == ("database error after 3 attempts: DataError: PostgreSQL text fields cannot contain NUL "
-                      "(0x00) bytes")
+    assert reason == (
+        "database error after 3 attempts: DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes"
+    )
 
 
 def test_the_partition_key_and_reason_of_a_set_aside_record_are_stored_whatever_they_hold(drill_db):
@@ -104,6 +119,7 @@ def test_the_partition_key_and_reason_of_a_set_aside_record_are_stored_whatever_
 
 
 # ---- end to end: a generated hostile corpus through the DAG ----------------------------------------
+
 
 def _put(kinesis, data: bytes, key: str) -> str | None:
     """Put one record; its sequence number, or None when Kinesis itself refuses it (over 1 MiB)."""
@@ -125,8 +141,14 @@ def hostile_corpus(size: int) -> list[tuple[bytes, str]]:
     the same corpus on every run)."""
     drawn: list[tuple[bytes, str]] = []
 
-    @settings(max_examples=size, database=None, derandomize=True, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=size,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(hostile.records(), KEYS)
     def collect(record, key):
         drawn.append((record, key))
@@ -161,11 +183,18 @@ def test_a_hostile_corpus_never_stops_the_shard(run_dag, airflow_env):
     assert run_state(run) == "success"
     stored = dict(rows(db.engine, "SELECT sequence_number, count(*) FROM rejected_records GROUP BY 1"))
     assert set(stored) == expected_bad and set(stored.values()) == {1}
-    applied = dict(rows(db.engine, "SELECT p.phone_number, u.seq FROM users u JOIN phone_numbers p USING (user_id) "
-                                   "WHERE p.phone_number LIKE '+1777000%%'"))
+    applied = dict(
+        rows(
+            db.engine,
+            "SELECT p.phone_number, u.seq FROM users u JOIN phone_numbers p USING (user_id) "
+            "WHERE p.phone_number LIKE '+1777000%%'",
+        )
+    )
     assert applied == dict.fromkeys(good_phones, 1)
-    assert rows(db.engine, "SELECT count(*) FROM command_outbox WHERE partition_key LIKE '+1777000%%' "
-                           "AND published_at IS NOT NULL") == [(len(good_phones),)]
+    assert rows(
+        db.engine,
+        "SELECT count(*) FROM command_outbox WHERE partition_key LIKE '+1777000%%' AND published_at IS NOT NULL",
+    ) == [(len(good_phones),)]
     _read_back(db.engine)
 
     again = run_dag("dialog_event_ingest")
@@ -173,20 +202,30 @@ def test_a_hostile_corpus_never_stops_the_shard(run_dag, airflow_env):
     assert rows(db.engine, "SELECT count(*) FROM rejected_records") == [(len(expected_bad),)]
 
 
-@pytest.mark.parametrize("record", [b"[" * 5000, b"\x00" * 10, json.dumps(
-    {**hostile.a_valid_batch("+17770001234", 1, 0), "phone_number": "+1777\u00001234"}).encode()])
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"[" * 5000,
+        b"\x00" * 10,
+        json.dumps({**hostile.a_valid_batch("+17770001234", 1, 0), "phone_number": "+1777\u00001234"}).encode(),
+    ],
+)
 def test_the_records_that_stopped_a_shard_before_are_set_aside(drill_db, record):
     good = json.dumps(hostile.a_valid_batch("+17770005678", 1, 0)).encode()
-    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, [pipeline.RawRecord("1", "k", record),
-                                                               pipeline.RawRecord("2", "k", good)])
+    stats = pipeline.apply_micro_batch(
+        drill_db.engine, STREAM, SHARD, [pipeline.RawRecord("1", "k", record), pipeline.RawRecord("2", "k", good)]
+    )
     assert (stats.records_rejected, stats.batches_applied) == (1, 1)
 
 
 # ---- database trouble retries the micro-batch, not the shard task --------------------------------
 
+
 def _batches(seq: int, phones: list[str]) -> list[pipeline.RawRecord]:
-    return [pipeline.RawRecord(f"{seq:08d}{n:04d}", p, json.dumps(hostile.a_valid_batch(p, seq, n)).encode())
-            for n, p in enumerate(phones)]
+    return [
+        pipeline.RawRecord(f"{seq:08d}{n:04d}", p, json.dumps(hostile.a_valid_batch(p, seq, n)).encode())
+        for n, p in enumerate(phones)
+    ]
 
 
 def test_a_lock_timeout_retries_the_micro_batch_whole(drill_db):
@@ -235,11 +274,13 @@ def test_a_deadlock_retries_the_micro_batch_whole(drill_db):
         if stage == "before_commit":
             attempts.append(stage)
             if len(attempts) == 1:
-                raise DBAPIError.instance("COMMIT", {}, psycopg.errors.DeadlockDetected("deadlock detected"),
-                                          psycopg.Error)
+                raise DBAPIError.instance(
+                    "COMMIT", {}, psycopg.errors.DeadlockDetected("deadlock detected"), psycopg.Error
+                )
 
-    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, _batches(1, ["+17770009101", "+17770009102"]),
-                               fault=deadlock_once)
+    stats = pipeline.apply_micro_batch(
+        drill_db.engine, STREAM, SHARD, _batches(1, ["+17770009101", "+17770009102"]), fault=deadlock_once
+    )
     assert len(attempts) == 2
     assert (stats.batches_applied, stats.records_rejected, stats.transactions) == (2, 0, 1)
 
@@ -254,11 +295,16 @@ def test_trouble_that_outlasts_the_retries_is_bisected_and_set_aside(drill_db):
 
     def cancel_one(stage, conn):
         if stage == "before_commit":
-            phones = {p for (p,) in conn.exec_driver_sql(
-                "SELECT phone_number FROM phone_numbers WHERE phone_number LIKE '+1777000920%%'").all()}
+            phones = {
+                p
+                for (p,) in conn.exec_driver_sql(
+                    "SELECT phone_number FROM phone_numbers WHERE phone_number LIKE '+1777000920%%'"
+                ).all()
+            }
             if "+17770009202" in phones:
-                raise DBAPIError.instance("COMMIT", {}, psycopg.errors.QueryCanceled("statement timeout"),
-                                          psycopg.Error)
+                raise DBAPIError.instance(
+                    "COMMIT", {}, psycopg.errors.QueryCanceled("statement timeout"), psycopg.Error
+                )
 
     stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raws, fault=cancel_one)
     assert (stats.batches_applied, stats.records_rejected) == (2, 1)

@@ -70,13 +70,21 @@ def test_records_are_reapplied_in_order_or_reported_never_twice(drill_db):
     done = reapply.reapply(drill_db.engine, STREAM)
     assert (done.examined, done.reapplied, done.superseded, done.still_bad, done.failed) == (5, 3, 1, 1, 0)
     assert _seqs(drill_db.engine) == {A: 6, B: 6, C: 1}
-    assert rows(drill_db.engine, "SELECT drill_instance_id::text FROM drill_statuses WHERE drill_slug = '02-sample-drill' "
-                                 "AND drill_instance_id IS NOT NULL") == [(instance_id(B, 3),)]  # applied in order
+    assert rows(
+        drill_db.engine,
+        "SELECT drill_instance_id::text FROM drill_statuses WHERE drill_slug = '02-sample-drill' "
+        "AND drill_instance_id IS NOT NULL",
+    ) == [(instance_id(B, 3),)]  # applied in order
     assert done.commands == [f"ingest:{docs[-2]['events'][0]['event_id']}"]  # C's START_DRILL
     resolution = dict(rows(drill_db.engine, "SELECT sequence_number, resolution FROM rejected_records"))
     seq = [r.sequence_number for r in raw_records(docs)]
-    assert resolution == {seq[4]: "superseded", seq[9]: "reapplied", seq[10]: "reapplied", seq[12]: "reapplied",
-                          seq[13]: None}
+    assert resolution == {
+        seq[4]: "superseded",
+        seq[9]: "reapplied",
+        seq[10]: "reapplied",
+        seq[12]: "reapplied",
+        seq[13]: None,
+    }
     assert done.examples["superseded"] == [f"{SHARD} {seq[4]}: ***0001 is already at seq 6, the batch has seq 5"]
     assert "5552220001" not in json.dumps(done.as_dict())
 
@@ -91,10 +99,19 @@ def test_reapply_dag_applies_and_publishes_once(run_dag, airflow_env):
     run = run_dag("dialog_event_reapply", {"shard_id": SHARD})
     assert run_state(run) == "success"
     result = return_value(run, "reapply_rejected")
-    assert (result["reapplied"], result["superseded"], result["still_bad"], result["commands_published"]) == (3, 1, 1, 1)
+    assert (result["reapplied"], result["superseded"], result["still_bad"], result["commands_published"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
     commands = [json.loads(r["Data"]) for r in read_stream(aws.kinesis, "dialog-commands")]
     assert [(c["type"], c["payload"]["phone_number"]) for c in commands] == [("START_DRILL", C)]
     assert run_state(run_dag("dialog_event_reapply", {})) == "success"
     assert len(read_stream(aws.kinesis, "dialog-commands")) == 1
-    assert return_value(run_dag("dialog_event_reapply", {"shard_id": "shardId-000000000009"}),
-                        "reapply_rejected")["examined"] == 0
+    assert (
+        return_value(run_dag("dialog_event_reapply", {"shard_id": "shardId-000000000009"}), "reapply_rejected")[
+            "examined"
+        ]
+        == 0
+    )

@@ -61,8 +61,7 @@ def test_bounds_stop_a_run_and_the_next_run_continues(drill_db, stream):
     assert all(r["records_read"] <= 5 for r in first)
     total = sum(r["records_read"] for r in first)
     while True:
-        more = sum(r["records_read"] for r in ingest_all(drill_db.engine, stream, micro_batch_records=3,
-                                                          max_records=5))
+        more = sum(r["records_read"] for r in ingest_all(drill_db.engine, stream, micro_batch_records=3, max_records=5))
         if not more:
             break
         total += more
@@ -128,8 +127,7 @@ def test_split_parent_is_drained_before_children(drill_db, aws):
     docs = story_docs()
     put_docs(kinesis, STREAM, docs[:20])
     [parent] = reader.list_shards(kinesis, STREAM)
-    kinesis.split_shard(StreamName=STREAM, ShardToSplit=parent.shard_id,
-                        NewStartingHashKey=str(2 ** 127))
+    kinesis.split_shard(StreamName=STREAM, ShardToSplit=parent.shard_id, NewStartingHashKey=str(2**127))
     put_docs(kinesis, STREAM, docs[20:])  # (moto keeps routing these to the closed parent)
     shards = reader.list_shards(kinesis, STREAM)
     children = [s.shard_id for s in shards if s.parents == (parent.shard_id,)]
@@ -138,8 +136,9 @@ def test_split_parent_is_drained_before_children(drill_db, aws):
     assert runs.plan_shards(drill_db.engine, kinesis, STREAM) == [parent.shard_id]
     stats = pipeline.consume_shard(drill_db.engine, kinesis, STREAM, parent.shard_id, idle_sleep=0)
     assert stats.shard_closed and stats.records_read == len(docs)
-    assert rows(drill_db.engine, "SELECT shard_closed FROM stream_checkpoints WHERE shard_id = %(s)s",
-                {"s": parent.shard_id}) == [(True,)]
+    assert rows(
+        drill_db.engine, "SELECT shard_closed FROM stream_checkpoints WHERE shard_id = %(s)s", {"s": parent.shard_id}
+    ) == [(True,)]
     assert sorted(runs.plan_shards(drill_db.engine, kinesis, STREAM)) == sorted(children)
     ingest_all(drill_db.engine, kinesis)
     assert len(rows(drill_db.engine, "SELECT * FROM users")) == len(PHONES)
@@ -187,8 +186,9 @@ def test_replay_shard_from_timestamp_is_safe(drill_db, stream):
     assert shard_id in runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=since)
     with pytest.raises(pipeline.ReplayRefused, match="needs both"):
         runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id)
-    result = runs.ingest_shard(drill_db.engine, stream, STREAM, "dialog-commands", shard_id,
-                                replay_shard_id=shard_id, replay_from=since)
+    result = runs.ingest_shard(
+        drill_db.engine, stream, STREAM, "dialog-commands", shard_id, replay_shard_id=shard_id, replay_from=since
+    )
     assert result["records_read"] > 0 and result["records_read"] == result["duplicates_skipped"]
     assert result["batches_applied"] == 0 and result["commands_emitted"] == 0
     assert snapshot(drill_db.engine) == before
@@ -202,13 +202,18 @@ def test_checkpoint_records_when_its_last_record_arrived(drill_db, stream):
     ingest_all(drill_db.engine, stream)
     arrivals = {}
     for shard in stream.list_shards(StreamName=STREAM)["Shards"]:
-        it = stream.get_shard_iterator(StreamName=STREAM, ShardId=shard["ShardId"],
-                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = stream.get_shard_iterator(StreamName=STREAM, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         records = stream.get_records(ShardIterator=it, Limit=100)["Records"]
         if records:
             arrivals[shard["ShardId"]] = (records[-1]["SequenceNumber"], records[-1]["ApproximateArrivalTimestamp"])
-    stored = {shard: (seq, at) for shard, seq, at in rows(
-        drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints")}
+    stored = {
+        shard: (seq, at)
+        for shard, seq, at in rows(
+            drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints"
+        )
+    }
     assert stored == arrivals
 
 
@@ -221,17 +226,22 @@ def test_a_replay_that_would_skip_unread_records_is_refused(drill_db, stream):
     put_docs(stream, STREAM, docs[8:])  # arrive after the checkpoint: never read yet
     time.sleep(0.05)
     later = datetime.now(UTC).isoformat()
-    before = rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints ORDER BY 1")
+    before = rows(
+        drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints ORDER BY 1"
+    )
     shard_id, _, arrived = before[0]
     with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint .* never read"):
         runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=later)
     with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint"):
         pipeline.consume_shard(drill_db.engine, stream, STREAM, shard_id, replay_from=later, idle_sleep=0)
-    assert rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints "
-                                 "ORDER BY 1") == before
+    assert (
+        rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints ORDER BY 1")
+        == before
+    )
     # at the checkpoint's own arrival time it is allowed, and it reads everything after
-    assert shard_id in runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
-                                         replay_from=arrived.isoformat())
+    assert shard_id in runs.plan_shards(
+        drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=arrived.isoformat()
+    )
     ingest_all(drill_db.engine, stream)
     assert len(rows(drill_db.engine, "SELECT * FROM users")) == len(PHONES)
     assert rows(drill_db.engine, "SELECT count(*) FROM users WHERE seq = 5") == [(len(PHONES),)]
@@ -240,7 +250,8 @@ def test_a_replay_that_would_skip_unread_records_is_refused(drill_db, stream):
 def test_a_replay_of_a_shard_never_read_is_refused(drill_db, stream):
     shard_id = stream.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
     with pytest.raises(pipeline.ReplayRefused, match="no checkpoint yet"):
-        runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id,
-                          replay_from="2026-01-01T00:00:00+00:00")
+        runs.plan_shards(
+            drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from="2026-01-01T00:00:00+00:00"
+        )
     with pytest.raises(pipeline.ReplayRefused, match="not an ISO 8601 timestamp"):
         runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from="yesterday")

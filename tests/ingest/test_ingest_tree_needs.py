@@ -63,7 +63,7 @@ def _checksum(pg_server, docs, size) -> str:
     try:
         applier = pipeline.Applier(engine, STREAM, SHARD)
         raws = raw_records(docs)
-        applier.apply_pages((raws[i:i + size], 0) for i in range(0, len(raws), size))
+        applier.apply_pages((raws[i : i + size], 0) for i in range(0, len(raws), size))
         return checksum(engine)
     finally:
         engine.dispose()
@@ -80,8 +80,14 @@ def test_loading_only_what_the_rules_read_ends_where_whole_trees_end(pg_server, 
 
 def test_prompt_answers_load_no_statuses(drill_db):
     i1 = instance_id(PHONE, 1)
-    pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([
-        batch(1, [event("USER_VALIDATED", 1), event("DRILL_STARTED", 2, instance=i1, drill_slug=SLUGS[0])])]))
+    pipeline.apply_micro_batch(
+        drill_db.engine,
+        STREAM,
+        SHARD,
+        raw_records(
+            [batch(1, [event("USER_VALIDATED", 1), event("DRILL_STARTED", 2, instance=i1, drill_slug=SLUGS[0])])]
+        ),
+    )
     answers = ev.parse_record(raw_records([batch(2, [event("COMPLETED_PROMPT", 3, instance=i1)])])[0].data)
     with drill_db.engine.begin() as conn:
         _catalog, users = store.load_micro_batch(conn, [answers])
@@ -102,9 +108,11 @@ def test_a_rule_reading_statuses_that_were_not_loaded_raises(kind):
 
 def test_tree_needs_names_users_and_instances():
     i1 = instance_id(PHONE, 1)
-    docs = [batch(1, [event("COMPLETED_PROMPT", 1, instance=i1)]),
-            batch(1, [event("USER_VALIDATED", 1, PHONES[0])], PHONES[0]),
-            batch(1, [event("NEXT_DRILL_REQUESTED", 1, PHONES[1])], PHONES[1])]
+    docs = [
+        batch(1, [event("COMPLETED_PROMPT", 1, instance=i1)]),
+        batch(1, [event("USER_VALIDATED", 1, PHONES[0])], PHONES[0]),
+        batch(1, [event("NEXT_DRILL_REQUESTED", 1, PHONES[1])], PHONES[1]),
+    ]
     needs = tree_needs([ev.parse_record(r.data) for r in raw_records(docs)])
     assert needs.statuses == {PHONES[0], PHONES[1]}
     assert needs.valid_instances == {PHONES[0]}

@@ -16,6 +16,7 @@ from drill_progress.ingest import pipeline
 STREAM = "dialog-events"
 SHARD = "shardId-000000000000"
 
+
 def test_invalid_utf8_inside_a_string_is_bad_input():
     """The C decoder raises UnicodeDecodeError (not its DecodeError) for invalid UTF-8 inside a JSON
     string; that is bad input with a reason, never an exception that stops the shard."""
@@ -28,7 +29,9 @@ def test_invalid_utf8_inside_a_string_is_bad_input():
 
 def test_invalid_utf8_record_is_set_aside_and_the_stream_flows(drill_db):
     bad = json.dumps(batch(1, [event("USER_VALIDATED", 0)])).encode().replace(b'"en"', b'"\xc3\x28"')
-    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([bad, batch(2, [event("USER_VALIDATED", 1)])]))
+    stats = pipeline.apply_micro_batch(
+        drill_db.engine, STREAM, SHARD, raw_records([bad, batch(2, [event("USER_VALIDATED", 1)])])
+    )
     assert (stats.records_rejected, stats.batches_applied) == (1, 1)
     [(reason,)] = rows(drill_db.engine, "SELECT reason FROM rejected_records")
     assert reason.startswith("not valid UTF-8")
@@ -88,8 +91,9 @@ def test_gc_is_paused_only_during_a_micro_batch(drill_db):
         seen.append((stage, gc.isenabled()))
 
     assert gc.isenabled()
-    pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
-                       fault=fault)
+    pipeline.apply_micro_batch(
+        drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]), fault=fault
+    )
     assert seen == [("before_commit", False), ("after_commit", False)]
     assert gc.isenabled()
     gc.disable()
@@ -107,6 +111,7 @@ def test_gc_is_re_enabled_when_a_micro_batch_fails(drill_db):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]),
-                           fault=fault)
+        pipeline.apply_micro_batch(
+            drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]), fault=fault
+        )
     assert gc.isenabled()

@@ -46,10 +46,20 @@ def test_failed_publish_stays_pending(drill_db, aws):
     assert json.loads(_read_all(aws.kinesis, "missing")[0]["Data"])["payload"]["prompt_slug"] == "q2"
 
 
-@pytest.mark.parametrize(("phone", "masked"), [
-    ("+15551230001", "***0001"), ("+44 20 7946 0958", "***0958"), ("5551234", "***4"), ("+1555123", "***3"),
-    ("12345", "***"), ("+1", "***"), ("", "<none>"), (None, "<none>"), ("+1 (555) 123-0001", "***0001"),
-])
+@pytest.mark.parametrize(
+    ("phone", "masked"),
+    [
+        ("+15551230001", "***0001"),
+        ("+44 20 7946 0958", "***0958"),
+        ("5551234", "***4"),
+        ("+1555123", "***3"),
+        ("12345", "***"),
+        ("+1", "***"),
+        ("", "<none>"),
+        (None, "<none>"),
+        ("+1 (555) 123-0001", "***0001"),
+    ],
+)
 def test_mask_phone_keeps_at_most_the_last_four_digits(phone, masked):
     assert mask_phone(phone) == masked
 

@@ -38,8 +38,10 @@ def test_scheduled_run_publishes_each_reminder_once(run_dag, airflow_env, monkey
     db, aws = airflow_env["db"], airflow_env["aws"]
     monkeypatch.setenv("AIRFLOW_VAR_COMMAND_STREAM", "reminder-commands")
     ensure_stream(aws.kinesis, "reminder-commands")
-    due = {add_instance(db.engine, started=REF - timedelta(hours=h), phone=f"+1555000{h:04d}"): f"+1555000{h:04d}"
-           for h in (5, 12, 23)}
+    due = {
+        add_instance(db.engine, started=REF - timedelta(hours=h), phone=f"+1555000{h:04d}"): f"+1555000{h:04d}"
+        for h in (5, 12, 23)
+    }
     soon = add_instance(db.engine, started=REF - timedelta(hours=3, minutes=59), phone="+15550009999")
     add_instance(db.engine, started=REF - timedelta(hours=24, minutes=1))
     add_instance(db.engine, started=REF - timedelta(hours=6), completed=REF - timedelta(hours=1))
@@ -48,19 +50,33 @@ def test_scheduled_run_publishes_each_reminder_once(run_dag, airflow_env, monkey
     first = run_dag("trigger_reminders", logical_date=REF)
     assert _state(first) == "success"
     assert _summary(first) == {
-        "reference_time": REF.isoformat(), "window_start_exclusive": (REF - timedelta(hours=24)).isoformat(),
+        "reference_time": REF.isoformat(),
+        "window_start_exclusive": (REF - timedelta(hours=24)).isoformat(),
         "window_end_inclusive": (REF - timedelta(hours=4)).isoformat(),
-        "candidates": 3, "already_enqueued": 0, "enqueued": 3, "published": 3, "failed": 0}
+        "candidates": 3,
+        "already_enqueued": 0,
+        "enqueued": 3,
+        "published": 3,
+        "failed": 0,
+    }
 
     # a re-run of the same DAG run: nothing new
     again = run_dag("trigger_reminders", logical_date=REF)
     assert _state(again) == "success"
     assert {k: _summary(again)[k] for k in ("candidates", "already_enqueued", "enqueued", "published")} == {
-        "candidates": 3, "already_enqueued": 3, "enqueued": 0, "published": 0}
+        "candidates": 3,
+        "already_enqueued": 3,
+        "enqueued": 0,
+        "published": 0,
+    }
     # the next slot: only the prompt that has now waited 4 h 04 min is new
     nxt = run_dag("trigger_reminders", logical_date=REF + timedelta(minutes=5))
     assert {k: _summary(nxt)[k] for k in ("candidates", "already_enqueued", "enqueued", "published")} == {
-        "candidates": 4, "already_enqueued": 3, "enqueued": 1, "published": 1}
+        "candidates": 4,
+        "already_enqueued": 3,
+        "enqueued": 1,
+        "published": 1,
+    }
     due[soon] = "+15550009999"
 
     records = read_stream(aws.kinesis, "reminder-commands")
@@ -68,9 +84,11 @@ def test_scheduled_run_publishes_each_reminder_once(run_dag, airflow_env, monkey
     for record in records:
         body = json.loads(record["Data"].decode("utf-8"))
         inst = body["payload"]["drill_instance_id"]
-        assert body == {"type": "TRIGGER_REMINDER",
-                        "payload": {"phone_number": due[inst], "drill_instance_id": inst, "prompt_slug": "q1"},
-                        "idempotency_key": f"reminder:{inst}:q1"}
+        assert body == {
+            "type": "TRIGGER_REMINDER",
+            "payload": {"phone_number": due[inst], "drill_instance_id": inst, "prompt_slug": "q1"},
+            "idempotency_key": f"reminder:{inst}:q1",
+        }
         assert record["PartitionKey"] == due[inst]
     assert {r[5] for r in outbox_rows(db.engine)} == {"reminders"}
 
@@ -129,10 +147,13 @@ def test_missing_command_stream_fails_the_run_and_keeps_reminders_pending(run_da
     assert [json.loads(r["Data"])["idempotency_key"] for r in records] == [f"reminder:{inst}:q1"]
 
 
-@pytest.mark.parametrize(("conf", "message"), [
-    ({"floor_minutes": -5}, "floor_minutes: -5 is less than the minimum of 0"),
-    ({"ceil_minutes": "soon"}, "ceil_minutes: 'soon' is not of type 'integer'"),
-])
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"floor_minutes": -5}, "floor_minutes: -5 is less than the minimum of 0"),
+        ({"ceil_minutes": "soon"}, "ceil_minutes: 'soon' is not of type 'integer'"),
+    ],
+)
 def test_params_are_validated(run_dag, conf, message):
     from airflow.sdk.exceptions import ParamValidationError
 

@@ -27,14 +27,17 @@ def _run(db, aws, ref=REF, stream=STREAM, **kwargs):
 
 
 def test_window_edges(drill_db):
-    ago = {label: add_instance(drill_db.engine, started=REF - delta) for label, delta in {
-        "3h59": timedelta(hours=3, minutes=59),
-        "4h00": timedelta(hours=4),
-        "4h01": timedelta(hours=4, minutes=1),
-        "23h59": timedelta(hours=23, minutes=59),
-        "24h00": timedelta(hours=24),
-        "24h01": timedelta(hours=24, minutes=1),
-    }.items()}
+    ago = {
+        label: add_instance(drill_db.engine, started=REF - delta)
+        for label, delta in {
+            "3h59": timedelta(hours=3, minutes=59),
+            "4h00": timedelta(hours=4),
+            "4h01": timedelta(hours=4, minutes=1),
+            "23h59": timedelta(hours=23, minutes=59),
+            "24h00": timedelta(hours=24),
+            "24h01": timedelta(hours=24, minutes=1),
+        }.items()
+    }
     due = {c.drill_instance_id for c in _due(drill_db.engine)}
     assert due == {ago["4h00"], ago["4h01"], ago["23h59"]}
     # the window follows the params
@@ -59,13 +62,16 @@ def test_query_is_served_by_the_partial_index(drill_db):
     with drill_db.engine.begin() as conn:
         # a realistic shape: many completed instances, a few stuck ones
         conn.exec_driver_sql("INSERT INTO users (user_id, seq) SELECT gen_random_uuid(), 1 FROM generate_series(1, 1)")
-        conn.exec_driver_sql("""
+        conn.exec_driver_sql(
+            """
             INSERT INTO drill_instances (drill_instance_id, user_id, phone_number, drill_slug,
                 current_prompt_slug, current_prompt_start_time, completion_time, is_valid)
             SELECT gen_random_uuid(), (SELECT user_id FROM users LIMIT 1), '+15550000000', '01-sample-drill',
                    CASE WHEN g %% 50 = 0 THEN 'q1' END, %(ref)s::timestamptz - g * interval '1 minute',
                    CASE WHEN g %% 50 <> 0 THEN %(ref)s::timestamptz END, true
-            FROM generate_series(1, 5000) g""", {"ref": REF})
+            FROM generate_series(1, 5000) g""",
+            {"ref": REF},
+        )
         conn.exec_driver_sql("ANALYZE drill_instances")
         plan = reminders.explain_due(conn, REF, reminders.window())
     assert "drill_instances_reminder_idx" in plan, plan
@@ -94,11 +100,15 @@ def test_one_reminder_per_instance_and_prompt_across_reruns(drill_db, aws, caplo
     assert sorted(by_instance) == sorted([inst, other])
 
     body = json.loads(next(r["Data"] for r in records if json.loads(r["Data"])["payload"]["drill_instance_id"] == inst))
-    assert body == {"type": "TRIGGER_REMINDER",
-                    "payload": {"phone_number": phone, "drill_instance_id": inst, "prompt_slug": "q1"},
-                    "idempotency_key": f"reminder:{inst}:q1"}
-    assert next(r["PartitionKey"] for r in records if json.loads(r["Data"])["payload"]["drill_instance_id"] == inst) \
+    assert body == {
+        "type": "TRIGGER_REMINDER",
+        "payload": {"phone_number": phone, "drill_instance_id": inst, "prompt_slug": "q1"},
+        "idempotency_key": f"reminder:{inst}:q1",
+    }
+    assert (
+        next(r["PartitionKey"] for r in records if json.loads(r["Data"])["payload"]["drill_instance_id"] == inst)
         == phone
+    )
 
 
 def test_prompt_advanced_since_last_reminder_gets_its_own(drill_db, aws):
@@ -120,7 +130,9 @@ def test_completed_after_window_start_gets_no_reminder(drill_db, aws):
     with drill_db.engine.begin() as conn:
         conn.exec_driver_sql(
             "UPDATE drill_instances SET completion_time = %(t)s, current_prompt_slug = NULL, "
-            "current_prompt_start_time = NULL WHERE drill_instance_id = %(d)s", {"t": REF, "d": inst})
+            "current_prompt_start_time = NULL WHERE drill_instance_id = %(d)s",
+            {"t": REF, "d": inst},
+        )
     assert _run(drill_db, aws)["candidates"] == 0
     assert read_stream(aws.kinesis, STREAM) == []
 
@@ -159,12 +171,15 @@ def test_partial_publish_failure_then_rerun_loses_and_doubles_nothing(drill_db, 
     ensure_stream(aws.kinesis, STREAM)
     with drill_db.engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO users (user_id, seq) VALUES ('00000000-0000-0000-0000-000000000001', 1)")
-        conn.exec_driver_sql("""
+        conn.exec_driver_sql(
+            """
             INSERT INTO drill_instances (drill_instance_id, user_id, phone_number, drill_slug,
                 current_prompt_slug, current_prompt_start_time, is_valid)
             SELECT gen_random_uuid(), '00000000-0000-0000-0000-000000000001', '+1555' || lpad(g::text, 7, '0'),
                    '01-sample-drill', 'q1', %(ref)s::timestamptz - interval '5 hours' - g * interval '1 second', true
-            FROM generate_series(1, 620) g""", {"ref": REF})
+            FROM generate_series(1, 620) g""",
+            {"ref": REF},
+        )
     flaky = _SecondPutGoesAstray(aws.kinesis)
     with pytest.raises(outbox.PublishError, match="120 reminders could not be published"):
         reminders.trigger_reminders(drill_db.engine, flaky, STREAM, reference=REF, max_attempts=2)
@@ -172,7 +187,8 @@ def test_partial_publish_failure_then_rerun_loses_and_doubles_nothing(drill_db, 
     with drill_db.engine.connect() as conn:
         pending = conn.exec_driver_sql(
             "SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FILTER (WHERE last_error IS NOT NULL) "
-            "FROM command_outbox").one()
+            "FROM command_outbox"
+        ).one()
     assert tuple(pending) == (120, 120)
 
     retry = _run(drill_db, aws, ref=REF + timedelta(minutes=5))

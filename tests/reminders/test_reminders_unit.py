@@ -42,7 +42,8 @@ def test_reference_time_prefers_logical_date_then_run_after():
 def test_reference_time_is_utc_and_aware():
     paris = timezone(timedelta(hours=1))
     assert reminders.reference_time(datetime(2026, 3, 2, 16, 0, tzinfo=paris), None) == datetime(
-        2026, 3, 2, 15, 0, tzinfo=UTC)
+        2026, 3, 2, 15, 0, tzinfo=UTC
+    )
     with pytest.raises(ValueError, match="timezone-aware"):
         reminders.reference_time(datetime(2026, 3, 2, 15, 0), None)
     with pytest.raises(ValueError, match="logical date or a run_after"):
@@ -50,14 +51,22 @@ def test_reference_time_is_utc_and_aware():
 
 
 def test_candidate_command_is_the_contracts():
-    cand = reminders.Candidate("6b090220-cb8c-4d3d-b49b-dc50e37b49ff", "+15551230001", "q2",
-                               datetime(2026, 3, 2, 10, 0, tzinfo=UTC),
-                               "reminder:6b090220-cb8c-4d3d-b49b-dc50e37b49ff:q2", False)
+    cand = reminders.Candidate(
+        "6b090220-cb8c-4d3d-b49b-dc50e37b49ff",
+        "+15551230001",
+        "q2",
+        datetime(2026, 3, 2, 10, 0, tzinfo=UTC),
+        "reminder:6b090220-cb8c-4d3d-b49b-dc50e37b49ff:q2",
+        False,
+    )
     cmd = cand.command()
     assert cmd.record() == {
         "type": "TRIGGER_REMINDER",
-        "payload": {"phone_number": "+15551230001", "drill_instance_id": "6b090220-cb8c-4d3d-b49b-dc50e37b49ff",
-                    "prompt_slug": "q2"},
+        "payload": {
+            "phone_number": "+15551230001",
+            "drill_instance_id": "6b090220-cb8c-4d3d-b49b-dc50e37b49ff",
+            "prompt_slug": "q2",
+        },
         "idempotency_key": "reminder:6b090220-cb8c-4d3d-b49b-dc50e37b49ff:q2",
     }
     assert cmd.phone_number == "+15551230001"

@@ -22,7 +22,8 @@ def _stored(engine):
         return conn.exec_driver_sql(
             "SELECT report_date, employer_id, drill_slug, users_enrolled, started_day, started_cumulative, "
             "completed_day, completed_cumulative, completion_rate, median_completion_seconds, inactive_7d, "
-            "stalled_7d FROM drill_progress_daily ORDER BY 1, 2, 3").all()
+            "stalled_7d FROM drill_progress_daily ORDER BY 1, 2, 3"
+        ).all()
 
 
 DAY = dataset.DAY
@@ -107,7 +108,9 @@ def test_backfill_of_a_past_day_equals_the_original_run(data_db):
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "UPDATE drill_statuses SET started_time = '2026-03-20T10:00Z', completed_time = '2026-03-21T10:00Z' "
-            "WHERE user_id = %(u)s AND drill_slug = '03-sample-drill'", {"u": dataset.user_id("A")})
+            "WHERE user_id = %(u)s AND drill_slug = '03-sample-drill'",
+            {"u": dataset.user_id("A")},
+        )
     report.build_day(engine, report.ReportDay(DAY))  # the backfill
     assert [r for r in _stored(engine) if r.report_date == DAY] == original
     assert [r for r in _stored(engine) if r.report_date == dataset.NEXT_DAY] == next_day
@@ -120,8 +123,10 @@ def test_backfill_reflects_current_state_of_last_interaction(data_db):
     report.build_day(engine, report.ReportDay(DAY))
     assert _figures(engine, DAY)[("unknown", "02-sample-drill")][-2] == 1  # F inactive
     with engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE users SET last_interacted_time = '2026-03-21T10:00Z' WHERE user_id = %(u)s",
-                             {"u": dataset.user_id("F")})
+        conn.exec_driver_sql(
+            "UPDATE users SET last_interacted_time = '2026-03-21T10:00Z' WHERE user_id = %(u)s",
+            {"u": dataset.user_id("F")},
+        )
     report.build_day(engine, report.ReportDay(DAY))
     assert _figures(engine, DAY)[("unknown", "02-sample-drill")][-2] == 0
 
@@ -150,7 +155,8 @@ def test_dag_has_a_one_day_data_interval_timetable(airflow_db):
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.catchup is False and dag.max_active_runs == 1
     interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(
-        run_after=datetime(2026, 3, 11, 0, 0, tzinfo=UTC))
+        run_after=datetime(2026, 3, 11, 0, 0, tzinfo=UTC)
+    )
     assert (interval.start, interval.end) == (datetime(2026, 3, 10, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC))
     # the day the scheduler/backfill would give the run is exactly what the task reports
     assert report.resolve_day(None, interval.start, interval.end).report_date == DAY
@@ -163,8 +169,9 @@ def test_dag_end_to_end(run_dag, airflow_env):
     assert _state(first) == "success"
     assert _figures(engine, DAY) == dataset.EXPECTED_DAY  # the interval [03-10, 03-11)
 
-    second = run_dag("drill_progress_report", conf={"report_date": "2026-03-11"},
-                     logical_date=datetime(2026, 3, 12, 5, tzinfo=UTC))
+    second = run_dag(
+        "drill_progress_report", conf={"report_date": "2026-03-11"}, logical_date=datetime(2026, 3, 12, 5, tzinfo=UTC)
+    )
     assert _state(second) == "success"
     assert _figures(engine, dataset.NEXT_DAY) == dataset.EXPECTED_NEXT_DAY
     assert _figures(engine, DAY) == dataset.EXPECTED_DAY

@@ -38,26 +38,36 @@ def add_user_like_ingestion(engine, key: str, employer_id: int | None = 1) -> st
     with engine.begin() as conn:
         user_id = conn.exec_driver_sql(
             "INSERT INTO users (user_id, seq, profile) VALUES (md5(%(k)s)::uuid, 1, %(p)s::jsonb) RETURNING user_id",
-            {"k": key, "p": json.dumps(profile)}).scalar_one()
+            {"k": key, "p": json.dumps(profile)},
+        ).scalar_one()
         conn.exec_driver_sql(
             "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence) "
             "SELECT gen_random_uuid(), %(u)s, drill_slug, place_in_sequence FROM drills",
-            {"u": user_id})
+            {"u": user_id},
+        )
     return str(user_id)
 
 
 def catalog(engine) -> list[tuple[str, str, int]]:
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(
-            "SELECT drill_slug, drill_name, place_in_sequence FROM drills ORDER BY place_in_sequence").all()]
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT drill_slug, drill_name, place_in_sequence FROM drills ORDER BY place_in_sequence"
+            ).all()
+        ]
 
 
 def statuses(engine) -> list[tuple]:
     """Every status row, as comparable tuples."""
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(
-            "SELECT user_id::text, drill_slug, place_in_sequence, id::text, started_time, completed_time "
-            "FROM drill_statuses ORDER BY user_id, place_in_sequence").all()]
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT user_id::text, drill_slug, place_in_sequence, id::text, started_time, completed_time "
+                "FROM drill_statuses ORDER BY user_id, place_in_sequence"
+            ).all()
+        ]
 
 
 def snapshot(engine) -> tuple:
@@ -77,17 +87,24 @@ def out_of_step(engine) -> int:
     with engine.connect() as conn:
         return conn.exec_driver_sql(
             "SELECT count(*) FROM drill_statuses ds JOIN drills d USING (drill_slug) "
-            "WHERE ds.place_in_sequence <> d.place_in_sequence").scalar_one()
+            "WHERE ds.place_in_sequence <> d.place_in_sequence"
+        ).scalar_one()
 
 
 def users_with(engine, slug: str) -> set[str]:
     with engine.connect() as conn:
-        return set(conn.exec_driver_sql(
-            "SELECT user_id::text FROM drill_statuses WHERE drill_slug = %(s)s", {"s": slug}).scalars())
+        return set(
+            conn.exec_driver_sql(
+                "SELECT user_id::text FROM drill_statuses WHERE drill_slug = %(s)s", {"s": slug}
+            ).scalars()
+        )
 
 
 def user_ids_of_employer(engine, employer_id: int) -> set[str]:
     with engine.connect() as conn:
-        return set(conn.exec_driver_sql(
-            "SELECT user_id::text FROM users WHERE profile #>> '{account_info,employer_id}' = %(e)s",
-            {"e": str(employer_id)}).scalars())
+        return set(
+            conn.exec_driver_sql(
+                "SELECT user_id::text FROM users WHERE profile #>> '{account_info,employer_id}' = %(e)s",
+                {"e": str(employer_id)},
+            ).scalars()
+        )

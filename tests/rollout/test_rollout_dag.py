@@ -23,8 +23,11 @@ def _task_instance(dag_run):
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return session.query(TaskInstance).filter(
-            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id).one()
+        return (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
+            .one()
+        )
 
 
 def test_dag_header_and_trigger_form(airflow_db):
@@ -59,7 +62,12 @@ def test_rollout_end_to_end_then_rerun_is_a_no_op(run_dag, airflow_env):
     assert _state(first) == "success"
     summary = _summary(first)
     assert {k: summary[k] for k in ("users_matched", "rows_inserted", "batches", "dry_run", "place_in_sequence")} == {
-        "users_matched": 40, "rows_inserted": 40, "batches": 1, "dry_run": False, "place_in_sequence": 1}
+        "users_matched": 40,
+        "rows_inserted": 40,
+        "batches": 1,
+        "dry_run": False,
+        "place_in_sequence": 1,
+    }
     assert "seconds" in summary
     assert [slug for slug, _, _ in catalog(db.engine)] == MIDDLE
     assert all(order == MIDDLE for order in orders(db.engine).values())
@@ -74,8 +82,9 @@ def test_dry_run_and_employer_filter_through_the_dag(run_dag, airflow_env):
     db = airflow_env["db"]
     seed_users(db.engine, 10, employers=2)
     before = snapshot(db.engine)
-    dry = run_dag("drill_rollout", conf={"drill_slug": "x", "drill_name": "X", "only_employer_ids": [1],
-                                         "dry_run": True})
+    dry = run_dag(
+        "drill_rollout", conf={"drill_slug": "x", "drill_name": "X", "only_employer_ids": [1], "dry_run": True}
+    )
     assert _state(dry) == "success"
     assert _summary(dry)["rows_would_insert"] == 5 and _summary(dry)["dry_run"] is True
     assert snapshot(db.engine) == before
@@ -84,17 +93,20 @@ def test_dry_run_and_employer_filter_through_the_dag(run_dag, airflow_env):
     assert _state(real) == "success" and _summary(real)["rows_inserted"] == 5
 
 
-@pytest.mark.parametrize("conf", [
-    pytest.param({"drill_name": "No slug"}, id="slug-missing"),
-    pytest.param({"drill_slug": "x'; DROP TABLE users; --", "drill_name": "X"}, id="slug-sql-injection"),
-    pytest.param({"drill_slug": "<script>", "drill_name": "X"}, id="slug-script"),
-    pytest.param({"drill_slug": "Upper", "drill_name": "X"}, id="slug-upper"),
-    pytest.param({"drill_slug": "s" * 65, "drill_name": "X"}, id="slug-too-long"),
-    pytest.param({"drill_slug": "ok", "drill_name": ""}, id="name-empty"),
-    pytest.param({"drill_slug": "ok", "drill_name": "<b>bold</b>"}, id="name-script"),
-    pytest.param({"drill_slug": "ok", "drill_name": "X", "place_in_sequence": -1}, id="place-negative"),
-    pytest.param({"drill_slug": "ok", "drill_name": "X", "only_employer_ids": ["1 OR 1=1"]}, id="employers-text"),
-])
+@pytest.mark.parametrize(
+    "conf",
+    [
+        pytest.param({"drill_name": "No slug"}, id="slug-missing"),
+        pytest.param({"drill_slug": "x'; DROP TABLE users; --", "drill_name": "X"}, id="slug-sql-injection"),
+        pytest.param({"drill_slug": "<script>", "drill_name": "X"}, id="slug-script"),
+        pytest.param({"drill_slug": "Upper", "drill_name": "X"}, id="slug-upper"),
+        pytest.param({"drill_slug": "s" * 65, "drill_name": "X"}, id="slug-too-long"),
+        pytest.param({"drill_slug": "ok", "drill_name": ""}, id="name-empty"),
+        pytest.param({"drill_slug": "ok", "drill_name": "<b>bold</b>"}, id="name-script"),
+        pytest.param({"drill_slug": "ok", "drill_name": "X", "place_in_sequence": -1}, id="place-negative"),
+        pytest.param({"drill_slug": "ok", "drill_name": "X", "only_employer_ids": ["1 OR 1=1"]}, id="employers-text"),
+    ],
+)
 def test_the_form_schema_refuses_bad_params_before_a_run(run_dag, airflow_env, conf):
     from airflow.sdk.definitions.param import ParamValidationError
 
@@ -106,13 +118,18 @@ def test_the_form_schema_refuses_bad_params_before_a_run(run_dag, airflow_env, c
     assert snapshot(db.engine) == before
 
 
-@pytest.mark.parametrize("conf", [
-    # passes the form's JSON-schema pattern (`$` matches before a final newline), not the package
-    pytest.param({"drill_slug": "abc\n", "drill_name": "X"}, id="slug-trailing-newline"),
-    # a valid form, but the slug is already in the catalog at another place
-    pytest.param({"drill_slug": "02-sample-drill", "drill_name": "02-sample-drill", "place_in_sequence": 0},
-                 id="catalog-conflict"),
-])
+@pytest.mark.parametrize(
+    "conf",
+    [
+        # passes the form's JSON-schema pattern (`$` matches before a final newline), not the package
+        pytest.param({"drill_slug": "abc\n", "drill_name": "X"}, id="slug-trailing-newline"),
+        # a valid form, but the slug is already in the catalog at another place
+        pytest.param(
+            {"drill_slug": "02-sample-drill", "drill_name": "02-sample-drill", "place_in_sequence": 0},
+            id="catalog-conflict",
+        ),
+    ],
+)
 def test_a_refused_rollout_fails_at_once_without_retries(run_dag, airflow_env, conf):
     db = airflow_env["db"]
     seed_users(db.engine, 3)

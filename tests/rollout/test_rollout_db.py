@@ -32,10 +32,30 @@ def test_default_placement_appends_for_every_user(drill_db):
     assert all(order == [*SAMPLE, "04-new"] for order in orders(drill_db.engine).values())
     assert len(orders(drill_db.engine)) == 25
     assert out_of_step(drill_db.engine) == 0
-    assert {k: summary[k] for k in ("place_in_sequence", "catalog", "catalog_drills_shifted", "users_scanned",
-                                    "users_matched", "rows_inserted", "statuses_moved", "batches", "dry_run")} == {
-        "place_in_sequence": 3, "catalog": "added", "catalog_drills_shifted": 0, "users_scanned": 25,
-        "users_matched": 25, "rows_inserted": 25, "statuses_moved": 0, "batches": 3, "dry_run": False}
+    assert {
+        k: summary[k]
+        for k in (
+            "place_in_sequence",
+            "catalog",
+            "catalog_drills_shifted",
+            "users_scanned",
+            "users_matched",
+            "rows_inserted",
+            "statuses_moved",
+            "batches",
+            "dry_run",
+        )
+    } == {
+        "place_in_sequence": 3,
+        "catalog": "added",
+        "catalog_drills_shifted": 0,
+        "users_scanned": 25,
+        "users_matched": 25,
+        "rows_inserted": 25,
+        "statuses_moved": 0,
+        "batches": 3,
+        "dry_run": False,
+    }
     assert summary["seconds"] >= 0
 
 
@@ -49,16 +69,18 @@ def test_new_rows_are_not_started_and_have_the_deterministic_ids(drill_db):
         assert row_id == str(ids.status_id(user_id, "04-new"))
 
 
-@pytest.mark.parametrize(("place", "expected"), [
-    (0, ["mid", *SAMPLE]),
-    (1, ["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"]),
-    (2, ["01-sample-drill", "02-sample-drill", "mid", "03-sample-drill"]),
-])
+@pytest.mark.parametrize(
+    ("place", "expected"),
+    [
+        (0, ["mid", *SAMPLE]),
+        (1, ["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"]),
+        (2, ["01-sample-drill", "02-sample-drill", "mid", "03-sample-drill"]),
+    ],
+)
 def test_explicit_place_shifts_later_drills_and_keeps_each_users_order(drill_db, place, expected):
     seed_users(drill_db.engine, 23)
     before = {(r[0], r[1]): r[3:] for r in statuses(drill_db.engine)}  # (user, slug) -> id, started, completed
-    summary = roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=place,
-                       batch_size=5)
+    summary = roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=place, batch_size=5)
 
     assert [slug for slug, _, _ in catalog(drill_db.engine)] == expected
     assert [p for _, _, p in catalog(drill_db.engine)] == [0, 1, 2, 3]
@@ -99,19 +121,25 @@ def test_employer_filter_gives_the_drill_only_to_listed_employers(drill_db):
     wanted = user_ids_of_employer(drill_db.engine, 1) | user_ids_of_employer(drill_db.engine, 2)
     assert len(wanted) == 21
 
-    summary = roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=1,
-                       only_employer_ids=[2, 1], batch_size=7)
+    summary = roll_out(
+        drill_db.engine,
+        drill_slug="mid",
+        drill_name="Middle",
+        place_in_sequence=1,
+        only_employer_ids=[2, 1],
+        batch_size=7,
+    )
     assert users_with(drill_db.engine, "mid") == wanted
     assert summary["users_matched"] == 21 and summary["rows_inserted"] == 21 and summary["users_scanned"] == 31
     # left-out users keep their order, with a gap at the new drill's place
     for user_id, order in orders(drill_db.engine).items():
-        assert order == (["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"] if user_id in wanted
-                         else SAMPLE)
+        assert order == (
+            ["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"] if user_id in wanted else SAMPLE
+        )
     assert out_of_step(drill_db.engine) == 0
 
     # later: the same drill for employer 0 as well
-    more = roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=1,
-                    only_employer_ids=[0])
+    more = roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=1, only_employer_ids=[0])
     assert more["rows_inserted"] == 10 and more["catalog"] == "already present"
     assert len(users_with(drill_db.engine, "mid")) == 31
 
@@ -128,11 +156,14 @@ def test_rerun_inserts_nothing_and_changes_nothing(drill_db):
     assert without_place["rows_inserted"] == 0 and snapshot(drill_db.engine) == before
 
 
-@pytest.mark.parametrize("change", [
-    pytest.param({"place_in_sequence": 0}, id="other-place"),
-    pytest.param({"place_in_sequence": 3}, id="other-place-at-end"),
-    pytest.param({"drill_name": "Renamed"}, id="other-name"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"place_in_sequence": 0}, id="other-place"),
+        pytest.param({"place_in_sequence": 3}, id="other-place-at-end"),
+        pytest.param({"drill_name": "Renamed"}, id="other-name"),
+    ],
+)
 def test_rerolling_a_catalog_drill_differently_is_refused(drill_db, change):
     seed_users(drill_db.engine, 5)
     roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=1)
@@ -151,8 +182,14 @@ def test_rerolling_a_catalog_drill_differently_is_refused(drill_db, change):
 def test_dry_run_reports_and_changes_nothing(drill_db, place):
     seed_users(drill_db.engine, 30, employers=3)
     before = snapshot(drill_db.engine)
-    summary = roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=place,
-                       only_employer_ids=[1], dry_run=True)
+    summary = roll_out(
+        drill_db.engine,
+        drill_slug="mid",
+        drill_name="Middle",
+        place_in_sequence=place,
+        only_employer_ids=[1],
+        dry_run=True,
+    )
     assert snapshot(drill_db.engine) == before
     assert summary["dry_run"] is True and summary["users_matched"] == 10 and summary["rows_would_insert"] == 10
     assert summary["rows_inserted"] == 0
@@ -167,23 +204,29 @@ def test_dry_run_reports_and_changes_nothing(drill_db, place):
     assert snapshot(drill_db.engine) == after_rollout
 
 
-@pytest.mark.parametrize("params", [
-    pytest.param({"drill_slug": "x'; DROP TABLE users; --", "drill_name": "X"}, id="slug-sql-injection"),
-    pytest.param({"drill_slug": "<script>", "drill_name": "X"}, id="slug-script"),
-    pytest.param({"drill_slug": "UPPER", "drill_name": "X"}, id="slug-upper"),
-    pytest.param({"drill_slug": "s" * 65, "drill_name": "X"}, id="slug-too-long"),
-    pytest.param({"drill_slug": "", "drill_name": "X"}, id="slug-empty"),
-    pytest.param({"drill_slug": "ok", "drill_name": "x'; DROP TABLE users; --"}, id="name-sql-injection"),
-    pytest.param({"drill_slug": "ok", "drill_name": "<script>alert(1)</script>"}, id="name-script"),
-    pytest.param({"drill_slug": "ok", "drill_name": "n" * 500}, id="name-too-long"),
-    pytest.param({"drill_slug": "ok", "drill_name": ""}, id="name-empty"),
-    pytest.param({"drill_slug": "ok", "drill_name": "X", "place_in_sequence": -1}, id="place-negative"),
-    pytest.param({"drill_slug": "ok", "drill_name": "X", "place_in_sequence": "0; DROP TABLE drills"},
-                 id="place-sql-injection"),
-    pytest.param({"drill_slug": "ok", "drill_name": "X", "only_employer_ids": ["1) OR (1=1"]},
-                 id="employers-sql-injection"),
-    pytest.param({"drill_slug": "ok", "drill_name": "X", "dry_run": "no"}, id="dry-run-string"),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"drill_slug": "x'; DROP TABLE users; --", "drill_name": "X"}, id="slug-sql-injection"),
+        pytest.param({"drill_slug": "<script>", "drill_name": "X"}, id="slug-script"),
+        pytest.param({"drill_slug": "UPPER", "drill_name": "X"}, id="slug-upper"),
+        pytest.param({"drill_slug": "s" * 65, "drill_name": "X"}, id="slug-too-long"),
+        pytest.param({"drill_slug": "", "drill_name": "X"}, id="slug-empty"),
+        pytest.param({"drill_slug": "ok", "drill_name": "x'; DROP TABLE users; --"}, id="name-sql-injection"),
+        pytest.param({"drill_slug": "ok", "drill_name": "<script>alert(1)</script>"}, id="name-script"),
+        pytest.param({"drill_slug": "ok", "drill_name": "n" * 500}, id="name-too-long"),
+        pytest.param({"drill_slug": "ok", "drill_name": ""}, id="name-empty"),
+        pytest.param({"drill_slug": "ok", "drill_name": "X", "place_in_sequence": -1}, id="place-negative"),
+        pytest.param(
+            {"drill_slug": "ok", "drill_name": "X", "place_in_sequence": "0; DROP TABLE drills"},
+            id="place-sql-injection",
+        ),
+        pytest.param(
+            {"drill_slug": "ok", "drill_name": "X", "only_employer_ids": ["1) OR (1=1"]}, id="employers-sql-injection"
+        ),
+        pytest.param({"drill_slug": "ok", "drill_name": "X", "dry_run": "no"}, id="dry-run-string"),
+    ],
+)
 def test_invalid_and_hostile_params_change_nothing(drill_db, params):
     seed_users(drill_db.engine, 6)
     before = snapshot(drill_db.engine)
@@ -228,7 +271,8 @@ def test_sweep_catches_a_user_created_from_the_old_catalog_during_the_run(drill_
                 "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence) "
                 "SELECT gen_random_uuid(), md5('stale')::uuid, s, p "
                 "FROM unnest(%(s)s::text[]) WITH ORDINALITY AS c(s, n), LATERAL (SELECT n - 1 AS p) AS x",
-                {"s": SAMPLE})
+                {"s": SAMPLE},
+            )
         return totals
 
     monkeypatch.setattr(rollout, "_add_to_users", batches_then_a_stale_user)
@@ -261,18 +305,21 @@ def test_a_failed_run_is_completed_by_a_rerun(drill_db, monkeypatch):
 
     monkeypatch.setattr(rollout, "_batch", fail_on_third)
     with pytest.raises(RuntimeError, match="connection lost"):
-        roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=1, batch_size=5,
-                 workers=1)
+        roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=1, batch_size=5, workers=1)
     # half-way: the catalog is shifted, some users are done; every user's order is still consistent
     assert len(users_with(drill_db.engine, "mid")) == 10
-    assert all(order in (SAMPLE, ["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"])
-               for order in orders(drill_db.engine).values())
+    assert all(
+        order in (SAMPLE, ["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"])
+        for order in orders(drill_db.engine).values()
+    )
     monkeypatch.setattr(rollout, "_batch", real)
 
     summary = roll_out(drill_db.engine, drill_slug="mid", drill_name="Middle", place_in_sequence=1, batch_size=5)
     assert summary["rows_inserted"] == 10 and summary["catalog"] == "already present"
-    assert all(order == ["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"]
-               for order in orders(drill_db.engine).values())
+    assert all(
+        order == ["01-sample-drill", "mid", "02-sample-drill", "03-sample-drill"]
+        for order in orders(drill_db.engine).values()
+    )
     assert out_of_step(drill_db.engine) == 0
 
 
@@ -295,8 +342,9 @@ def test_a_batch_waits_for_a_concurrent_writer_and_then_completes(drill_db):
     done = threading.Event()
     with drill_db.engine.connect() as ingest:
         ingest.exec_driver_sql("SELECT user_id FROM users ORDER BY user_id LIMIT 1 FOR UPDATE")
-        worker = threading.Thread(target=lambda: (roll_out(drill_db.engine, drill_slug="x", drill_name="X",
-                                                           settle_timeout=0.5), done.set()))
+        worker = threading.Thread(
+            target=lambda: (roll_out(drill_db.engine, drill_slug="x", drill_name="X", settle_timeout=0.5), done.set())
+        )
         worker.start()
         assert not done.wait(1.0)  # blocked behind the locked user
         ingest.rollback()

@@ -80,22 +80,32 @@ def _req(place=None, name="Drill"):
     return RolloutRequest("new", name, place, None, False)
 
 
-@pytest.mark.parametrize(("place", "last", "expected"), [
-    (None, 2, Placement(3, "append")),
-    (3, 2, Placement(3, "append")),
-    (99, 2, Placement(3, "append")),      # past the end: appended, no gap
-    (2, 2, Placement(2, "insert")),       # before the last drill: shifts it
-    (0, 2, Placement(0, "insert")),
-    (None, None, Placement(0, "append")),  # empty catalog
-    (5, None, Placement(0, "append")),
-])
+@pytest.mark.parametrize(
+    ("place", "last", "expected"),
+    [
+        (None, 2, Placement(3, "append")),
+        (3, 2, Placement(3, "append")),
+        (99, 2, Placement(3, "append")),  # past the end: appended, no gap
+        (2, 2, Placement(2, "insert")),  # before the last drill: shifts it
+        (0, 2, Placement(0, "insert")),
+        (None, None, Placement(0, "append")),  # empty catalog
+        (5, None, Placement(0, "append")),
+    ],
+)
 def test_placement_of_a_new_drill(place, last, expected):
     assert resolve_placement(_req(place), None, None, last) == expected
 
 
-@pytest.mark.parametrize(("place", "existing", "last"), [
-    (None, 1, 3), (1, 1, 3), (None, 3, 3), (3, 3, 3), (99, 3, 3),
-])
+@pytest.mark.parametrize(
+    ("place", "existing", "last"),
+    [
+        (None, 1, 3),
+        (1, 1, 3),
+        (None, 3, 3),
+        (3, 3, 3),
+        (99, 3, 3),
+    ],
+)
 def test_a_drill_already_in_the_catalog_is_present(place, existing, last):
     assert resolve_placement(_req(place), "Drill", existing, last) == Placement(existing, "present")
 

@@ -13,25 +13,41 @@ T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 UNSTARTED, STARTED, COMPLETED = "unstarted", "started", "completed"
 
 
-def add_user(conn, *, phone: str | None = None, states=(STARTED, UNSTARTED, UNSTARTED),
-             last_interacted: datetime | None = None, profile: dict | None = None, primary: bool = True,
-             user_id: str | None = None, at: datetime = T0 - timedelta(days=3)) -> str:
+def add_user(
+    conn,
+    *,
+    phone: str | None = None,
+    states=(STARTED, UNSTARTED, UNSTARTED),
+    last_interacted: datetime | None = None,
+    profile: dict | None = None,
+    primary: bool = True,
+    user_id: str | None = None,
+    at: datetime = T0 - timedelta(days=3),
+) -> str:
     """One user with one status row per catalog drill in the given states; returns the user id."""
     user_id = user_id or str(uuid.uuid4())
     conn.exec_driver_sql(
         "INSERT INTO users (user_id, seq, profile, last_interacted_time) VALUES (%(u)s, 1, %(p)s::jsonb, %(t)s)",
-        {"u": user_id, "p": json.dumps(profile if profile is not None else {"validated": True}),
-         "t": last_interacted})
+        {"u": user_id, "p": json.dumps(profile if profile is not None else {"validated": True}), "t": last_interacted},
+    )
     if phone:
         conn.exec_driver_sql(
             "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary)"
-            " VALUES (gen_random_uuid(), %(n)s, %(u)s, %(p)s)", {"n": phone, "u": user_id, "p": primary})
+            " VALUES (gen_random_uuid(), %(n)s, %(u)s, %(p)s)",
+            {"n": phone, "u": user_id, "p": primary},
+        )
     for place, (slug, state) in enumerate(zip(INITIAL_CATALOG, states, strict=True)):
         conn.exec_driver_sql(
             "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence, started_time, completed_time)"
             " VALUES (gen_random_uuid(), %(u)s, %(s)s, %(p)s, %(st)s, %(c)s)",
-            {"u": user_id, "s": slug, "p": place, "st": at if state in (STARTED, COMPLETED) else None,
-             "c": at if state == COMPLETED else None})
+            {
+                "u": user_id,
+                "s": slug,
+                "p": place,
+                "st": at if state in (STARTED, COMPLETED) else None,
+                "c": at if state == COMPLETED else None,
+            },
+        )
     return user_id
 
 
@@ -39,8 +55,13 @@ def set_state(conn, user_id: str, slug: str, state: str, at: datetime = T0) -> N
     conn.exec_driver_sql(
         "UPDATE drill_statuses SET started_time = %(st)s, completed_time = %(c)s"
         " WHERE user_id = %(u)s AND drill_slug = %(s)s",
-        {"u": user_id, "s": slug, "st": at if state in (STARTED, COMPLETED) else None,
-         "c": at if state == COMPLETED else None})
+        {
+            "u": user_id,
+            "s": slug,
+            "st": at if state in (STARTED, COMPLETED) else None,
+            "c": at if state == COMPLETED else None,
+        },
+    )
 
 
 def read_stream(kinesis, stream: str) -> list[dict]:

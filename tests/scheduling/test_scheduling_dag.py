@@ -29,8 +29,9 @@ def _slot_results(dag_run) -> list[dict]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, key="return_value", dag_ids=DAG_ID,
-                                                  task_ids="send_slot")).all()
+        rows = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, key="return_value", dag_ids=DAG_ID, task_ids="send_slot")
+        ).all()
         return [XComModel.deserialize_value(row) for row in rows]
 
 

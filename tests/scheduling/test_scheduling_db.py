@@ -50,13 +50,16 @@ def test_selection_rules_and_exclusions(drill_db):
     assert recent in _due(drill_db.engine, cutoff=T0)
 
 
-@pytest.mark.parametrize(("states", "expected"), [
-    ((STARTED, UNSTARTED, UNSTARTED), D2),            # first unstarted
-    ((COMPLETED, COMPLETED, UNSTARTED), D3),
-    ((COMPLETED, UNSTARTED, STARTED), D2),            # unstarted before started-incomplete
-    ((STARTED, COMPLETED, COMPLETED), D1),            # all started: first incomplete
-    ((COMPLETED, STARTED, STARTED), D2),
-])
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ((STARTED, UNSTARTED, UNSTARTED), D2),  # first unstarted
+        ((COMPLETED, COMPLETED, UNSTARTED), D3),
+        ((COMPLETED, UNSTARTED, STARTED), D2),  # unstarted before started-incomplete
+        ((STARTED, COMPLETED, COMPLETED), D1),  # all started: first incomplete
+        ((COMPLETED, STARTED, STARTED), D2),
+    ],
+)
 def test_next_drill_choice(drill_db, states, expected):
     with drill_db.engine.begin() as conn:
         user = add_user(conn, phone="+15550000001", states=states)
@@ -75,12 +78,12 @@ def test_due_users_next_drill_agrees_with_the_shared_rule(drill_db):
                 conn.exec_driver_sql(
                     "UPDATE drill_statuses SET started_time = %(s)s, completed_time = %(c)s"
                     " WHERE user_id = %(u)s AND drill_slug = %(d)s",
-                    {"u": user_id, "d": slug, "s": T0 if started else None, "c": T0 if completed else None})
+                    {"u": user_id, "d": slug, "s": T0 if started else None, "c": T0 if completed else None},
+                )
             users[user_id] = combo
         shared = next_drills(conn, list(users))
     due = _due(drill_db.engine, cutoff=T0)
-    expected_due = {u for u, combo in users.items()
-                    if any(s for s, _ in combo) and any(c is None for _, c in combo)}
+    expected_due = {u for u, combo in users.items() if any(s for s, _ in combo) and any(c is None for _, c in combo)}
     assert set(due) == expected_due
     assert {u: due[u][1] for u in due} == {u: shared[u] for u in due}
 
@@ -88,8 +91,11 @@ def test_due_users_next_drill_agrees_with_the_shared_rule(drill_db):
 def test_a_user_with_two_primary_numbers_is_scheduled_once(drill_db):
     with drill_db.engine.begin() as conn:
         user = add_user(conn, phone="+15550000009")
-        conn.exec_driver_sql("INSERT INTO phone_numbers (id, phone_number, user_id, is_primary)"
-                             " VALUES (gen_random_uuid(), '+15550000001', %(u)s, true)", {"u": user})
+        conn.exec_driver_sql(
+            "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary)"
+            " VALUES (gen_random_uuid(), '+15550000001', %(u)s, true)",
+            {"u": user},
+        )
     assert _due(drill_db.engine) == {user: ("+15550000001", D2)}
 
 
@@ -101,13 +107,21 @@ def resources(aws):
 
 
 def _plan(drill_db, aws, reference=T0, spread=180, now=None):
-    return scheduling.plan_run(drill_db.engine, aws.dynamodb, TABLE, reference=reference,
-                               now=now or reference, spread_minutes=spread, inactivity_minutes=720)
+    return scheduling.plan_run(
+        drill_db.engine,
+        aws.dynamodb,
+        TABLE,
+        reference=reference,
+        now=now or reference,
+        spread_minutes=spread,
+        inactivity_minutes=720,
+    )
 
 
 def _send_all(drill_db, aws, slots):
-    return [sending.send_slot(drill_db.engine, aws.dynamodb, aws.kinesis, table=TABLE, stream=STREAM, slot=s)
-            for s in slots]
+    return [
+        sending.send_slot(drill_db.engine, aws.dynamodb, aws.kinesis, table=TABLE, stream=STREAM, slot=s) for s in slots
+    ]
 
 
 def test_plan_records_every_send_in_dynamodb_with_ttl(drill_db, resources):
@@ -139,12 +153,12 @@ def test_stale_requests_are_dropped_at_wake_time(drill_db, resources):
         number_changed = add_user(conn, phone="+15550000005")
     out = _plan(drill_db, resources, spread=0)
     with drill_db.engine.begin() as conn:
-        set_state(conn, moved_on, D2, STARTED)          # the user started the drill meanwhile
-        set_state(conn, finished, D3, COMPLETED)        # ... or finished the catalog
-        conn.exec_driver_sql("UPDATE users SET profile = '{\"opted_out\": true}' WHERE user_id = %(u)s",
-                             {"u": opted_out_later})
-        conn.exec_driver_sql("UPDATE phone_numbers SET is_primary = false WHERE user_id = %(u)s",
-                             {"u": number_changed})
+        set_state(conn, moved_on, D2, STARTED)  # the user started the drill meanwhile
+        set_state(conn, finished, D3, COMPLETED)  # ... or finished the catalog
+        conn.exec_driver_sql(
+            "UPDATE users SET profile = '{\"opted_out\": true}' WHERE user_id = %(u)s", {"u": opted_out_later}
+        )
+        conn.exec_driver_sql("UPDATE phone_numbers SET is_primary = false WHERE user_id = %(u)s", {"u": number_changed})
     [result] = _send_all(drill_db, resources, out["slots"])
     assert result["items"] == 5 and result["stale"] == 4 and result["published"] == 1
     records = read_stream(resources.kinesis, STREAM)
@@ -191,7 +205,7 @@ class _Throttled:
 
     def batch_write_item(self, RequestItems):
         self.calls += 1
-        (table, requests), = RequestItems.items()
+        ((table, requests),) = RequestItems.items()
         last = requests[-1]["PutRequest"]["Item"]["sk"]["S"]
         if last in self.seen:
             return self.client.batch_write_item(RequestItems=RequestItems)
@@ -204,8 +218,12 @@ def test_batch_write_retries_unprocessed_items(drill_db, resources):
     window = Window.for_run(T0, 180)
     users = [scheduling.DueUser(str(uuid.uuid4()), f"+1555000{i:04d}", D2) for i in range(60)]
     throttled = _Throttled(resources.dynamodb)
-    scheduling.batch_write(throttled, TABLE, [scheduling.schedule_item(s, window, 0)
-                                              for s in scheduling.plan(users, window)], base_delay=0.001)
+    scheduling.batch_write(
+        throttled,
+        TABLE,
+        [scheduling.schedule_item(s, window, 0) for s in scheduling.plan(users, window)],
+        base_delay=0.001,
+    )
     assert throttled.calls == 6  # 3 chunks (25, 25, 10), each retried once
     assert len(scan_table(resources.dynamodb, TABLE)) == 60
 

@@ -32,13 +32,22 @@ def test_reference_time_is_the_logical_date_for_scheduled_and_backfill_runs_else
 
 
 def test_idempotency_key_is_per_user_drill_and_day():
-    assert scheduling.idempotency_key("u1", "02-sample-drill", date(2026, 3, 2)) == "start-drill:u1:02-sample-drill:2026-03-02"
+    assert (
+        scheduling.idempotency_key("u1", "02-sample-drill", date(2026, 3, 2))
+        == "start-drill:u1:02-sample-drill:2026-03-02"
+    )
 
 
-@pytest.mark.parametrize(("spread", "slots", "width"), [
-    (180, 60, timedelta(minutes=3)), (30, 30, timedelta(minutes=1)), (1, 1, timedelta(minutes=1)),
-    (0, 1, timedelta(0)), (1440, 60, timedelta(minutes=24)),
-])
+@pytest.mark.parametrize(
+    ("spread", "slots", "width"),
+    [
+        (180, 60, timedelta(minutes=3)),
+        (30, 30, timedelta(minutes=1)),
+        (1, 1, timedelta(minutes=1)),
+        (0, 1, timedelta(0)),
+        (1440, 60, timedelta(minutes=24)),
+    ],
+)
 def test_window_slots_are_bounded(spread, slots, width):
     window = Window.for_run(REF, spread)
     assert window.slots == slots <= scheduling.MAX_SLOTS
@@ -51,8 +60,9 @@ def test_spread_stays_inside_the_window_and_is_uniform():
     sends = scheduling.plan(_users(12_000), window)
     assert all(REF <= s.planned_time < REF + timedelta(minutes=180) for s in sends)
     # each send's slot starts at or before its planned time and ends after it
-    assert all(window.slot_start(s.slot) <= s.planned_time < window.slot_start(s.slot) + window.slot_width
-               for s in sends)
+    assert all(
+        window.slot_start(s.slot) <= s.planned_time < window.slot_start(s.slot) + window.slot_width for s in sends
+    )
     per_slot = Counter(s.slot for s in sends)
     assert set(per_slot) == set(range(60))
     assert min(per_slot.values()) > 120 and max(per_slot.values()) < 280  # 200 expected each
@@ -65,8 +75,9 @@ def test_planning_the_same_day_again_plans_the_same_times():
     users = _users(500)
     assert scheduling.plan(users, window) == scheduling.plan(list(reversed(users)), window)[::-1]
     other_day = scheduling.plan(users, Window.for_run(REF + timedelta(days=1), 180))
-    assert [s.planned_time - timedelta(days=1) for s in other_day] != [s.planned_time for s in
-                                                                       scheduling.plan(users, window)]
+    assert [s.planned_time - timedelta(days=1) for s in other_day] != [
+        s.planned_time for s in scheduling.plan(users, window)
+    ]
 
 
 def test_spread_zero_sends_everything_at_once():
@@ -74,8 +85,15 @@ def test_spread_zero_sends_everything_at_once():
     sends = scheduling.plan(_users(100), window)
     assert {s.planned_time for s in sends} == {REF} and {s.slot for s in sends} == {0}
     specs = scheduling.slot_specs(sends, window)
-    assert specs == [{"slot": 0, "pk": "2026-03-02T170500#slot000", "send_at": REF.isoformat(),
-                      "window_end": REF.isoformat(), "users": 100}]
+    assert specs == [
+        {
+            "slot": 0,
+            "pk": "2026-03-02T170500#slot000",
+            "send_at": REF.isoformat(),
+            "window_end": REF.isoformat(),
+            "users": 100,
+        }
+    ]
 
 
 def test_100000_users_make_at_most_60_mapped_tasks():

@@ -11,8 +11,11 @@ AGGREGATE = ("users", "phone_numbers", "drill_statuses", "drill_instances")
 
 def _tables(engine) -> set[str]:
     with engine.connect() as conn:
-        return set(conn.exec_driver_sql(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").scalars())
+        return set(
+            conn.exec_driver_sql(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            ).scalars()
+        )
 
 
 def test_migrations_create_the_contract_tables(empty_db):
@@ -36,19 +39,25 @@ def test_applying_again_is_a_no_op(drill_db):
 
 def test_aggregate_tables_reference_users(drill_db):
     with drill_db.engine.connect() as conn:
-        refs = set(conn.exec_driver_sql("""
+        refs = set(
+            conn.exec_driver_sql("""
             SELECT tc.table_name FROM information_schema.table_constraints tc
             JOIN information_schema.constraint_column_usage ccu USING (constraint_name)
-            WHERE tc.constraint_type = 'FOREIGN KEY' AND ccu.table_name = 'users'""").scalars())
+            WHERE tc.constraint_type = 'FOREIGN KEY' AND ccu.table_name = 'users'""").scalars()
+        )
     assert {"phone_numbers", "drill_statuses", "drill_instances"} <= refs
 
 
 def test_drill_statuses_unique_per_user_slug_and_place(drill_db):
     with drill_db.engine.connect() as conn:
-        uniques = conn.exec_driver_sql("""
+        uniques = (
+            conn.exec_driver_sql("""
             SELECT array_agg(a.attname ORDER BY a.attname)::text FROM pg_constraint c
             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
-            WHERE c.conrelid = 'drill_statuses'::regclass AND c.contype = 'u' GROUP BY c.oid""").scalars().all()
+            WHERE c.conrelid = 'drill_statuses'::regclass AND c.contype = 'u' GROUP BY c.oid""")
+            .scalars()
+            .all()
+        )
     assert "{drill_slug,user_id}" in uniques
     assert "{place_in_sequence,user_id}" in uniques
 

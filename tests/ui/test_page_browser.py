@@ -32,8 +32,10 @@ FIRST_DAY, LAST_DAY = date(2026, 3, 1), date(2026, 3, 14)
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not Path("/usr/bin/chromium").exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+    ),
 ]
 
 
@@ -55,8 +57,11 @@ def synthetic_users(seed: int = 7) -> dict:
     for employer, count in (("7", 24), ("12", 14), (None, 5)):
         for i in range(count):
             created = FIRST_DAY + timedelta(days=rng.randrange(0, 5))
-            profile = {"validated": True, "account_info": {"employer_id": int(employer), "unit_id": 1}} \
-                if employer else {"validated": True}
+            profile = (
+                {"validated": True, "account_info": {"employer_id": int(employer), "unit_id": 1}}
+                if employer
+                else {"validated": True}
+            )
             drills, moment = {}, created
             last = _at(created, rng.uniform(8, 20))
             for slug in dataset.CATALOG:
@@ -95,21 +100,25 @@ def page_db(pg_server, migrated_template):
         conn.exec_driver_sql(
             "INSERT INTO stream_checkpoints (stream, shard_id, sequence_number, behind_ms, records_applied, "
             "updated_at) VALUES ('dialog-events', 'shardId-000000000000', '4901', 850, 18234, now()), "
-            "('dialog-events', 'shardId-000000000001', '4977', 92000, 17120, now() - interval '7 minutes')")
+            "('dialog-events', 'shardId-000000000001', '4977', 92000, 17120, now() - interval '7 minutes')"
+        )
         conn.exec_driver_sql(
             "INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, "
             "rejected_at) SELECT 'dialog-events', 'shardId-000000000000', (1000 + g)::text, %(p)s, "
             "convert_to(%(raw)s, 'UTF8'), CASE WHEN g %% 2 = 0 THEN 'unknown event_type: SURVEY_SENT' "
             "ELSE 'schema: ' || %(p)s || ' seq is not a decimal string' END, now() - g * interval '2 hours' "
             "FROM generate_series(1, 5) AS g",
-            {"p": PHONE, "raw": json.dumps({"phone_number": PHONE})})
+            {"p": PHONE, "raw": json.dumps({"phone_number": PHONE})},
+        )
         conn.exec_driver_sql(
             "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, "
             "created_at, published_at) "
             "SELECT 'k' || g, CASE WHEN g %% 4 = 0 THEN 'TRIGGER_REMINDER' ELSE 'START_DRILL' END, %(p)s, "
             "       jsonb_build_object('phone_number', %(p)s::text), 'test', now() - (g %% 6) * interval '1 day', "
             "       CASE WHEN g <= 55 THEN now() - (g %% 6) * interval '1 day' END "
-            "FROM generate_series(1, 60) AS g", {"p": PHONE})
+            "FROM generate_series(1, 60) AS g",
+            {"p": PHONE},
+        )
     engine.dispose()
     yield url
     pg_server.drop_database(name)
@@ -123,26 +132,42 @@ def api_server(airflow_db, page_db, tmp_path_factory):
     passwords.write_text(json.dumps({"admin": "admin"}))
     port = free_port()
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_CONN_DRILL_PROGRESS_DB": page_db,
-        "AIRFLOW__CORE__AUTH_MANAGER":
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-    })
+    env.update(
+        {
+            "AIRFLOW_CONN_DRILL_PROGRESS_DB": page_db,
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        }
+    )
     log = (tmp / "api-server.log").open("w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "airflow"),
+            "api-server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base_url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"api-server exited with {proc.returncode}: {(tmp / 'api-server.log').read_text()[-3000:]}")
+            raise RuntimeError(
+                f"api-server exited with {proc.returncode}: {(tmp / 'api-server.log').read_text()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(base_url + "/api/v2/monitor/health", timeout=2) as response:
                 return response.status == 200
@@ -199,10 +224,22 @@ def test_page_renders_with_data_in_chromium(api_server):
     dom = tool.dump_dom(api_server, token)
     (ARTIFACTS / "drill_progress_page.html").write_text(dom)
     assert 'data-ready="true"' in dom, dom[-3000:]
-    for text in ("signed in as admin", "Employer 7", "Employer 12", "Unknown employer",
-                 "01-sample-drill", "02-sample-drill", "03-sample-drill", "completion rate",
-                 "shardId-000000000001", "record(s) set aside in the last 24 h", "unknown event_type: SURVEY_SENT",
-                 "***9876", "START_DRILL", "TRIGGER_REMINDER"):
+    for text in (
+        "signed in as admin",
+        "Employer 7",
+        "Employer 12",
+        "Unknown employer",
+        "01-sample-drill",
+        "02-sample-drill",
+        "03-sample-drill",
+        "completion rate",
+        "shardId-000000000001",
+        "record(s) set aside in the last 24 h",
+        "unknown event_type: SURVEY_SENT",
+        "***9876",
+        "START_DRILL",
+        "TRIGGER_REMINDER",
+    ):
         assert text in dom, text
     assert dom.count("<rect") >= 10  # the completion bars were drawn
     assert PHONE not in dom
@@ -214,8 +251,13 @@ def test_page_is_embedded_in_airflow_ui_navigation(api_server):
     drill-progress/) with a "Drill Progress" entry in its navigation."""
     tool = _screenshot_tool()
     token = tool.get_token(api_server, "admin", "admin")
-    tool.screenshot(api_server, token, ARTIFACTS / "drill_progress_in_airflow_ui.png", window=(1400, 1000),
-                    next_path="/plugin/drill-progress")
+    tool.screenshot(
+        api_server,
+        token,
+        ARTIFACTS / "drill_progress_in_airflow_ui.png",
+        window=(1400, 1000),
+        next_path="/plugin/drill-progress",
+    )
     dom = tool.dump_dom(api_server, token, next_path="/plugin/drill-progress")
     assert "<iframe" in dom and "drill-progress/" in dom, dom[-3000:]
 

@@ -16,9 +16,16 @@ from drill_progress.report import daily as report
 PHONE = "+15551230001"
 PREFIX = "/drill-progress"
 PRIVATE_ROUTES = [
-    "/", "/static/page.js", "/static/page.css", "/api/whoami", "/api/employers",
-    "/api/completions?employer_id=7", "/api/funnel?employer_id=7", "/api/health/checkpoints",
-    "/api/health/rejections", "/api/health/commands",
+    "/",
+    "/static/page.js",
+    "/static/page.css",
+    "/api/whoami",
+    "/api/employers",
+    "/api/completions?employer_id=7",
+    "/api/funnel?employer_id=7",
+    "/api/health/checkpoints",
+    "/api/health/rejections",
+    "/api/health/commands",
 ]
 
 
@@ -66,7 +73,8 @@ def report_db(drill_db):
         conn.exec_driver_sql(
             "INSERT INTO stream_checkpoints (stream, shard_id, sequence_number, behind_ms, records_applied, "
             "updated_at) VALUES ('dialog-events', 'shardId-000000000000', '49', 1500, 120, now()), "
-            "('dialog-events', 'shardId-000000000001', '77', 0, 80, now() - interval '10 minutes')")
+            "('dialog-events', 'shardId-000000000001', '77', 0, 80, now() - interval '10 minutes')"
+        )
         conn.exec_driver_sql(
             "INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, "
             "rejected_at) VALUES "
@@ -78,15 +86,21 @@ def report_db(drill_db):
             " 'not valid JSON', now() - interval '3 hours'), "
             "('dialog-events', 'shardId-000000000001', '9', %(p)s, convert_to(%(raw)s, 'UTF8'), "
             " 'not valid JSON', now() - interval '30 hours')",
-            {"p": PHONE, "raw": json.dumps({"phone_number": PHONE}),
-             "reason": f"schema: seq of {PHONE} is not a number"})
+            {
+                "p": PHONE,
+                "raw": json.dumps({"phone_number": PHONE}),
+                "reason": f"schema: seq of {PHONE} is not a number",
+            },
+        )
         conn.exec_driver_sql(
             "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, "
             "created_at, published_at) "
             "SELECT 'k' || g, CASE WHEN g %% 3 = 0 THEN 'TRIGGER_REMINDER' ELSE 'START_DRILL' END, %(p)s, "
             "       jsonb_build_object('phone_number', %(p)s::text), 'test', now() - interval '3 days', "
             "       CASE WHEN g <= 6 THEN now() WHEN g <= 9 THEN now() - interval '1 day' END "
-            "FROM generate_series(1, 10) AS g", {"p": PHONE})
+            "FROM generate_series(1, 10) AS g",
+            {"p": PHONE},
+        )
     return drill_db
 
 
@@ -154,17 +168,20 @@ def test_login_bridge_is_static_and_session_needs_a_bearer_token(client):
 
 def test_employers(client, report_db):
     body = client.get(PREFIX + "/api/employers", headers=auth()).json()
-    assert body == {"employers": [
-        {"employer_id": "7", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
-        {"employer_id": "8", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
-        {"employer_id": "unknown", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
-    ]}
+    assert body == {
+        "employers": [
+            {"employer_id": "7", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
+            {"employer_id": "8", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
+            {"employer_id": "unknown", "first_report_date": "2026-03-10", "latest_report_date": "2026-03-11"},
+        ]
+    }
 
 
 def test_completions_over_time(client, report_db):
     body = client.get(PREFIX + "/api/completions?employer_id=7", headers=auth()).json()
     assert body == {
-        "employer_id": "7", "dates": ["2026-03-10", "2026-03-11"],
+        "employer_id": "7",
+        "dates": ["2026-03-10", "2026-03-11"],
         "completed": [2, 0],  # C's 01 and A's 02 on 03-10
         "completed_cumulative": [4, 4],  # 01: A, C, E; 02: A
         "by_drill": {"01-sample-drill": [1, 0], "02-sample-drill": [1, 0], "03-sample-drill": [0, 0]},
@@ -181,8 +198,10 @@ def test_completions_over_time(client, report_db):
 def test_funnel_per_drill(client, report_db):
     latest = client.get(PREFIX + "/api/funnel?employer_id=7", headers=auth()).json()
     assert latest["report_date"] == "2026-03-11"
-    assert [(d["drill_slug"], d["drill_name"], d["users_enrolled"], d["started_cumulative"],
-             d["completed_cumulative"]) for d in latest["drills"]] == [
+    assert [
+        (d["drill_slug"], d["drill_name"], d["users_enrolled"], d["started_cumulative"], d["completed_cumulative"])
+        for d in latest["drills"]
+    ] == [
         ("01-sample-drill", "01-sample-drill", 4, 4, 3),
         ("02-sample-drill", "02-sample-drill", 4, 1, 1),
         ("03-sample-drill", "03-sample-drill", 4, 0, 0),
@@ -200,7 +219,8 @@ def test_employer_ids_are_query_values_of_any_shape(client, drill_db):
         conn.exec_driver_sql(
             "INSERT INTO drill_progress_daily (report_date, employer_id, drill_slug, users_enrolled, started_day, "
             "started_cumulative, completed_day, completed_cumulative, inactive_7d, stalled_7d) "
-            "VALUES ('2026-03-10', 'acme/north & co', '01-sample-drill', 3, 1, 2, 1, 1, 0, 0)")
+            "VALUES ('2026-03-10', 'acme/north & co', '01-sample-drill', 3, 1, 2, 1, 1, 0, 0)"
+        )
     body = client.get(PREFIX + "/api/completions", params={"employer_id": "acme/north & co"}, headers=auth()).json()
     assert body["completed"] == [1] and body["employer_id"] == "acme/north & co"
     assert client.get(PREFIX + "/api/funnel", headers=auth()).status_code == 422  # employer_id is required
@@ -209,7 +229,9 @@ def test_employer_ids_are_query_values_of_any_shape(client, drill_db):
 def test_checkpoint_lag_per_shard(client, report_db):
     rows = client.get(PREFIX + "/api/health/checkpoints", headers=auth()).json()["checkpoints"]
     assert [(r["shard_id"], r["behind_ms"], r["records_applied"], r["shard_closed"]) for r in rows] == [
-        ("shardId-000000000000", 1500, 120, False), ("shardId-000000000001", 0, 80, False)]
+        ("shardId-000000000000", 1500, 120, False),
+        ("shardId-000000000001", 0, 80, False),
+    ]
     assert rows[0]["age_seconds"] < 60 <= 590 < rows[1]["age_seconds"] < 700
 
 
@@ -219,9 +241,15 @@ def test_rejections_of_the_last_24_hours_are_masked(client, report_db):
     assert body["total"] == 3  # the 30-hour-old record is outside the window
     masked_reason = "schema: seq of ***0001 is not a number"
     assert [(r["reason"], r["records"]) for r in body["by_reason"]] == [
-        ("not valid JSON", 1), (masked_reason, 1), ("unknown event_type", 1)]
+        ("not valid JSON", 1),
+        (masked_reason, 1),
+        ("unknown event_type", 1),
+    ]
     assert [(r["sequence_number"], r["partition_key"]) for r in body["recent"]] == [
-        ("101", "***0001"), ("102", "***0001"), ("103", None)]
+        ("101", "***0001"),
+        ("102", "***0001"),
+        ("103", None),
+    ]
     assert PHONE not in response.text and "raw_data" not in response.text
     wider = client.get(PREFIX + "/api/health/rejections?hours=48", headers=auth()).json()
     assert wider["total"] == 4
@@ -254,7 +282,11 @@ def test_plugin_is_registered_with_a_nav_view(client):
     assert ours["fastapi_apps"][0]["url_prefix"] == PREFIX
     view = ours["external_views"][0]
     assert (view["name"], view["href"], view["url_route"], view["destination"]) == (
-        "Drill Progress", "drill-progress/", "drill-progress", "nav")
+        "Drill Progress",
+        "drill-progress/",
+        "drill-progress",
+        "nav",
+    )
 
 
 def test_plugin_module_imports_cheaply_and_touches_no_database():
@@ -271,7 +303,7 @@ def test_plugin_module_imports_cheaply_and_touches_no_database():
     )
     from airflow_support import ROOT
 
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
-

@@ -55,10 +55,20 @@ DRILL_COMPLETED = "DRILL_COMPLETED"
 REMINDER_TRIGGERED = "REMINDER_TRIGGERED"
 NEXT_DRILL_REQUESTED = "NEXT_DRILL_REQUESTED"
 OPTED_OUT = "OPTED_OUT"
-EVENT_TYPES = frozenset({
-    USER_VALIDATED, USER_VALIDATION_FAILED, DRILL_STARTED, ADVANCED_TO_NEXT_PROMPT, COMPLETED_PROMPT,
-    FAILED_PROMPT, DRILL_COMPLETED, REMINDER_TRIGGERED, NEXT_DRILL_REQUESTED, OPTED_OUT,
-})
+EVENT_TYPES = frozenset(
+    {
+        USER_VALIDATED,
+        USER_VALIDATION_FAILED,
+        DRILL_STARTED,
+        ADVANCED_TO_NEXT_PROMPT,
+        COMPLETED_PROMPT,
+        FAILED_PROMPT,
+        DRILL_COMPLETED,
+        REMINDER_TRIGGERED,
+        NEXT_DRILL_REQUESTED,
+        OPTED_OUT,
+    }
+)
 
 # ---- the edge's limits (docs/edge.md) ----
 MAX_RECORD_BYTES = 1024 * 1024
@@ -80,8 +90,8 @@ class Event:
     created_time: str  # RFC 3339 date-time with offset, validated (see _timestamp)
     user_profile: dict
     drill_instance_id: str | None = None
-    drill_slug: str | None = None      # DRILL_STARTED: drill.slug
-    prompt_slug: str | None = None     # DRILL_STARTED: first_prompt.slug; others: prompt.slug
+    drill_slug: str | None = None  # DRILL_STARTED: drill.slug
+    prompt_slug: str | None = None  # DRILL_STARTED: first_prompt.slug; others: prompt.slug
 
 
 @dataclass(slots=True)
@@ -106,6 +116,7 @@ def schema_validator():
 
 
 # ---- decoding: bytes -> Python objects ---------------------------------------------------------
+
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
@@ -177,6 +188,7 @@ class _Payload(msgspec.Struct):
 
 class _Profile(msgspec.Struct):
     """Checks a user_profile's known keys (the profile itself stays the decoded dict, every key kept)."""
+
     validated: bool
     opted_out: bool = False
     is_demo: bool = False
@@ -241,10 +253,30 @@ class _OptedOut(_Event, tag=OPTED_OUT):
     drill_instance_id: _Uuid | None = None
 
 
-_EVENT_STRUCTS = (_UserValidated, _UserValidationFailed, _DrillStarted, _Advanced, _Completed, _Failed,
-                  _DrillCompleted, _Reminder, _NextDrill, _OptedOut)
-_AnyEvent = (_UserValidated | _UserValidationFailed | _DrillStarted | _Advanced | _Completed | _Failed
-             | _DrillCompleted | _Reminder | _NextDrill | _OptedOut)
+_EVENT_STRUCTS = (
+    _UserValidated,
+    _UserValidationFailed,
+    _DrillStarted,
+    _Advanced,
+    _Completed,
+    _Failed,
+    _DrillCompleted,
+    _Reminder,
+    _NextDrill,
+    _OptedOut,
+)
+_AnyEvent = (
+    _UserValidated
+    | _UserValidationFailed
+    | _DrillStarted
+    | _Advanced
+    | _Completed
+    | _Failed
+    | _DrillCompleted
+    | _Reminder
+    | _NextDrill
+    | _OptedOut
+)
 
 
 class _Batch(msgspec.Struct):
@@ -279,7 +311,9 @@ def _clip(reason: str) -> str:
 
 _RFC3339 = re.compile(
     r"^(\d{4})-(0[1-9]|1[0-2])-(\d{2})T(?:[01]\d|2[0123]):(?:[0-5]\d):(?:[0-5]\d)(?:\.\d+)?"
-    r"(?:Z|[+-](?:[01]\d|2[0123]):[0-5]\d)$", re.ASCII)
+    r"(?:Z|[+-](?:[01]\d|2[0123]):[0-5]\d)$",
+    re.ASCII,
+)
 _BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
 
 

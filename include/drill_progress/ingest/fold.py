@@ -51,20 +51,26 @@ class Instance:
     loaded: tuple | None = None
 
     def values(self) -> tuple:
-        return (self.drill_slug, self.current_prompt_slug, self.current_prompt_start_time,
-                self.current_prompt_last_response_time, self.completion_time, self.is_valid)
+        return (
+            self.drill_slug,
+            self.current_prompt_slug,
+            self.current_prompt_start_time,
+            self.current_prompt_last_response_time,
+            self.completion_time,
+            self.is_valid,
+        )
 
 
 @dataclass(slots=True)
 class User:
     user_id: str
     phone_number: str
-    seq: int | None                      # None: not stored yet (a new user)
+    seq: int | None  # None: not stored yet (a new user)
     is_new: bool = False
     changed: bool = False
     profile: dict | None = None
     last_interacted_time: Timestamp | None = None
-    statuses: list[Status] = field(default_factory=list)           # in place_in_sequence order
+    statuses: list[Status] = field(default_factory=list)  # in place_in_sequence order
     instances: dict[str, Instance] = field(default_factory=dict)
     # what was loaded of an existing user's tree (see tree_needs): a rule that reads a part that
     # was not loaded raises instead of silently changing nothing
@@ -80,21 +86,23 @@ class CatalogDrill:
 
 @dataclass(slots=True)
 class FoldResult:
-    applied: int = 0          # event batches applied
-    skipped: int = 0          # event batches skipped by the seq guard
+    applied: int = 0  # event batches applied
+    skipped: int = 0  # event batches skipped by the seq guard
     commands: list[Command] = field(default_factory=list)
 
 
 # The event types whose rules read the user's drill statuses, and those that read every valid
 # instance of the user (beyond the instances the events name, which are always loaded).
-READS_STATUSES = frozenset({ev.USER_VALIDATED, ev.DRILL_STARTED, ev.DRILL_COMPLETED, ev.NEXT_DRILL_REQUESTED,
-                            ev.OPTED_OUT})
+READS_STATUSES = frozenset(
+    {ev.USER_VALIDATED, ev.DRILL_STARTED, ev.DRILL_COMPLETED, ev.NEXT_DRILL_REQUESTED, ev.OPTED_OUT}
+)
 READS_VALID_INSTANCES = frozenset({ev.USER_VALIDATED})
 
 
 @dataclass(slots=True)
 class TreeNeeds:
     """What of the users' trees the rules of a micro-batch's events read, by phone number."""
+
     statuses: set[str] = field(default_factory=set)
     valid_instances: set[str] = field(default_factory=set)
     instance_ids: set[str] = field(default_factory=set)
@@ -124,8 +132,10 @@ def _statuses(user: User) -> list[Status]:
 def new_user(phone_number: str, catalog: Sequence[CatalogDrill]) -> User:
     """A user seen for the first time: deterministic ids, one status row per catalog drill."""
     user_id = ids.user_id_text(phone_number)
-    statuses = [Status(ids.status_id_text(user_id, d.drill_slug), d.drill_slug, d.place_in_sequence, is_new=True)
-                for d in sorted(catalog, key=lambda d: d.place_in_sequence)]
+    statuses = [
+        Status(ids.status_id_text(user_id, d.drill_slug), d.drill_slug, d.place_in_sequence, is_new=True)
+        for d in sorted(catalog, key=lambda d: d.place_in_sequence)
+    ]
     return User(user_id, phone_number, None, is_new=True, statuses=statuses)
 
 
@@ -141,8 +151,12 @@ def _drill_started(user: User, batch: ev.Batch, event: ev.Event, out: list) -> N
             break
     instance = user.instances.get(event.drill_instance_id)  # type: ignore[arg-type]
     if instance is None:
-        instance = Instance(event.drill_instance_id, event.drill_slug, batch.phone_number,  # type: ignore[arg-type]
-                            is_new=True)
+        instance = Instance(
+            event.drill_instance_id,
+            event.drill_slug,
+            batch.phone_number,  # type: ignore[arg-type]
+            is_new=True,
+        )
         user.instances[event.drill_instance_id] = instance  # type: ignore[index]
     instance.drill_slug = event.drill_slug  # type: ignore[assignment]
     instance.current_prompt_slug = event.prompt_slug

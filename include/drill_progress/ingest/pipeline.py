@@ -90,15 +90,21 @@ class ShardStats:
     transactions: int = 0
     shard_closed: bool = False
     command_keys: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("get_records", "parse", "db_load", "fold", "db_write"), 0.0))
+    timings: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("get_records", "parse", "db_load", "fold", "db_write"), 0.0)
+    )
 
     def as_dict(self) -> dict:
         return {
-            "shard_id": self.shard_id, "records_read": self.records_read,
-            "batches_applied": self.batches_applied, "duplicates_skipped": self.duplicates_skipped,
-            "records_rejected": self.records_rejected, "commands_emitted": self.commands_emitted,
-            "behind_ms": self.behind_ms, "micro_batches": self.micro_batches, "shard_closed": self.shard_closed,
+            "shard_id": self.shard_id,
+            "records_read": self.records_read,
+            "batches_applied": self.batches_applied,
+            "duplicates_skipped": self.duplicates_skipped,
+            "records_rejected": self.records_rejected,
+            "commands_emitted": self.commands_emitted,
+            "behind_ms": self.behind_ms,
+            "micro_batches": self.micro_batches,
+            "shard_closed": self.shard_closed,
             "seconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -153,6 +159,7 @@ def parse_records(raws: Sequence[RawRecord]) -> list[Parsed]:
 class _Prepared:
     """A micro-batch loaded (its users locked) and folded in its own open transaction, with its
     write planned: what is left is to execute the write and commit."""
+
     parsed: list[Parsed]
     behind_ms: int | None
     conn: Connection
@@ -171,8 +178,12 @@ class _ParsedPages:
     database, no locks), so the time the main thread would spend waiting for a write goes into
     parsing the pages after the next one."""
 
-    def __init__(self, pages: Iterable[tuple[Sequence[RawRecord], int | None]],
-                 parse: Callable[[Sequence[RawRecord]], list[Parsed]], limit: int):
+    def __init__(
+        self,
+        pages: Iterable[tuple[Sequence[RawRecord], int | None]],
+        parse: Callable[[Sequence[RawRecord]], list[Parsed]],
+        limit: int,
+    ):
         self._pages = iter(pages)
         self._parse = parse
         self._limit = limit
@@ -198,6 +209,7 @@ class _ParsedPages:
 @dataclass(frozen=True, slots=True)
 class _InFlight:
     """A prepared micro-batch whose write was handed to the writer thread."""
+
     future: Future
     prepared: _Prepared
     phones: set[str]
@@ -215,8 +227,16 @@ class Applier:
     phone number with the one in flight (a user N may be creating) waits for N's commit first.
     """
 
-    def __init__(self, engine: Engine, stream: str, shard_id: str, *, parents: Sequence[str] = (),
-                 stats: ShardStats | None = None, fault: Fault | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        stream: str,
+        shard_id: str,
+        *,
+        parents: Sequence[str] = (),
+        stats: ShardStats | None = None,
+        fault: Fault | None = None,
+    ):
         self.engine = engine
         self.stream = stream
         self.shard_id = shard_id
@@ -237,8 +257,11 @@ class Applier:
         """Parse and apply micro-batches (GetRecords pages: records, ms behind the tip) in order,
         preparing each while the previous one is written (see the class's docstring). On an error
         the write in flight ends (commits or rolls back) before the error propagates."""
-        with gc_paused(), quick_thread_switches(), \
-                ThreadPoolExecutor(1, thread_name_prefix=f"ingest-{self.shard_id}") as writer:
+        with (
+            gc_paused(),
+            quick_thread_switches(),
+            ThreadPoolExecutor(1, thread_name_prefix=f"ingest-{self.shard_id}") as writer,
+        ):
             inflight: _InFlight | None = None
             parsed_pages = _ParsedPages(pages, self._parse, PARSE_AHEAD_PAGES)
             for parsed, behind_ms in parsed_pages:
@@ -246,8 +269,14 @@ class Applier:
             if inflight is not None:
                 self._settle(inflight)
 
-    def _overlap(self, writer: ThreadPoolExecutor, inflight: _InFlight | None, parsed: list[Parsed],
-                 behind_ms: int | None, parse_ahead: Callable[[], bool]) -> _InFlight | None:
+    def _overlap(
+        self,
+        writer: ThreadPoolExecutor,
+        inflight: _InFlight | None,
+        parsed: list[Parsed],
+        behind_ms: int | None,
+        parse_ahead: Callable[[], bool],
+    ) -> _InFlight | None:
         """Prepare `parsed` while `inflight` is written; submit its write once `inflight` committed.
         Time left waiting for the write is spent parsing the next pages (`parse_ahead`). Returns the
         micro-batch now in flight (None when `parsed` had to be applied on its own, in order)."""
@@ -291,8 +320,12 @@ class Applier:
         except Exception as exc:
             if db.trouble(exc) == db.FATAL:
                 raise
-            log.warning("shard %s: preparing a micro-batch of %d records failed (%s); it is applied on its "
-                        "own", self.shard_id, len(parsed), db.error_summary(exc))
+            log.warning(
+                "shard %s: preparing a micro-batch of %d records failed (%s); it is applied on its own",
+                self.shard_id,
+                len(parsed),
+                db.error_summary(exc),
+            )
             return None
 
     def _parse(self, raws: Sequence[RawRecord]) -> list[Parsed]:
@@ -351,8 +384,15 @@ class Applier:
 
     def _pause(self, parsed: list[Parsed], attempt: int, exc: Exception) -> None:
         delay = backoff(attempt, base=BACKOFF_BASE_SECONDS)
-        log.warning("shard %s: a micro-batch of %d records failed (attempt %d of %d): %s; retrying in %.2fs",
-                    self.shard_id, len(parsed), attempt, ATTEMPTS, db.error_summary(exc), delay)
+        log.warning(
+            "shard %s: a micro-batch of %d records failed (attempt %d of %d): %s; retrying in %.2fs",
+            self.shard_id,
+            len(parsed),
+            attempt,
+            ATTEMPTS,
+            db.error_summary(exc),
+            delay,
+        )
         time.sleep(delay)
 
     def _isolate(self, parsed: list[Parsed], behind_ms: int | None, exc: Exception, attempts: int) -> None:
@@ -361,28 +401,43 @@ class Applier:
         reason = db.error_summary(exc)
         if len(parsed) > 1:
             mid = len(parsed) // 2
-            log.warning("shard %s: error on a micro-batch of %d records, bisecting: %s",
-                        self.shard_id, len(parsed), reason)
+            log.warning(
+                "shard %s: error on a micro-batch of %d records, bisecting: %s", self.shard_id, len(parsed), reason
+            )
             self._apply(parsed[:mid], behind_ms)
             self._apply(parsed[mid:], behind_ms)
             return
         raw = parsed[0].raw
-        log.error("shard %s: setting record %s aside after %d attempts: %s", self.shard_id, raw.sequence_number,
-                  attempts, reason)
-        rejection = store.Rejection(raw.sequence_number, raw.partition_key, raw.data,
-                                    f"database error after {attempts} attempts: {reason}", attempts)
+        log.error(
+            "shard %s: setting record %s aside after %d attempts: %s",
+            self.shard_id,
+            raw.sequence_number,
+            attempts,
+            reason,
+        )
+        rejection = store.Rejection(
+            raw.sequence_number,
+            raw.partition_key,
+            raw.data,
+            f"database error after {attempts} attempts: {reason}",
+            attempts,
+        )
         self._set_aside(rejection, raw.arrival, behind_ms)
 
     def _position(self, last: RawRecord, records: int, behind_ms: int | None) -> store.Position:
-        return store.Position(self.stream, self.shard_id, last.sequence_number, records, behind_ms, self.parents,
-                              last.arrival)
+        return store.Position(
+            self.stream, self.shard_id, last.sequence_number, records, behind_ms, self.parents, last.arrival
+        )
 
     def _prepare(self, parsed: list[Parsed], behind_ms: int | None) -> _Prepared:
         """Open the micro-batch's transaction, lock and load its users, fold it, plan its write."""
         timings = self.stats.timings
         batches = [p.batch for p in parsed if p.batch is not None]
-        rejections = [store.Rejection(p.raw.sequence_number, p.raw.partition_key, p.raw.data, p.reason)  # type: ignore[arg-type]
-                      for p in parsed if p.batch is None]
+        rejections = [
+            store.Rejection(p.raw.sequence_number, p.raw.partition_key, p.raw.data, p.reason)  # type: ignore[arg-type]
+            for p in parsed
+            if p.batch is None
+        ]
         conn = self.engine.connect()
         try:
             transaction = conn.begin()
@@ -390,8 +445,12 @@ class Applier:
             catalog, users = store.load_micro_batch(conn, batches)
             loaded = time.perf_counter()
             result = fold(users, batches, catalog)
-            plan = store.plan_write(users, rejections=rejections, commands=result.commands,
-                                    position=self._position(parsed[-1].raw, len(parsed), behind_ms))
+            plan = store.plan_write(
+                users,
+                rejections=rejections,
+                commands=result.commands,
+                position=self._position(parsed[-1].raw, len(parsed), behind_ms),
+            )
             timings["db_load"] += loaded - started
             timings["fold"] += time.perf_counter() - loaded
         except BaseException:
@@ -424,12 +483,12 @@ class Applier:
         stats.commands_emitted += len(keys)
         stats.command_keys += keys
         for rejection in prepared.rejections:
-            log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number,
-                        rejection.reason)
+            log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number, rejection.reason)
 
     def _set_aside(self, rejection: store.Rejection, arrival: datetime | None, behind_ms: int | None) -> None:
-        position = store.Position(self.stream, self.shard_id, rejection.sequence_number, 1, behind_ms, self.parents,
-                                  arrival)
+        position = store.Position(
+            self.stream, self.shard_id, rejection.sequence_number, 1, behind_ms, self.parents, arrival
+        )
         plan = store.plan_write({}, rejections=[rejection], position=position)
         with self.engine.begin() as conn:
             store.execute_write(conn, plan)
@@ -437,8 +496,16 @@ class Applier:
         self.stats.records_rejected += 1
 
 
-def apply_micro_batch(engine: Engine, stream: str, shard_id: str, raws: Sequence[RawRecord], *,
-              behind_ms: int | None = None, stats: ShardStats | None = None, fault: Fault | None = None) -> ShardStats:
+def apply_micro_batch(
+    engine: Engine,
+    stream: str,
+    shard_id: str,
+    raws: Sequence[RawRecord],
+    *,
+    behind_ms: int | None = None,
+    stats: ShardStats | None = None,
+    fault: Fault | None = None,
+) -> ShardStats:
     """Parse and apply one micro-batch of raw records outside the shard loop (tests, benchmark)."""
     applier = Applier(engine, stream, shard_id, stats=stats, fault=fault)
     applier.apply_records(raws, behind_ms)
@@ -468,21 +535,36 @@ def check_replay(shard_id: str, replay_from: datetime, checkpoint: dict) -> None
     between were never read and would be skipped for good)."""
     arrived = checkpoint.get("last_arrival_at")
     if not checkpoint.get("sequence_number"):
-        raise ReplayRefused(f"shard {shard_id} has no checkpoint yet: nothing was read from it, so there is "
-                            "nothing to replay (the next run reads it from its start)")
+        raise ReplayRefused(
+            f"shard {shard_id} has no checkpoint yet: nothing was read from it, so there is "
+            "nothing to replay (the next run reads it from its start)"
+        )
     if arrived is None:
-        raise ReplayRefused(f"the checkpoint of shard {shard_id} does not say when its last record arrived yet "
-                            "(it predates migration 0009): replay after the next run has applied a record")
+        raise ReplayRefused(
+            f"the checkpoint of shard {shard_id} does not say when its last record arrived yet "
+            "(it predates migration 0009): replay after the next run has applied a record"
+        )
     if replay_from > arrived:
         raise ReplayRefused(
             f"replay_from {replay_from.isoformat()} is later than the checkpoint of shard {shard_id}, whose last "
             f"applied record arrived at {arrived.isoformat()}: the records in between were never read and would "
-            f"be skipped. Replay from {arrived.isoformat()} or earlier.")
+            f"be skipped. Replay from {arrived.isoformat()} or earlier."
+        )
 
 
-def consume_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_batch_records: int = 500,
-                 max_records: int = 20000, max_seconds: float = 45.0, replay_from: str | datetime | None = None,
-                 fault: Fault | None = None, idle_sleep: float = 0.2) -> ShardStats:
+def consume_shard(
+    engine: Engine,
+    kinesis,
+    stream: str,
+    shard_id: str,
+    *,
+    micro_batch_records: int = 500,
+    max_records: int = 20000,
+    max_seconds: float = 45.0,
+    replay_from: str | datetime | None = None,
+    fault: Fault | None = None,
+    idle_sleep: float = 0.2,
+) -> ShardStats:
     """Read one shard from its checkpoint (or `replay_from`, AT_TIMESTAMP) until caught up, closed,
     or the bounds are hit, applying each GetRecords page as one micro-batch."""
     stats = ShardStats(shard_id)
@@ -497,8 +579,15 @@ def consume_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_
         stats.behind_ms = 0
         return stats
     applier = Applier(engine, stream, shard_id, parents=info.parents, stats=stats, fault=fault)
-    reading = _ShardReading(kinesis, stream, shard_id, info, stats,
-                            last_seq=None if at is not None else checkpoint.get("sequence_number"), at=at)
+    reading = _ShardReading(
+        kinesis,
+        stream,
+        shard_id,
+        info,
+        stats,
+        last_seq=None if at is not None else checkpoint.get("sequence_number"),
+        at=at,
+    )
     applier.apply_pages(reading.pages(micro_batch_records, max_records, time.monotonic() + max_seconds, idle_sleep))
     if reading.drained:  # only once every micro-batch read from it has committed
         with engine.begin() as conn:
@@ -510,6 +599,7 @@ def consume_shard(engine: Engine, kinesis, stream: str, shard_id: str, *, micro_
 @dataclass
 class _ShardReading:
     """GetRecords pages of one shard, from a sequence number (or a timestamp) on."""
+
     kinesis: object
     stream: str
     shard_id: str
@@ -519,8 +609,9 @@ class _ShardReading:
     at: datetime | None
     drained: bool = False  # a closed shard read to its end
 
-    def pages(self, micro_batch_records: int, max_records: int, deadline: float,
-              idle_sleep: float) -> Iterator[tuple[list[RawRecord], int | None]]:
+    def pages(
+        self, micro_batch_records: int, max_records: int, deadline: float, idle_sleep: float
+    ) -> Iterator[tuple[list[RawRecord], int | None]]:
         """Pages until caught up, drained, or the bounds are hit (records counted as parsed)."""
         kinesis, stats = self.kinesis, self.stats
         iterator = reader.shard_iterator(kinesis, self.stream, self.shard_id, self.last_seq, self.at)
@@ -531,13 +622,18 @@ class _ShardReading:
             try:
                 page = reader.get_records(kinesis, iterator, limit)
             except kinesis.exceptions.ExpiredIteratorException:  # type: ignore[attr-defined]
-                iterator = reader.shard_iterator(kinesis, self.stream, self.shard_id, self.last_seq,
-                                                 self.at if self.last_seq is None else None)
+                iterator = reader.shard_iterator(
+                    kinesis, self.stream, self.shard_id, self.last_seq, self.at if self.last_seq is None else None
+                )
                 continue
             stats.timings["get_records"] += time.perf_counter() - started
             if page.records:
-                raws = [RawRecord(r["SequenceNumber"], r.get("PartitionKey"), r["Data"],
-                                  r.get("ApproximateArrivalTimestamp")) for r in page.records]
+                raws = [
+                    RawRecord(
+                        r["SequenceNumber"], r.get("PartitionKey"), r["Data"], r.get("ApproximateArrivalTimestamp")
+                    )
+                    for r in page.records
+                ]
                 self.last_seq = raws[-1].sequence_number
                 fetched += len(raws)
                 yield raws, page.behind_ms

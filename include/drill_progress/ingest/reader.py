@@ -45,8 +45,9 @@ def readable_shards(shards: Iterable[ShardInfo], checkpoints: dict[str, dict]) -
     def drained(shard_id: str) -> bool:
         return bool(checkpoints.get(shard_id, {}).get("shard_closed"))
 
-    return [s.shard_id for s in shards
-            if not drained(s.shard_id) and all(drained(p) or p not in listed for p in s.parents)]
+    return [
+        s.shard_id for s in shards if not drained(s.shard_id) and all(drained(p) or p not in listed for p in s.parents)
+    ]
 
 
 def shard_info(kinesis, stream: str, shard_id: str) -> ShardInfo:
@@ -56,8 +57,7 @@ def shard_info(kinesis, stream: str, shard_id: str) -> ShardInfo:
     raise LookupError(f"shard {shard_id} is not listed on stream {stream}")
 
 
-def shard_iterator(kinesis, stream: str, shard_id: str, after: str | None,
-                   at_timestamp: datetime | None = None) -> str:
+def shard_iterator(kinesis, stream: str, shard_id: str, after: str | None, at_timestamp: datetime | None = None) -> str:
     """AT_TIMESTAMP for a replay, else AFTER_SEQUENCE_NUMBER the checkpoint, else TRIM_HORIZON."""
     kwargs: dict = {"StreamName": stream, "ShardId": shard_id}
     if at_timestamp is not None:

@@ -60,20 +60,38 @@ class Summary:
             shown.append(text)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "examined": self.examined, "reapplied": self.reapplied,
-                "superseded": self.superseded, "still_bad": self.still_bad, "failed": self.failed,
-                "commands_enqueued": len(self.commands), "examples": self.examples}
+        return {
+            "dry_run": self.dry_run,
+            "examined": self.examined,
+            "reapplied": self.reapplied,
+            "superseded": self.superseded,
+            "still_bad": self.still_bad,
+            "failed": self.failed,
+            "commands_enqueued": len(self.commands),
+            "examples": self.examples,
+        }
 
 
-def candidates(engine: Engine, stream: str, *, shard_id: str | None, since: datetime | None,
-               until: datetime | None, limit: int):
+def candidates(
+    engine: Engine, stream: str, *, shard_id: str | None, since: datetime | None, until: datetime | None, limit: int
+):
     """Unresolved set-aside records in stream order, a chunk at a time (keyset pagination)."""
     after_shard, after_seq, left = "", "-1", limit
     while left > 0:
         with engine.connect() as conn:
-            rows = run(conn, "ingest/reapply_candidates.sql", {
-                "stream": stream, "shard_id": shard_id, "since": since, "until": until, "after_shard": after_shard,
-                "after_seq": after_seq, "limit": min(CHUNK, left)}).all()
+            rows = run(
+                conn,
+                "ingest/reapply_candidates.sql",
+                {
+                    "stream": stream,
+                    "shard_id": shard_id,
+                    "since": since,
+                    "until": until,
+                    "after_shard": after_shard,
+                    "after_seq": after_seq,
+                    "limit": min(CHUNK, left),
+                },
+            ).all()
         if not rows:
             return
         chunk = [Candidate(r[0], r[1], r[2], bytes(r[3])) for r in rows]
@@ -82,8 +100,16 @@ def candidates(engine: Engine, stream: str, *, shard_id: str | None, since: date
         after_shard, after_seq = chunk[-1].shard_id, chunk[-1].sequence_number
 
 
-def reapply(engine: Engine, stream: str, *, shard_id: str | None = None, since: datetime | None = None,
-            until: datetime | None = None, limit: int = 10_000, dry_run: bool = False) -> Summary:
+def reapply(
+    engine: Engine,
+    stream: str,
+    *,
+    shard_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 10_000,
+    dry_run: bool = False,
+) -> Summary:
     summary = Summary(dry_run)
     for chunk in candidates(engine, stream, shard_id=shard_id, since=since, until=until, limit=limit):
         summary.examined += len(chunk)
@@ -96,8 +122,11 @@ def reapply(engine: Engine, stream: str, *, shard_id: str | None = None, since: 
                 summary.note("still_bad", f"{candidate.shard_id} {candidate.sequence_number}: {bad}")
         if parsed:
             _apply_chunk(engine, parsed, summary)
-    log.info("re-apply of set-aside records%s: %s", " (DRY RUN)" if dry_run else "",
-             {k: v for k, v in summary.as_dict().items() if k != "examples"})
+    log.info(
+        "re-apply of set-aside records%s: %s",
+        " (DRY RUN)" if dry_run else "",
+        {k: v for k, v in summary.as_dict().items() if k != "examples"},
+    )
     return summary
 
 
@@ -165,10 +194,13 @@ def reapply_and_publish(engine: Engine, kinesis, stream: str, command_stream: st
     summary = reapply(engine, stream, **kwargs)
     result = summary.as_dict()
     if summary.commands and not summary.dry_run:
-        published = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE,
-                                           keys=summary.commands)
+        published = outbox.publish_pending(
+            engine, kinesis, command_stream, source=store.OUTBOX_SOURCE, keys=summary.commands
+        )
         result["commands_published"] = published["published"]
         if published["failed"]:
-            raise outbox.PublishError(f"{published['failed']} commands could not be published to {command_stream}; "
-                                      "they stay in command_outbox and go out with the next ingestion run")
+            raise outbox.PublishError(
+                f"{published['failed']} commands could not be published to {command_stream}; "
+                "they stay in command_outbox and go out with the next ingestion run"
+            )
     return result

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 TOTAL_KEYS = ("records_read", "batches_applied", "duplicates_skipped", "records_rejected", "commands_emitted")
 
 
-def plan_shards(engine: Engine, kinesis, stream: str, replay_shard_id: str | None = None,
-                replay_from: str | None = None) -> list[str]:
+def plan_shards(
+    engine: Engine, kinesis, stream: str, replay_shard_id: str | None = None, replay_from: str | None = None
+) -> list[str]:
     """Shard ids to read in this run: every listed shard not yet drained whose parents are
     drained (or expired), plus the shard being replayed, if any."""
     if bool(replay_shard_id) != bool(replay_from):
@@ -27,41 +28,79 @@ def plan_shards(engine: Engine, kinesis, stream: str, replay_shard_id: str | Non
     with engine.connect() as conn:
         checkpoints = store.load_checkpoints(conn, stream)
     readable = reader.readable_shards(shards, checkpoints)
-    waiting = sorted({s.shard_id for s in shards} - set(readable)
-                     - {k for k, v in checkpoints.items() if v.get("shard_closed")})
+    waiting = sorted(
+        {s.shard_id for s in shards} - set(readable) - {k for k, v in checkpoints.items() if v.get("shard_closed")}
+    )
     if replay_shard_id:  # refused here, once, before any shard is read
         if replay_shard_id not in {s.shard_id for s in shards}:
             raise pipeline.ReplayRefused(f"replay_shard_id {replay_shard_id} is not a listed shard of {stream}")
-        pipeline.check_replay(replay_shard_id, pipeline.parse_timestamp(replay_from),  # type: ignore[arg-type]
-                              checkpoints.get(replay_shard_id, {}))
+        pipeline.check_replay(
+            replay_shard_id,
+            pipeline.parse_timestamp(replay_from),  # type: ignore[arg-type]
+            checkpoints.get(replay_shard_id, {}),
+        )
         if replay_shard_id not in readable:
             readable.append(replay_shard_id)
-    log.info("stream %s: %d shards listed; reading %s; waiting for parents: %s", stream, len(shards),
-             readable, waiting or "none")
+    log.info(
+        "stream %s: %d shards listed; reading %s; waiting for parents: %s",
+        stream,
+        len(shards),
+        readable,
+        waiting or "none",
+    )
     return readable
 
 
-def ingest_shard(engine: Engine, kinesis, stream: str, command_stream: str, shard_id: str, *,
-                 micro_batch_records: int = 500, max_records: int = 20000, max_seconds: float = 45.0,
-                 replay_shard_id: str | None = None, replay_from: str | None = None) -> dict:
+def ingest_shard(
+    engine: Engine,
+    kinesis,
+    stream: str,
+    command_stream: str,
+    shard_id: str,
+    *,
+    micro_batch_records: int = 500,
+    max_records: int = 20000,
+    max_seconds: float = 45.0,
+    replay_shard_id: str | None = None,
+    replay_from: str | None = None,
+) -> dict:
     """Ingest one shard, then publish the commands it caused (best effort: `publish_commands`
     publishes whatever is left). Returns and logs the shard's figures."""
     replay = replay_from if replay_shard_id and shard_id == replay_shard_id else None
-    stats = pipeline.consume_shard(engine, kinesis, stream, shard_id, micro_batch_records=micro_batch_records,
-                                  max_records=max_records, max_seconds=max_seconds, replay_from=replay)
+    stats = pipeline.consume_shard(
+        engine,
+        kinesis,
+        stream,
+        shard_id,
+        micro_batch_records=micro_batch_records,
+        max_records=max_records,
+        max_seconds=max_seconds,
+        replay_from=replay,
+    )
     result = stats.as_dict()
     if stats.command_keys:
         try:
-            published = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE,
-                                               keys=stats.command_keys)
+            published = outbox.publish_pending(
+                engine, kinesis, command_stream, source=store.OUTBOX_SOURCE, keys=stats.command_keys
+            )
             result["commands_published"] = published["published"]
         except Exception:  # publish_commands retries what is left; never lose the shard's figures
             log.exception("shard %s: publishing commands failed; publish_commands will retry", shard_id)
-    log.info("shard %s%s: read %d records in %d micro-batches; applied %d batches, skipped %d duplicates, "
-             "rejected %d records, emitted %d commands; %s ms behind the tip%s; seconds %s",
-             shard_id, f" (replay from {replay})" if replay else "", stats.records_read, stats.micro_batches,
-             stats.batches_applied, stats.duplicates_skipped, stats.records_rejected, stats.commands_emitted,
-             stats.behind_ms, "; shard closed and drained" if stats.shard_closed else "", result["seconds"])
+    log.info(
+        "shard %s%s: read %d records in %d micro-batches; applied %d batches, skipped %d duplicates, "
+        "rejected %d records, emitted %d commands; %s ms behind the tip%s; seconds %s",
+        shard_id,
+        f" (replay from {replay})" if replay else "",
+        stats.records_read,
+        stats.micro_batches,
+        stats.batches_applied,
+        stats.duplicates_skipped,
+        stats.records_rejected,
+        stats.commands_emitted,
+        stats.behind_ms,
+        "; shard closed and drained" if stats.shard_closed else "",
+        result["seconds"],
+    )
     return result
 
 
@@ -70,8 +109,10 @@ def publish_commands(engine: Engine, kinesis, command_stream: str) -> dict:
     result = outbox.publish_pending(engine, kinesis, command_stream, source=store.OUTBOX_SOURCE)
     log.info("published %d commands to %s", result["published"], command_stream)
     if result["failed"]:
-        raise outbox.PublishError(f"{result['failed']} commands could not be published to {command_stream}; "
-                                  "they stay in command_outbox and are sent on retry")
+        raise outbox.PublishError(
+            f"{result['failed']} commands could not be published to {command_stream}; "
+            "they stay in command_outbox and are sent on retry"
+        )
     return result
 
 

@@ -43,8 +43,11 @@ def _array(values) -> str:
 
 def _text_array(values) -> str:
     """Array literal of arbitrary strings (quoted and escaped)."""
-    return "{" + ",".join([
-        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
+    return (
+        "{"
+        + ",".join(["NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values])
+        + "}"
+    )
 
 
 try:  # a C JSON encoder shipped with Airflow's task SDK (events.py decodes with it too)
@@ -95,12 +98,16 @@ def _load_trees(conn: Connection, users: dict[str, User], by_id: dict[str, User]
     for phone, user in users.items():
         user.statuses_loaded = phone in needs.statuses
         user.valid_instances_loaded = phone in needs.valid_instances
-    rows = run(conn, "ingest/load_trees.sql", {
-        "user_ids": _array(by_id),
-        "status_user_ids": _array(u.user_id for u in by_id.values() if u.statuses_loaded),
-        "valid_instance_user_ids": _array(u.user_id for u in by_id.values() if u.valid_instances_loaded),
-        "instance_ids": _array(needs.instance_ids),
-    })
+    rows = run(
+        conn,
+        "ingest/load_trees.sql",
+        {
+            "user_ids": _array(by_id),
+            "status_user_ids": _array(u.user_id for u in by_id.values() if u.statuses_loaded),
+            "valid_instance_user_ids": _array(u.user_id for u in by_id.values() if u.valid_instances_loaded),
+            "instance_ids": _array(needs.instance_ids),
+        },
+    )
     for kind, user_id, row_id, slug, place, text1, text2, time1, time2, time3, flag in rows.all():
         if kind == "s":
             status = Status(row_id, slug, place, text1, time1, time2)
@@ -121,6 +128,7 @@ def _place(status: Status) -> int:
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a micro-batch ends in its shard: the checkpoint written with its state changes."""
+
     stream: str
     shard_id: str
     sequence_number: str
@@ -137,12 +145,18 @@ _REJECTION_KEYS = ("rj_sequence_numbers", "rj_partition_keys", "rj_raw", "rj_rea
 @dataclass(frozen=True, slots=True)
 class WritePlan:
     """The bound parameters of one write_trees.sql execution and the row counts it writes."""
+
     params: dict
     counts: dict[str, int]
 
 
-def plan_write(users: dict[str, User], *, rejections: Sequence[Rejection] = (), position: Position | None = None,
-               commands: Sequence[Command] = ()) -> WritePlan | None:
+def plan_write(
+    users: dict[str, User],
+    *,
+    rejections: Sequence[Rejection] = (),
+    position: Position | None = None,
+    commands: Sequence[Command] = (),
+) -> WritePlan | None:
     """Parameters writing back every changed row of the trees and (in a micro-batch) its set-aside
     records, its checkpoint and its commands' outbox rows; None when there is nothing to write."""
     changed = [u for u in users.values() if u.changed]
@@ -153,17 +167,21 @@ def plan_write(users: dict[str, User], *, rejections: Sequence[Rejection] = (), 
     new_users = [u for u in changed if u.is_new]
     old_users = [u for u in changed if not u.is_new]
     for prefix, group in (("nu", new_users), ("cu", old_users)):
-        params.update({
-            f"{prefix}_ids": _array(u.user_id for u in group),
-            f"{prefix}_seqs": _array(u.seq for u in group),
-            f"{prefix}_profiles": _text_array([_json(u.profile) for u in group]),
-            f"{prefix}_times": _array(u.last_interacted_time for u in group),
-        })
-    params.update({
-        "pn_ids": _array(ids.phone_number_id_text(u.phone_number) for u in new_users),
-        "pn_phones": _text_array(u.phone_number for u in new_users),
-        "pn_user_ids": _array(u.user_id for u in new_users),
-    })
+        params.update(
+            {
+                f"{prefix}_ids": _array(u.user_id for u in group),
+                f"{prefix}_seqs": _array(u.seq for u in group),
+                f"{prefix}_profiles": _text_array([_json(u.profile) for u in group]),
+                f"{prefix}_times": _array(u.last_interacted_time for u in group),
+            }
+        )
+    params.update(
+        {
+            "pn_ids": _array(ids.phone_number_id_text(u.phone_number) for u in new_users),
+            "pn_phones": _text_array(u.phone_number for u in new_users),
+            "pn_user_ids": _array(u.user_id for u in new_users),
+        }
+    )
     counts["phone_numbers"] = len(new_users)
     counts["drill_statuses"] = _status_params(params, changed)
     counts["drill_instances"] = _instance_params(params, changed)
@@ -181,8 +199,9 @@ def execute_write(conn: Connection, plan: WritePlan | None) -> list[str]:
     return [row[0] for row in run(conn, "ingest/write_trees.sql", plan.params).all()]
 
 
-def write_users(conn: Connection, users: dict[str, User], *, rejections: Sequence[Rejection] = (),
-                position: Position | None = None) -> dict[str, int]:
+def write_users(
+    conn: Connection, users: dict[str, User], *, rejections: Sequence[Rejection] = (), position: Position | None = None
+) -> dict[str, int]:
     """Plan and execute the write of the trees (and set-aside records and checkpoint); row counts."""
     plan = plan_write(users, rejections=rejections, position=position)
     execute_write(conn, plan)
@@ -199,36 +218,56 @@ def _rejection_params(params: dict, rejections: Sequence[Rejection]) -> None:
     if not rejections:
         params.update(dict.fromkeys(_REJECTION_KEYS, _EMPTY))
         return
-    params.update({
-        "rj_sequence_numbers": [r.sequence_number for r in rejections],
-        "rj_partition_keys": [safe_text(r.partition_key, PARTITION_KEY_LIMIT) for r in rejections],
-        "rj_raw": [bytes(r.raw_data) for r in rejections],
-        "rj_reasons": [safe_text(r.reason, REASON_LIMIT) or "unknown" for r in rejections],
-        "rj_attempts": [r.attempts for r in rejections],
-    })
+    params.update(
+        {
+            "rj_sequence_numbers": [r.sequence_number for r in rejections],
+            "rj_partition_keys": [safe_text(r.partition_key, PARTITION_KEY_LIMIT) for r in rejections],
+            "rj_raw": [bytes(r.raw_data) for r in rejections],
+            "rj_reasons": [safe_text(r.reason, REASON_LIMIT) or "unknown" for r in rejections],
+            "rj_attempts": [r.attempts for r in rejections],
+        }
+    )
 
 
 def _position_params(params: dict, position: Position | None) -> None:
     if position is None:
-        params.update({"stream": None, "shard_id": None, "sequence_number": None, "parents": _EMPTY,
-                       "records": 0, "behind_ms": None, "arrival": None})
+        params.update(
+            {
+                "stream": None,
+                "shard_id": None,
+                "sequence_number": None,
+                "parents": _EMPTY,
+                "records": 0,
+                "behind_ms": None,
+                "arrival": None,
+            }
+        )
     else:
-        params.update({"stream": position.stream, "shard_id": position.shard_id,
-                       "sequence_number": position.sequence_number, "parents": list(position.parents),
-                       "records": position.records, "behind_ms": position.behind_ms,
-                       "arrival": position.arrival})
+        params.update(
+            {
+                "stream": position.stream,
+                "shard_id": position.shard_id,
+                "sequence_number": position.sequence_number,
+                "parents": list(position.parents),
+                "records": position.records,
+                "behind_ms": position.behind_ms,
+                "arrival": position.arrival,
+            }
+        )
 
 
 def _outbox_params(params: dict, commands: Sequence[Command]) -> None:
     """The outbox rows, as `drill_progress.outbox.enqueue` writes them, with the arrays passed as
     literals: encoding thousands of JSON payloads element by element cost more than the rest."""
-    params.update({
-        "source": OUTBOX_SOURCE,
-        "ob_keys": _text_array(c.idempotency_key for c in commands),
-        "ob_types": _text_array(c.command_type for c in commands),
-        "ob_phones": _text_array(c.phone_number for c in commands),
-        "ob_payloads": _text_array([_json(c.payload) for c in commands]),
-    })
+    params.update(
+        {
+            "source": OUTBOX_SOURCE,
+            "ob_keys": _text_array(c.idempotency_key for c in commands),
+            "ob_types": _text_array(c.command_type for c in commands),
+            "ob_phones": _text_array(c.phone_number for c in commands),
+            "ob_payloads": _text_array([_json(c.payload) for c in commands]),
+        }
+    )
 
 
 def _status_params(params: dict, changed: list[User]) -> int:
@@ -240,19 +279,21 @@ def _status_params(params: dict, changed: list[User]) -> int:
                 st_new.append((u.user_id, st))
             elif st.values() != st.loaded:
                 st_upd.append(st)
-    params.update({
-        "ns_ids": _array(st.id for _, st in st_new),
-        "ns_user_ids": _array(uid for uid, _ in st_new),
-        "ns_instance_ids": _array(st.drill_instance_id for _, st in st_new),
-        "ns_slugs": _text_array(st.drill_slug for _, st in st_new),
-        "ns_places": _array(st.place_in_sequence for _, st in st_new),
-        "ns_started": _array(st.started_time for _, st in st_new),
-        "ns_completed": _array(st.completed_time for _, st in st_new),
-        "cs_ids": _array(st.id for st in st_upd),
-        "cs_instance_ids": _array(st.drill_instance_id for st in st_upd),
-        "cs_started": _array(st.started_time for st in st_upd),
-        "cs_completed": _array(st.completed_time for st in st_upd),
-    })
+    params.update(
+        {
+            "ns_ids": _array(st.id for _, st in st_new),
+            "ns_user_ids": _array(uid for uid, _ in st_new),
+            "ns_instance_ids": _array(st.drill_instance_id for _, st in st_new),
+            "ns_slugs": _text_array(st.drill_slug for _, st in st_new),
+            "ns_places": _array(st.place_in_sequence for _, st in st_new),
+            "ns_started": _array(st.started_time for _, st in st_new),
+            "ns_completed": _array(st.completed_time for _, st in st_new),
+            "cs_ids": _array(st.id for st in st_upd),
+            "cs_instance_ids": _array(st.drill_instance_id for st in st_upd),
+            "cs_started": _array(st.started_time for st in st_upd),
+            "cs_completed": _array(st.completed_time for st in st_upd),
+        }
+    )
     return len(st_new) + len(st_upd)
 
 
@@ -265,15 +306,17 @@ def _instance_params(params: dict, changed: list[User]) -> int:
                 new_inst.append((u, i))
             elif i.values() != i.loaded:
                 upd_inst.append((u, i))
-    params.update({
-        "ni_ids": _array(i.drill_instance_id for _, i in new_inst),
-        "ni_user_ids": _array(u.user_id for u, _ in new_inst),
-        "ni_phones": _text_array(i.phone_number for _, i in new_inst),
-        **_instance_values("ni", [i for _, i in new_inst]),
-        "ci_ids": _array(i.drill_instance_id for _, i in upd_inst),
-        "ci_user_ids": _array(u.user_id for u, _ in upd_inst),
-        **_instance_values("ci", [i for _, i in upd_inst]),
-    })
+    params.update(
+        {
+            "ni_ids": _array(i.drill_instance_id for _, i in new_inst),
+            "ni_user_ids": _array(u.user_id for u, _ in new_inst),
+            "ni_phones": _text_array(i.phone_number for _, i in new_inst),
+            **_instance_values("ni", [i for _, i in new_inst]),
+            "ci_ids": _array(i.drill_instance_id for _, i in upd_inst),
+            "ci_user_ids": _array(u.user_id for u, _ in upd_inst),
+            **_instance_values("ci", [i for _, i in upd_inst]),
+        }
+    )
     return len(new_inst) + len(upd_inst)
 
 

@@ -18,9 +18,13 @@ def _refused(exc: Exception):
 def plan_shards(params: dict) -> list[str]:
     """Task `plan_shards`: the shards to read in this run."""
     try:
-        return runs.plan_shards(connections.db_engine(), connections.aws_client("kinesis"),
-                                connections.variable(config.DIALOG_EVENT_STREAM), params.get("replay_shard_id"),
-                                params.get("replay_from"))
+        return runs.plan_shards(
+            connections.db_engine(),
+            connections.aws_client("kinesis"),
+            connections.variable(config.DIALOG_EVENT_STREAM),
+            params.get("replay_shard_id"),
+            params.get("replay_from"),
+        )
     except pipeline.ReplayRefused as exc:
         raise _refused(exc) from exc  # no retries: the params are wrong
 
@@ -30,11 +34,17 @@ def ingest_shard(shard_id: str, params: dict) -> dict:
     """Task `ingest_shard` (mapped, one per shard)."""
     try:
         return runs.ingest_shard(
-            connections.db_engine(role="ingest"), connections.aws_client("kinesis"),
-            connections.variable(config.DIALOG_EVENT_STREAM), connections.variable(config.COMMAND_STREAM), shard_id,
-            micro_batch_records=int(params["micro_batch_records"]), max_records=int(params["max_records_per_shard"]),
-            max_seconds=float(params["max_seconds"]), replay_shard_id=params.get("replay_shard_id"),
-            replay_from=params.get("replay_from"))
+            connections.db_engine(role="ingest"),
+            connections.aws_client("kinesis"),
+            connections.variable(config.DIALOG_EVENT_STREAM),
+            connections.variable(config.COMMAND_STREAM),
+            shard_id,
+            micro_batch_records=int(params["micro_batch_records"]),
+            max_records=int(params["max_records_per_shard"]),
+            max_seconds=float(params["max_seconds"]),
+            replay_shard_id=params.get("replay_shard_id"),
+            replay_from=params.get("replay_from"),
+        )
     except pipeline.ReplayRefused as exc:
         raise _refused(exc) from exc
 
@@ -42,8 +52,9 @@ def ingest_shard(shard_id: str, params: dict) -> dict:
 @masked_errors
 def publish_commands() -> dict:
     """Task `publish_commands`: every ingest command still in the outbox."""
-    return runs.publish_commands(connections.db_engine(), connections.aws_client("kinesis"),
-                                 connections.variable(config.COMMAND_STREAM))
+    return runs.publish_commands(
+        connections.db_engine(), connections.aws_client("kinesis"), connections.variable(config.COMMAND_STREAM)
+    )
 
 
 def summary(shard_results: list[dict] | None, published: dict | None) -> dict:
@@ -55,8 +66,13 @@ def summary(shard_results: list[dict] | None, published: dict | None) -> dict:
 def reapply_rejected(params: dict) -> dict:
     """Task `reapply_rejected` of `dialog_event_reapply`: re-apply set-aside records, then publish."""
     return reapply.reapply_and_publish(
-        connections.db_engine(role="ingest"), connections.aws_client("kinesis"),
-        connections.variable(config.DIALOG_EVENT_STREAM), connections.variable(config.COMMAND_STREAM),
-        shard_id=params.get("shard_id") or None, since=pipeline.parse_timestamp(params.get("rejected_since")),
-        until=pipeline.parse_timestamp(params.get("rejected_until")), limit=int(params.get("limit") or 10_000),
-        dry_run=bool(params.get("dry_run")))
+        connections.db_engine(role="ingest"),
+        connections.aws_client("kinesis"),
+        connections.variable(config.DIALOG_EVENT_STREAM),
+        connections.variable(config.COMMAND_STREAM),
+        shard_id=params.get("shard_id") or None,
+        since=pipeline.parse_timestamp(params.get("rejected_since")),
+        until=pipeline.parse_timestamp(params.get("rejected_until")),
+        limit=int(params.get("limit") or 10_000),
+        dry_run=bool(params.get("dry_run")),
+    )

@@ -67,8 +67,15 @@ def _chunks(commands: list[Command]):
         yield chunk
 
 
-def publish(kinesis, stream: str, commands: list[Command], *, max_attempts: int = 8,
-            base_delay: float = 0.1, max_delay: float = 5.0) -> PublishResult:
+def publish(
+    kinesis,
+    stream: str,
+    commands: list[Command],
+    *,
+    max_attempts: int = 8,
+    base_delay: float = 0.1,
+    max_delay: float = 5.0,
+) -> PublishResult:
     """PutRecords in chunks of <= 500, retrying only the records that failed (throttling,
     internal errors) with jittered exponential backoff. Records still failing after
     `max_attempts` are returned in `failed`, never dropped silently."""
@@ -85,12 +92,18 @@ def publish(kinesis, stream: str, commands: list[Command], *, max_attempts: int 
             pending = [cmd for cmd, _ in failed_now]
             if attempt == max_attempts:
                 result.failed += failed_now
-                log.warning("%d commands still failing after %d attempts (first: %s to %s)",
-                            len(failed_now), attempt, failed_now[0][1], mask_phone(failed_now[0][0].phone_number))
+                log.warning(
+                    "%d commands still failing after %d attempts (first: %s to %s)",
+                    len(failed_now),
+                    attempt,
+                    failed_now[0][1],
+                    mask_phone(failed_now[0][0].phone_number),
+                )
                 break
             delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
-            log.info("%d of %d records failed (%s); retrying in %.2fs", len(pending), len(chunk),
-                     failed_now[0][1], delay)
+            log.info(
+                "%d of %d records failed (%s); retrying in %.2fs", len(pending), len(chunk), failed_now[0][1], delay
+            )
             time.sleep(delay)
     return result
 

@@ -48,8 +48,16 @@ def enqueue(conn: Connection, commands: Iterable[Command], source: str) -> list[
     return [row[0] for row in run(conn, "outbox/enqueue.sql", params).all()]
 
 
-def publish_pending(engine: Engine, kinesis, stream: str, *, source: str | None = None,
-                    keys: list[str] | None = None, chunk: int = 500, max_attempts: int = 8) -> dict:
+def publish_pending(
+    engine: Engine,
+    kinesis,
+    stream: str,
+    *,
+    source: str | None = None,
+    keys: list[str] | None = None,
+    chunk: int = 500,
+    max_attempts: int = 8,
+) -> dict:
     """Publish every unpublished outbox row (optionally only `source`'s, or only `keys`).
 
     Returns counts. Rows whose publish kept failing stay unpublished (their `last_error` set)
@@ -57,20 +65,20 @@ def publish_pending(engine: Engine, kinesis, stream: str, *, source: str | None 
     sent = failed = 0
     while True:
         with engine.begin() as conn:
-            rows = run(conn, "outbox/claim_pending.sql",
-                       {"source": source, "keys": keys, "limit": chunk}).all()
+            rows = run(conn, "outbox/claim_pending.sql", {"source": source, "keys": keys, "limit": chunk}).all()
             if not rows:
                 break
             by_key = {row[1]: row[0] for row in rows}
             commands = [Command(row[2], row[3], json.loads(row[4]), row[1]) for row in rows]
             result = publish(kinesis, stream, commands, max_attempts=max_attempts)
             if result.sent:
-                run(conn, "outbox/mark_published.sql",
-                    {"ids": [by_key[c.idempotency_key] for c in result.sent]})
+                run(conn, "outbox/mark_published.sql", {"ids": [by_key[c.idempotency_key] for c in result.sent]})
             if result.failed:
-                run(conn, "outbox/mark_failed.sql", {
-                    "ids": [by_key[c.idempotency_key] for c, _ in result.failed],
-                    "error": result.failed[0][1]})
+                run(
+                    conn,
+                    "outbox/mark_failed.sql",
+                    {"ids": [by_key[c.idempotency_key] for c, _ in result.failed], "error": result.failed[0][1]},
+                )
             sent += len(result.sent)
             failed += len(result.failed)
         if result.failed:

@@ -55,8 +55,10 @@ class Window:
 
     def bounds(self, reference_time: datetime) -> tuple[datetime, datetime]:
         """(exclusive start, inclusive end) of current_prompt_start_time for a reminder."""
-        return (reference_time - timedelta(minutes=self.ceil_minutes),
-                reference_time - timedelta(minutes=self.floor_minutes))
+        return (
+            reference_time - timedelta(minutes=self.ceil_minutes),
+            reference_time - timedelta(minutes=self.floor_minutes),
+        )
 
 
 def window(floor_minutes: int = DEFAULT_FLOOR_MINUTES, ceil_minutes: int = DEFAULT_CEIL_MINUTES) -> Window:
@@ -67,7 +69,8 @@ def window(floor_minutes: int = DEFAULT_FLOOR_MINUTES, ceil_minutes: int = DEFAU
     if floor_minutes >= ceil_minutes:
         raise InvalidWindow(
             f"floor_minutes ({floor_minutes}) must be less than ceil_minutes ({ceil_minutes}): a reminder "
-            f"goes to prompts started between ceil_minutes and floor_minutes before the run")
+            f"goes to prompts started between ceil_minutes and floor_minutes before the run"
+        )
     return Window(floor_minutes, ceil_minutes)
 
 
@@ -92,8 +95,9 @@ class Candidate:
     already_enqueued: bool
 
     def command(self) -> commands.Command:
-        return commands.trigger_reminder(self.phone_number, self.drill_instance_id, self.prompt_slug,
-                                         self.idempotency_key)
+        return commands.trigger_reminder(
+            self.phone_number, self.drill_instance_id, self.prompt_slug, self.idempotency_key
+        )
 
 
 DUE_SQL = "reminders/due_reminders.sql"
@@ -111,7 +115,14 @@ def find_due(conn, reference: datetime, win: Window) -> list[Candidate]:
 def explain_due(conn, reference: datetime, win: Window, options: str = "") -> str:
     """The plan of the reminder query (`options` e.g. "ANALYZE, BUFFERS"), for tests and benchmarks."""
     if options and not set(options.upper().replace(",", " ").split()) <= {
-            "ANALYZE", "BUFFERS", "VERBOSE", "TIMING", "SUMMARY", "ON", "OFF"}:
+        "ANALYZE",
+        "BUFFERS",
+        "VERBOSE",
+        "TIMING",
+        "SUMMARY",
+        "ON",
+        "OFF",
+    }:
         raise ValueError(f"unsupported EXPLAIN options: {options}")
     prefix = f"EXPLAIN ({options}) " if options else "EXPLAIN "
     rows = conn.exec_driver_sql(prefix + load_sql(DUE_SQL), _due_params(reference, win)).all()
@@ -126,14 +137,26 @@ def enqueue_due(engine: Engine, reference: datetime, win: Window) -> dict:
         new_keys = outbox.enqueue(conn, [c.command() for c in fresh], SOURCE)
     new = set(new_keys)
     for c in [c for c in fresh if c.idempotency_key in new][:LOGGED_PER_RUN]:
-        log.info("reminder for %s: instance %s prompt %s (waiting since %s)", mask_phone(c.phone_number),
-                 c.drill_instance_id, c.prompt_slug, c.current_prompt_start_time.isoformat())
+        log.info(
+            "reminder for %s: instance %s prompt %s (waiting since %s)",
+            mask_phone(c.phone_number),
+            c.drill_instance_id,
+            c.prompt_slug,
+            c.current_prompt_start_time.isoformat(),
+        )
     return {"candidates": len(due), "already_enqueued": len(due) - len(fresh), "enqueued": len(new_keys)}
 
 
-def trigger_reminders(engine: Engine, kinesis, stream: str, *, reference: datetime,
-                      floor_minutes: int = DEFAULT_FLOOR_MINUTES, ceil_minutes: int = DEFAULT_CEIL_MINUTES,
-                      max_attempts: int = 8) -> dict:
+def trigger_reminders(
+    engine: Engine,
+    kinesis,
+    stream: str,
+    *,
+    reference: datetime,
+    floor_minutes: int = DEFAULT_FLOOR_MINUTES,
+    ceil_minutes: int = DEFAULT_CEIL_MINUTES,
+    max_attempts: int = 8,
+) -> dict:
     """Enqueue the reminders due at `reference`, then publish every pending reminder.
 
     Returns a summary; raises InvalidWindow for bad params (before touching anything) and
@@ -142,15 +165,25 @@ def trigger_reminders(engine: Engine, kinesis, stream: str, *, reference: dateti
     if reference.tzinfo is None:
         raise ValueError(f"reference time must be timezone-aware, got {reference!r}")
     start, end = win.bounds(reference)
-    summary = {"reference_time": reference.isoformat(), "window_start_exclusive": start.isoformat(),
-               "window_end_inclusive": end.isoformat()}
+    summary = {
+        "reference_time": reference.isoformat(),
+        "window_start_exclusive": start.isoformat(),
+        "window_end_inclusive": end.isoformat(),
+    }
     summary.update(enqueue_due(engine, reference, win))
     summary.update(outbox.publish_pending(engine, kinesis, stream, source=SOURCE, max_attempts=max_attempts))
-    log.info("reminders at %s: %d in window, %d already recorded, %d new, %d published, %d failing",
-             summary["reference_time"], summary["candidates"], summary["already_enqueued"],
-             summary["enqueued"], summary["published"], summary["failed"])
+    log.info(
+        "reminders at %s: %d in window, %d already recorded, %d new, %d published, %d failing",
+        summary["reference_time"],
+        summary["candidates"],
+        summary["already_enqueued"],
+        summary["enqueued"],
+        summary["published"],
+        summary["failed"],
+    )
     if summary["failed"]:
         raise outbox.PublishError(
             f"{summary['failed']} reminders could not be published to {stream}; they stay pending in "
-            f"command_outbox and are sent by the retry or the next run (summary: {summary})")
+            f"command_outbox and are sent by the retry or the next run (summary: {summary})"
+        )
     return summary

@@ -14,8 +14,12 @@ def send_reminders(dag_run, params: dict) -> dict:
 
     try:
         return due.trigger_reminders(
-            connections.db_engine(), connections.aws_client("kinesis"), connections.variable(config.COMMAND_STREAM),
+            connections.db_engine(),
+            connections.aws_client("kinesis"),
+            connections.variable(config.COMMAND_STREAM),
             reference=due.reference_time(dag_run.logical_date, dag_run.run_after),
-            floor_minutes=params["floor_minutes"], ceil_minutes=params["ceil_minutes"])
+            floor_minutes=params["floor_minutes"],
+            ceil_minutes=params["ceil_minutes"],
+        )
     except due.InvalidWindow as exc:
         raise AirflowFailException(str(exc)) from exc  # no retries: the params are wrong

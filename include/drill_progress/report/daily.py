@@ -28,8 +28,15 @@ INACTIVE_DAYS = 7
 ONE_DAY = timedelta(days=1)
 
 FIGURES = (
-    "users_enrolled", "started_day", "started_cumulative", "completed_day", "completed_cumulative",
-    "completion_rate", "median_completion_seconds", "inactive_7d", "stalled_7d",
+    "users_enrolled",
+    "started_day",
+    "started_cumulative",
+    "completed_day",
+    "completed_cumulative",
+    "completion_rate",
+    "median_completion_seconds",
+    "inactive_7d",
+    "stalled_7d",
 )
 
 
@@ -51,8 +58,12 @@ class ReportDay:
 
     def parameters(self) -> dict[str, Any]:
         """The bound parameters of report/replace_day.sql (JSON-able: they travel by XCom)."""
-        return {"report_date": self.report_date.isoformat(), "day_start": self.start.isoformat(),
-                "day_end": self.end.isoformat(), "inactive_days": INACTIVE_DAYS}
+        return {
+            "report_date": self.report_date.isoformat(),
+            "day_start": self.start.isoformat(),
+            "day_end": self.end.isoformat(),
+            "inactive_days": INACTIVE_DAYS,
+        }
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -61,8 +72,12 @@ def _as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def resolve_day(report_date: str | date | None = None, data_interval_start: datetime | None = None,
-                data_interval_end: datetime | None = None, run_after: datetime | None = None) -> ReportDay:
+def resolve_day(
+    report_date: str | date | None = None,
+    data_interval_start: datetime | None = None,
+    data_interval_end: datetime | None = None,
+    run_after: datetime | None = None,
+) -> ReportDay:
     """The day a run reports on, in this order of precedence:
 
     1. the `report_date` param (YYYY-MM-DD), when given;
@@ -82,7 +97,8 @@ def resolve_day(report_date: str | date | None = None, data_interval_start: date
         if end - start != ONE_DAY or start.time() != time(0):
             raise ReportDayError(
                 f"data interval {start.isoformat()} .. {end.isoformat()} is not one whole UTC day; "
-                "the DAG's timetable must be CronDataIntervalTimetable('0 0 * * *', 'UTC')")
+                "the DAG's timetable must be CronDataIntervalTimetable('0 0 * * *', 'UTC')"
+            )
         return ReportDay(start.date())
     if run_after is not None:
         return ReportDay(_as_utc(run_after).date() - ONE_DAY)

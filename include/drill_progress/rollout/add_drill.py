@@ -105,26 +105,32 @@ def _shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
-def validate(drill_slug: Any, drill_name: Any, place_in_sequence: Any = None,
-             only_employer_ids: Any = None, dry_run: Any = False) -> RolloutRequest:
+def validate(
+    drill_slug: Any, drill_name: Any, place_in_sequence: Any = None, only_employer_ids: Any = None, dry_run: Any = False
+) -> RolloutRequest:
     """Check every param; raise RolloutRefused naming each problem. Pure: touches nothing."""
     problems: list[str] = []
     slug = drill_slug
     if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
-        problems.append(f"drill_slug {_shown(slug)} must match {SLUG_PATTERN} "
-                        "(lower-case letters, digits and '-', at most 64 characters)")
+        problems.append(
+            f"drill_slug {_shown(slug)} must match {SLUG_PATTERN} "
+            "(lower-case letters, digits and '-', at most 64 characters)"
+        )
     name = drill_name.strip() if isinstance(drill_name, str) else drill_name
     if not isinstance(name, str) or not name:
         problems.append("drill_name is required (a non-empty string)")
     elif len(name) > NAME_MAX_LENGTH:
         problems.append(f"drill_name is {len(name)} characters long; at most {NAME_MAX_LENGTH}")
     elif not _NAME.fullmatch(name):
-        problems.append(f"drill_name {_shown(name)} may hold only letters, digits, spaces "
-                        "and - _ . , : ' ( ) & / + ! ?")
+        problems.append(
+            f"drill_name {_shown(name)} may hold only letters, digits, spaces and - _ . , : ' ( ) & / + ! ?"
+        )
     place = place_in_sequence
     if place is not None and (not _is_int(place) or not 0 <= place <= MAX_PLACE):
-        problems.append(f"place_in_sequence {_shown(place)} must be empty (= after the last drill) "
-                        f"or an integer from 0 to {MAX_PLACE} (0 = first drill)")
+        problems.append(
+            f"place_in_sequence {_shown(place)} must be empty (= after the last drill) "
+            f"or an integer from 0 to {MAX_PLACE} (0 = first drill)"
+        )
     employer_ids: tuple[int, ...] | None = None
     if only_employer_ids is not None:
         ids = only_employer_ids
@@ -146,8 +152,9 @@ def from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {name: params.get(name) for name in PARAM_NAMES if params.get(name) is not None}
 
 
-def resolve_placement(request: RolloutRequest, existing_name: str | None, existing_place: int | None,
-                      last_place: int | None) -> Placement:
+def resolve_placement(
+    request: RolloutRequest, existing_name: str | None, existing_place: int | None, last_place: int | None
+) -> Placement:
     """Where the drill goes, given the catalog. Pure.
 
     New slug: no place, or a place after the last drill -> appended at last + 1; a place at or
@@ -158,13 +165,18 @@ def resolve_placement(request: RolloutRequest, existing_name: str | None, existi
         if existing_name != request.name:
             raise RolloutRefused(
                 f"drill rollout refused, nothing was changed: {request.slug!r} is already in the catalog "
-                f"named {existing_name!r}, not {request.name!r}; re-run with the catalog's name")
-        same_place = (request.place is None or request.place == existing_place
-                      or (request.place > existing_place and existing_place == last_place))
+                f"named {existing_name!r}, not {request.name!r}; re-run with the catalog's name"
+            )
+        same_place = (
+            request.place is None
+            or request.place == existing_place
+            or (request.place > existing_place and existing_place == last_place)
+        )
         if not same_place:
             raise RolloutRefused(
                 f"drill rollout refused, nothing was changed: {request.slug!r} is already in the catalog at "
-                f"place {existing_place} (0-based), not {request.place}; a drill is never moved by a rollout")
+                f"place {existing_place} (0-based), not {request.place}; a drill is never moved by a rollout"
+            )
         return Placement(existing_place, "present")
     end = 0 if last_place is None else last_place + 1
     if request.place is None or request.place >= end:
@@ -175,9 +187,18 @@ def resolve_placement(request: RolloutRequest, existing_name: str | None, existi
 # --------------------------------------------------------------------------- the rollout
 
 
-def roll_out(engine: Engine, *, drill_slug: Any = None, drill_name: Any = None, place_in_sequence: Any = None,
-             only_employer_ids: Any = None, dry_run: Any = False, batch_size: int = BATCH_SIZE,
-             workers: int = WORKERS, settle_timeout: float = SETTLE_TIMEOUT_S) -> dict:
+def roll_out(
+    engine: Engine,
+    *,
+    drill_slug: Any = None,
+    drill_name: Any = None,
+    place_in_sequence: Any = None,
+    only_employer_ids: Any = None,
+    dry_run: Any = False,
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    settle_timeout: float = SETTLE_TIMEOUT_S,
+) -> dict:
     """Add the drill to the catalog and to every matching user; return the summary."""
     request = validate(drill_slug, drill_name, place_in_sequence, only_employer_ids, dry_run)
     started = time.monotonic()
@@ -213,8 +234,9 @@ def _dry_run(engine: Engine, request: RolloutRequest, started: float) -> dict:
     with engine.connect() as conn:
         name, existing, _, last = run(conn, "rollout/catalog_state.sql", {"slug": request.slug}).one()
         placement = resolve_placement(request, name, existing, last)
-        matched, missing = run(conn, "rollout/dry_run_counts.sql",
-                               {"slug": request.slug, "employer_ids": request.employer_filter}).one()
+        matched, missing = run(
+            conn, "rollout/dry_run_counts.sql", {"slug": request.slug, "employer_ids": request.employer_filter}
+        ).one()
         to_move = 0
         if placement.action == "insert":
             to_move = run(conn, "rollout/dry_run_shift_count.sql", {"place": placement.place}).scalar_one()
@@ -232,8 +254,14 @@ def _dry_run(engine: Engine, request: RolloutRequest, started: float) -> dict:
         "seconds": round(time.monotonic() - started, 3),
         "dry_run": True,
     }
-    log.info("DRY RUN, nothing changed: %d matching users, %d would get %r at place %d, %d status rows would move",
-             matched, missing, request.slug, placement.place, to_move)
+    log.info(
+        "DRY RUN, nothing changed: %d matching users, %d would get %r at place %d, %d status rows would move",
+        matched,
+        missing,
+        request.slug,
+        placement.place,
+        to_move,
+    )
     return summary
 
 
@@ -262,22 +290,30 @@ def _add_to_catalog(engine: Engine, request: RolloutRequest) -> tuple[Placement,
             run(conn, "rollout/defer_place_constraints.sql")
             shifted = run(conn, "rollout/catalog_shift.sql", {"place": placement.place}).rowcount
         if placement.action != "present":
-            run(conn, "rollout/catalog_insert.sql",
-                {"slug": request.slug, "name": request.name, "place": placement.place})
+            run(
+                conn,
+                "rollout/catalog_insert.sql",
+                {"slug": request.slug, "name": request.name, "place": placement.place},
+            )
     with engine.connect() as conn:
         committed_at = run(conn, "rollout/server_time.sql").scalar_one()
         conn.rollback()
     if placement.action == "present":
-        log.info("catalog: %r already at place %d; completing it for users who lack it",
-                 request.slug, placement.place)
+        log.info("catalog: %r already at place %d; completing it for users who lack it", request.slug, placement.place)
     else:
-        log.info("catalog: %r added at place %d of %d (%d later drills shifted one on); committed",
-                 request.slug, placement.place, drills + 1, shifted)
+        log.info(
+            "catalog: %r added at place %d of %d (%d later drills shifted one on); committed",
+            request.slug,
+            placement.place,
+            drills + 1,
+            shifted,
+        )
     return placement, shifted, committed_at
 
 
 def _retrying(what: str, attempts: int = 5):
     """Run a transaction function again after a deadlock or serialization failure (rolled back whole)."""
+
     def wrap(fn):
         def call(*args, **kwargs):
             for attempt in range(1, attempts + 1):
@@ -287,11 +323,19 @@ def _retrying(what: str, attempts: int = 5):
                     sqlstate = getattr(error.orig, "sqlstate", None)
                     if sqlstate not in _RETRYABLE_SQLSTATES or attempt == attempts:
                         raise
-                    log.warning("%s: %s (sqlstate %s), retrying (%d/%d)", what, type(error.orig).__name__,
-                                sqlstate, attempt, attempts)
+                    log.warning(
+                        "%s: %s (sqlstate %s), retrying (%d/%d)",
+                        what,
+                        type(error.orig).__name__,
+                        sqlstate,
+                        attempt,
+                        attempts,
+                    )
                     time.sleep(0.2 * attempt)
             raise AssertionError("unreachable")
+
         return call
+
     return wrap
 
 
@@ -299,19 +343,24 @@ def _insert_statuses(conn: Connection, request: RolloutRequest, user_ids: list) 
     """Rows for the users who lack the drill; ON CONFLICT skips those who have it (re-runs, new users)."""
     if not user_ids:
         return 0
-    return run(conn, "rollout/insert_statuses.sql", {
-        "slug": request.slug,
-        "ids": [ids.status_id(u, request.slug) for u in user_ids],
-        "user_ids": user_ids,
-    }).rowcount
+    return run(
+        conn,
+        "rollout/insert_statuses.sql",
+        {
+            "slug": request.slug,
+            "ids": [ids.status_id(u, request.slug) for u in user_ids],
+            "user_ids": user_ids,
+        },
+    ).rowcount
 
 
 def _key_ranges(engine: Engine, batch_size: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Consecutive user_id ranges of about batch_size users each, covering the whole key space
     (so users created meanwhile fall into some range too)."""
     with engine.connect() as conn:
-        bounds = [uuid.UUID(str(b)) for b in
-                  run(conn, "rollout/batch_bounds.sql", {"batch": batch_size}).scalars().all()]
+        bounds = [
+            uuid.UUID(str(b)) for b in run(conn, "rollout/batch_bounds.sql", {"batch": batch_size}).scalars().all()
+        ]
         conn.rollback()
     ranges, lo = [], _NIL
     for hi in bounds:
@@ -327,8 +376,13 @@ def _key_ranges(engine: Engine, batch_size: int) -> list[tuple[uuid.UUID, uuid.U
 def _batch(engine: Engine, request: RolloutRequest, placement: Placement, lo: uuid.UUID, hi: uuid.UUID) -> dict:
     """One transaction: the range's status rows after the drill take their catalog place, then the
     range's matching users get the drill."""
-    params = {"lo": str(lo), "hi": str(hi), "place": placement.place, "slug": request.slug,
-              "employer_ids": request.employer_filter}
+    params = {
+        "lo": str(lo),
+        "hi": str(hi),
+        "place": placement.place,
+        "slug": request.slug,
+        "employer_ids": request.employer_filter,
+    }
     with engine.begin() as conn:
         users = run(conn, "rollout/batch_users.sql", params).all()
         if not users:
@@ -340,8 +394,9 @@ def _batch(engine: Engine, request: RolloutRequest, placement: Placement, lo: uu
     return {"users": len(users), "matched": len(matched), "inserted": inserted, "moved": moved}
 
 
-def _add_to_users(engine: Engine, request: RolloutRequest, placement: Placement, *, batch_size: int,
-                  workers: int, started: float) -> dict:
+def _add_to_users(
+    engine: Engine, request: RolloutRequest, placement: Placement, *, batch_size: int, workers: int, started: float
+) -> dict:
     """All key ranges, `workers` transactions at a time (disjoint users: they never wait on each other)."""
     ranges = _key_ranges(engine, batch_size)
     totals = {"users": 0, "matched": 0, "inserted": 0, "moved": 0, "batches": 0}
@@ -363,10 +418,20 @@ def _add_to_users(engine: Engine, request: RolloutRequest, placement: Placement,
             totals["batches"] += 1
             for key in ("users", "matched", "inserted", "moved"):
                 totals[key] += batch[key]
-            log.info("batch %d of ~%d: %d users, %d matched, %d rows inserted, %d statuses moved, %.2fs "
-                     "(so far %d users, %d inserted, %.1fs)", totals["batches"], len(ranges), batch["users"],
-                     batch["matched"], batch["inserted"], batch["moved"], time.monotonic() - t0,
-                     totals["users"], totals["inserted"], time.monotonic() - started)
+            log.info(
+                "batch %d of ~%d: %d users, %d matched, %d rows inserted, %d statuses moved, %.2fs "
+                "(so far %d users, %d inserted, %.1fs)",
+                totals["batches"],
+                len(ranges),
+                batch["users"],
+                batch["matched"],
+                batch["inserted"],
+                batch["moved"],
+                time.monotonic() - t0,
+                totals["users"],
+                totals["inserted"],
+                time.monotonic() - started,
+            )
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rollout") as pool:
         futures = [pool.submit(one, lo, hi) for lo, hi in ranges]
@@ -385,8 +450,12 @@ def _wait_for_older_transactions(engine: Engine, since: Any, timeout: float) -> 
         if not older:
             return True
         if time.monotonic() >= deadline:
-            log.warning("%d transactions older than the catalog change still open after %.0fs; sweeping "
-                        "anyway (re-run the rollout later to catch users they create)", older, timeout)
+            log.warning(
+                "%d transactions older than the catalog change still open after %.0fs; sweeping "
+                "anyway (re-run the rollout later to catch users they create)",
+                older,
+                timeout,
+            )
             return False
         time.sleep(0.5)
 
@@ -396,18 +465,27 @@ def _sweep_once(engine: Engine, request: RolloutRequest, placement: Placement, c
     with engine.begin() as conn:
         run(conn, "rollout/defer_place_constraints.sql")
         moved = run(conn, "rollout/sweep_sync_places.sql", {"place": placement.place}).rowcount
-        lacking = run(conn, "rollout/sweep_lacking.sql",
-                      {"slug": request.slug, "employer_ids": request.employer_filter}).scalars().all()
-        inserted = sum(_insert_statuses(conn, request, list(lacking[i:i + chunk]))
-                       for i in range(0, len(lacking), chunk))
+        lacking = (
+            run(conn, "rollout/sweep_lacking.sql", {"slug": request.slug, "employer_ids": request.employer_filter})
+            .scalars()
+            .all()
+        )
+        inserted = sum(
+            _insert_statuses(conn, request, list(lacking[i : i + chunk])) for i in range(0, len(lacking), chunk)
+        )
     return inserted, moved
 
 
-def _sweep(engine: Engine, request: RolloutRequest, placement: Placement, committed_at: Any,
-           timeout: float) -> tuple[int, int]:
+def _sweep(
+    engine: Engine, request: RolloutRequest, placement: Placement, committed_at: Any, timeout: float
+) -> tuple[int, int]:
     t0 = time.monotonic()
     _wait_for_older_transactions(engine, committed_at, timeout)
     inserted, moved = _sweep_once(engine, request, placement, BATCH_SIZE)
-    log.info("sweep: %d rows inserted, %d statuses moved for users created during the rollout, %.2fs",
-             inserted, moved, time.monotonic() - t0)
+    log.info(
+        "sweep: %d rows inserted, %d statuses moved for users created during the rollout, %.2fs",
+        inserted,
+        moved,
+        time.monotonic() - t0,
+    )
     return inserted, moved

@@ -41,8 +41,7 @@ class SendScheduledSlotOperator(BaseOperator):
         return self._send(deferred=False)
 
     def execute_complete(self, context: Any, event: Any = None) -> dict:
-        self.log.info("slot %s resumed at %s (trigger event %s)", self.slot["pk"],
-                      datetime.now(UTC).isoformat(), event)
+        self.log.info("slot %s resumed at %s (trigger event %s)", self.slot["pk"], datetime.now(UTC).isoformat(), event)
         return self._send(deferred=True)
 
     def _send(self, deferred: bool) -> dict:

@@ -55,6 +55,7 @@ class ScheduleWriteError(RuntimeError):
 
 # --- pure planning -----------------------------------------------------------------------------
 
+
 class DueUser(NamedTuple):  # a tuple: hundreds of thousands are built per run
     user_id: str
     phone_number: str
@@ -144,8 +145,9 @@ def plan(users: Iterable[DueUser], window: Window) -> list[PlannedSend]:
     for user in users:
         key = idempotency_key(user.user_id, user.drill_slug, window.schedule_date)
         moment = window.start + window.spread * planned_fraction(key)
-        planned.append(PlannedSend(user.user_id, user.phone_number, user.drill_slug, key, moment,
-                                   window.slot_of(moment)))
+        planned.append(
+            PlannedSend(user.user_id, user.phone_number, user.drill_slug, key, moment, window.slot_of(moment))
+        )
     return planned
 
 
@@ -155,8 +157,13 @@ def slot_specs(sends: Sequence[PlannedSend], window: Window) -> list[dict]:
     for send in sends:
         counts[send.slot] = counts.get(send.slot, 0) + 1
     return [
-        {"slot": slot, "pk": window.slot_pk(slot), "send_at": window.slot_start(slot).isoformat(),
-         "window_end": window.end.isoformat(), "users": count}
+        {
+            "slot": slot,
+            "pk": window.slot_pk(slot),
+            "send_at": window.slot_start(slot).isoformat(),
+            "window_end": window.end.isoformat(),
+            "users": count,
+        }
         for slot, count in sorted(counts.items())
     ]
 
@@ -167,6 +174,7 @@ def window_is_past(window: Window, now: datetime) -> bool:
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
+
 def due_users(conn: Connection, cutoff: datetime) -> list[DueUser]:
     """Due users and their next drill (include/sql/scheduling/due_users.sql), in user_id order."""
     run(conn, "scheduling/due_users_plan.sql")
@@ -175,6 +183,7 @@ def due_users(conn: Connection, cutoff: datetime) -> list[DueUser]:
 
 
 # --- DynamoDB ----------------------------------------------------------------------------------
+
 
 def schedule_item(send: PlannedSend, window: Window, expires_at: int) -> dict:
     return {
@@ -191,12 +200,20 @@ def schedule_item(send: PlannedSend, window: Window, expires_at: int) -> dict:
     }
 
 
-def batch_write(dynamodb, table: str, items: Sequence[dict], *, max_attempts: int = 8,
-                base_delay: float = 0.05, max_delay: float = 5.0, workers: int = WRITE_WORKERS) -> int:
+def batch_write(
+    dynamodb,
+    table: str,
+    items: Sequence[dict],
+    *,
+    max_attempts: int = 8,
+    base_delay: float = 0.05,
+    max_delay: float = 5.0,
+    workers: int = WRITE_WORKERS,
+) -> int:
     """PutRequests in BatchWriteItem calls of 25 (`workers` calls in flight), each retrying its
     UnprocessedItems with jittered exponential backoff. Raises ScheduleWriteError if some items
     are still unprocessed after `max_attempts`."""
-    chunks = [items[i:i + BATCH_WRITE_MAX] for i in range(0, len(items), BATCH_WRITE_MAX)]
+    chunks = [items[i : i + BATCH_WRITE_MAX] for i in range(0, len(items), BATCH_WRITE_MAX)]
 
     def write(chunk: Sequence[dict]) -> int:
         pending = [{"PutRequest": {"Item": item}} for item in chunk]
@@ -226,16 +243,34 @@ def record(dynamodb, table: str, sends: Sequence[PlannedSend], window: Window) -
 
 # --- the two steps of a run --------------------------------------------------------------------
 
-def plan_run(engine: Engine, dynamodb, table: str, *, reference: datetime, now: datetime,
-             spread_minutes: int, inactivity_minutes: int) -> dict:
+
+def plan_run(
+    engine: Engine,
+    dynamodb,
+    table: str,
+    *,
+    reference: datetime,
+    now: datetime,
+    spread_minutes: int,
+    inactivity_minutes: int,
+) -> dict:
     """Find the due users, plan and record their sends; return the slot specs to map over."""
     window = Window.for_run(reference, spread_minutes)
-    summary = {"reference_time": window.start.isoformat(), "window_end": window.end.isoformat(),
-               "spread_minutes": spread_minutes, "inactivity_minutes": inactivity_minutes}
+    summary = {
+        "reference_time": window.start.isoformat(),
+        "window_end": window.end.isoformat(),
+        "spread_minutes": spread_minutes,
+        "inactivity_minutes": inactivity_minutes,
+    }
     if window_is_past(window, now):
-        log.warning("sending window %s..%s ended more than %s before now (%s): a backfill or a very late "
-                    "run sends nothing, so that no drill is started days late", window.start.isoformat(),
-                    window.end.isoformat(), LATE_GRACE, now.isoformat())
+        log.warning(
+            "sending window %s..%s ended more than %s before now (%s): a backfill or a very late "
+            "run sends nothing, so that no drill is started days late",
+            window.start.isoformat(),
+            window.end.isoformat(),
+            LATE_GRACE,
+            now.isoformat(),
+        )
         return {"slots": [], "summary": {**summary, "skipped": "sending window in the past", "due_users": 0}}
     cutoff = window.start - timedelta(minutes=inactivity_minutes)
     started = time.perf_counter()
@@ -246,11 +281,34 @@ def plan_run(engine: Engine, dynamodb, table: str, *, reference: datetime, now: 
     written = record(dynamodb, table, sends, window)
     slots = slot_specs(sends, window)
     late = sum(1 for s in slots if datetime.fromisoformat(s["send_at"]) <= now)
-    log.info("%d users due (inactive since %s; query %.2fs); %d schedule items written to %s; "
-             "%d slots of %s from %s (%d already due)", len(users), cutoff.isoformat(), query_seconds,
-             written, table, len(slots), window.slot_width, window.start.isoformat(), late)
+    log.info(
+        "%d users due (inactive since %s; query %.2fs); %d schedule items written to %s; "
+        "%d slots of %s from %s (%d already due)",
+        len(users),
+        cutoff.isoformat(),
+        query_seconds,
+        written,
+        table,
+        len(slots),
+        window.slot_width,
+        window.start.isoformat(),
+        late,
+    )
     for send in sends[:3]:
-        log.info("e.g. %s -> %s at %s (slot %d)", mask_phone(send.phone_number), send.drill_slug,
-                 send.planned_time.isoformat(), send.slot)
-    return {"slots": slots, "summary": {**summary, "due_users": len(users), "items_written": written,
-                                        "slots": len(slots), "query_seconds": round(query_seconds, 3)}}
+        log.info(
+            "e.g. %s -> %s at %s (slot %d)",
+            mask_phone(send.phone_number),
+            send.drill_slug,
+            send.planned_time.isoformat(),
+            send.slot,
+        )
+    return {
+        "slots": slots,
+        "summary": {
+            **summary,
+            "due_users": len(users),
+            "items_written": written,
+            "slots": len(slots),
+            "query_seconds": round(query_seconds, 3),
+        },
+    }

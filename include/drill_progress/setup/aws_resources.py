@@ -51,13 +51,13 @@ def ensure_table(dynamodb, name: str, hash_key: str, range_key: str | None = Non
         keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
         attrs.append({"AttributeName": range_key, "AttributeType": "S"})
     try:
-        dynamodb.create_table(TableName=name, KeySchema=keys, AttributeDefinitions=attrs,
-                              BillingMode="PAY_PER_REQUEST")
+        dynamodb.create_table(TableName=name, KeySchema=keys, AttributeDefinitions=attrs, BillingMode="PAY_PER_REQUEST")
     except dynamodb.exceptions.ResourceInUseException:
         return False  # created concurrently by another run
     dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     dynamodb.update_time_to_live(
-        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+    )
     log.info("DynamoDB table %s created", name)
     return True
 

@@ -95,8 +95,7 @@ def apply_migrations(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[i
             except Exception as exc:
                 raise MigrationError(f"migration {migration.path.name} failed and was rolled back: {exc}") from exc
             conn.exec_driver_sql(
-                "INSERT INTO schema_migrations (version, name, checksum) "
-                "VALUES (%(version)s, %(name)s, %(checksum)s)",
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s)",
                 {"version": migration.version, "name": migration.name, "checksum": migration.checksum},
             )
             applied_now.append(migration.version)

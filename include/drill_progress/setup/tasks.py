@@ -25,7 +25,13 @@ def create_aws_resources(params: dict) -> dict:
     """Task `create_aws_resources`: the streams and tables named by the Variables, where missing."""
     if not params["create_aws_resources"]:
         return {"skipped": True}
-    created = aws_resources.ensure_all(connections.aws_client("kinesis"), connections.aws_client("dynamodb"),
-                                       connections.resource_names(), dialog_shards=int(params["dialog_stream_shards"]))
-    return {"created": sorted(k for k, v in created.items() if v),
-            "existing": sorted(k for k, v in created.items() if not v)}
+    created = aws_resources.ensure_all(
+        connections.aws_client("kinesis"),
+        connections.aws_client("dynamodb"),
+        connections.resource_names(),
+        dialog_shards=int(params["dialog_stream_shards"]),
+    )
+    return {
+        "created": sorted(k for k, v in created.items() if v),
+        "existing": sorted(k for k, v in created.items() if not v),
+    }

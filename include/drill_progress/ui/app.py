@@ -93,8 +93,10 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
         wants_html = "text/html" in request.headers.get("accept", "") and "/api/" not in request.url.path
         if exc.status_code in (401, 403) and wants_html:
             link = html.escape(_login_url(request), quote=True)
-            body = (f"<!doctype html><title>{PAGE_NAME}: sign in</title><p>{html.escape(str(exc.detail))}. "
-                    f'<a href="{link}">Sign in to Airflow</a> and open {PAGE_NAME} again.</p>')
+            body = (
+                f"<!doctype html><title>{PAGE_NAME}: sign in</title><p>{html.escape(str(exc.detail))}. "
+                f'<a href="{link}">Sign in to Airflow</a> and open {PAGE_NAME} again.</p>'
+            )
             return HTMLResponse(body, status_code=exc.status_code)
         return await http_exception_handler(request, exc)
 
@@ -119,8 +121,14 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
             raise HTTPException(400, "send the token as an Authorization: Bearer header")
         response = Response(status_code=204)
         secure = request.base_url.scheme == "https" or bool(conf.get("api", "ssl_cert", fallback=""))
-        response.set_cookie(COOKIE_NAME_JWT_TOKEN, bearer.credentials, path=get_cookie_path(),
-                            httponly=True, secure=secure, samesite="lax")
+        response.set_cookie(
+            COOKIE_NAME_JWT_TOKEN,
+            bearer.credentials,
+            path=get_cookie_path(),
+            httponly=True,
+            secure=secure,
+            samesite="lax",
+        )
         return response
 
     # ---- everything else requires an authenticated Airflow user allowed to see the UI -----
@@ -145,13 +153,17 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
         return JSONResponse({"employers": queries.employers(get_engine())})
 
     @private.get("/api/completions")
-    def completions(employer_id: Annotated[str, Query(min_length=1, max_length=200)],
-                    days: Annotated[int, Query(ge=1, le=366)] = 30, until: date | None = None) -> JSONResponse:
+    def completions(
+        employer_id: Annotated[str, Query(min_length=1, max_length=200)],
+        days: Annotated[int, Query(ge=1, le=366)] = 30,
+        until: date | None = None,
+    ) -> JSONResponse:
         return JSONResponse(queries.completions(get_engine(), employer_id, days, until))
 
     @private.get("/api/funnel")
-    def funnel(employer_id: Annotated[str, Query(min_length=1, max_length=200)],
-               report_date: date | None = None) -> JSONResponse:
+    def funnel(
+        employer_id: Annotated[str, Query(min_length=1, max_length=200)], report_date: date | None = None
+    ) -> JSONResponse:
         return JSONResponse(queries.funnel(get_engine(), employer_id, report_date))
 
     @private.get("/api/health/checkpoints")
@@ -159,8 +171,9 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
         return JSONResponse({"checkpoints": queries.checkpoints(get_engine())})
 
     @private.get("/api/health/rejections")
-    def rejections(hours: Annotated[int, Query(ge=1, le=24 * 14)] = 24,
-                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+    def rejections(
+        hours: Annotated[int, Query(ge=1, le=24 * 14)] = 24, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> JSONResponse:
         return JSONResponse(queries.rejections(get_engine(), hours, limit))
 
     @private.get("/api/health/commands")

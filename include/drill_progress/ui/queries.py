@@ -48,8 +48,13 @@ def completions(engine: Engine, employer_id: str, days: int = 30, until: date | 
         total[i] += r["completed_day"]
         cumulative[i] += r["completed_cumulative"]
         by_drill[r["drill_slug"]][i] = r["completed_day"]
-    return {"employer_id": employer_id, "dates": dates, "completed": total, "completed_cumulative": cumulative,
-            "by_drill": dict(sorted(by_drill.items()))}
+    return {
+        "employer_id": employer_id,
+        "dates": dates,
+        "completed": total,
+        "completed_cumulative": cumulative,
+        "by_drill": dict(sorted(by_drill.items())),
+    }
 
 
 def funnel(engine: Engine, employer_id: str, report_date: date | None = None) -> dict[str, Any]:
@@ -79,11 +84,13 @@ def rejections(engine: Engine, hours: int = 24, limit: int = 50) -> dict[str, An
         r["reason"] = mask_phones_in(r["reason"])
         recent.append(r)
     by_reason = sorted(reasons.values(), key=lambda e: (-e["records"], e["reason"]))
-    return {"hours": hours, "total": sum(e["records"] for e in by_reason), "by_reason": by_reason,
-            "recent": recent}
+    return {"hours": hours, "total": sum(e["records"] for e in by_reason), "by_reason": by_reason, "recent": recent}
 
 
 def commands(engine: Engine, days: int = 14) -> dict[str, Any]:
     """Commands published per UTC day and type over the last `days` days, and the outbox backlog."""
-    return {"days": days, "published": _rows(engine, "ui/commands.sql", {"days": days}),
-            "pending": _rows(engine, "ui/commands_pending.sql")}
+    return {
+        "days": days,
+        "published": _rows(engine, "ui/commands.sql", {"days": days}),
+        "pending": _rows(engine, "ui/commands_pending.sql"),
+    }
