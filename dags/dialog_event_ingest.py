@@ -1,20 +1,41 @@
 """
 ### Dialog event ingestion
 
-Every minute, reads the dialog event stream (Kinesis, Variable `dialog_event_stream`) and applies
+Reads the dialog event stream (Kinesis, Variable `dialog_event_stream`) **continuously** and applies
 each event batch to the user aggregate in PostgreSQL (connection `drill_progress_db`): `users`,
-`phone_numbers`, `drill_statuses`, `drill_instances` (contract §2, §3). Commands it causes
+`phone_numbers`, `drill_statuses`, `drill_instances` (contract §2, §3). The commands it causes
 (START_DRILL on USER_VALIDATED and NEXT_DRILL_REQUESTED) go to the command stream (Variable
-`command_stream`, contract §5).
+`command_stream`, contract §5) **as soon as the micro-batch that caused them commits**: a user who
+texts their code gets their first drill within seconds.
 
-1. **plan_shards** — lists the shards; a shard is read when each parent shard (after a split or
+**Schedule**: `@continuous`, one active run at a time. A scheduled run consumes every shard for
+`run_minutes` (default 60) and ends; the scheduler starts the next one at once. A run **started by
+hand** (Trigger in the UI, `airflow dags test dialog_event_ingest`, a replay) ends as soon as every
+shard is caught up (or at `max_records_per_shard` / `max_seconds`): use it to catch up once and stop
+(pause the DAG first if a scheduled run is active: one run at a time).
+
+1. **plan_shards**: lists the shards; a shard is read when each parent shard (after a split or
    merge) is drained or expired, so a user's batches are always applied in order.
-2. **ingest_shard** (one mapped task per shard, in parallel; in order within a shard) — reads from
-   the shard's checkpoint (TRIM_HORIZON the first time) in micro-batches of `micro_batch_records`
-   until caught up or `max_records_per_shard` / `max_seconds` is hit. Logs and returns records
-   read, batches applied, duplicates skipped, records rejected, commands emitted, ms behind the tip.
-3. **publish_commands** — publishes unpublished commands from the outbox table `command_outbox`.
-4. **summary** — totals of the run.
+2. **ingest_shard** (one mapped task per open shard, all in parallel: the run holds one worker slot
+   per open shard and no more): reads from the shard's checkpoint (TRIM_HORIZON the first time) in
+   micro-batches of `micro_batch_records`, each applied in one transaction, its commands published
+   right after by a publisher thread. At most 5 GetRecords calls per second per shard; an idle shard
+   is polled every 0.2 s backing off to 1 s (no busy loop), and its checkpoint row's `updated_at` is
+   refreshed every 30 s (a heartbeat: stale means no consumer). Every 60 s it re-lists the shards:
+   when the readable set changed (a split or merge), every shard task ends so the next run plans
+   the new shards. Logs progress every minute; returns records read, batches applied, duplicates
+   skipped, records set aside, commands emitted and published, ms behind the tip, why it stopped.
+3. **publish_commands**: publishes any ingest command still unpublished in `command_outbox` (a
+   failed publish, a consumer killed between commit and publish).
+4. **summary**: totals of the run.
+
+**Why continuous** (weighed): a DAG run every minute answered in ~40 s (the next run had to start,
+and a shard's commands went out only when its task ended) and wrote ~7,200 task instances a day at
+2 shards. Deferrable shard tasks woken by a trigger would free idle worker slots, but every wake-up
+costs a task start (seconds) on the path of the answer; the provider's KinesisTrigger
+(AssetWatcher) keeps its own position outside the state transaction (best effort). Long-running
+shard tasks keep the checkpoint in the state transaction, answer in about a second and write
+~5 task instances per run: 24 runs and ~120 task instances a day at 2 shards.
 
 **Exactly once in effect**
 - *Checkpoint in the state transaction*: each micro-batch's state changes, its set-aside bad records,
@@ -44,13 +65,18 @@ beyond the edge's limits: over 1 MiB, nested too deeply, U+0000 in a stored fiel
 exactly once; no record can stop its shard. Every refusal and its reason: `docs/edge.md`. After a fix,
 re-apply set-aside records with the DAG **dialog_event_reapply**.
 
-**Params**: `micro_batch_records` (records per GetRecords and per transaction, default 500),
-`max_records_per_shard` (default 20000) and `max_seconds` (default 45) bound one run;
-`replay_shard_id` + `replay_from` re-read one shard from an ISO 8601 timestamp (AT_TIMESTAMP).
+**Params**: `micro_batch_records` (records per GetRecords and per transaction, default 500);
+`run_minutes` (default 60): how long a scheduled run consumes; `max_records_per_shard` (default
+20000) and `max_seconds` (default 45) bound a run started by hand; `replay_shard_id` +
+`replay_from` re-read one shard from an ISO 8601 timestamp (AT_TIMESTAMP; a run started by hand).
 
 **When it fails**
 - A shard task failing on a connection error or throttling retries by itself (from the checkpoint);
-  nothing is lost or applied twice. Clear the task to retry it by hand.
+  nothing is lost or applied twice. Clear the task to retry it by hand. If a whole run fails, the
+  next continuous run starts at once.
+- A SIGKILL of a worker mid-loop loses nothing and sends nothing twice (the chaos scenarios prove
+  it): the retry resumes after the last committed micro-batch, and the commands committed but not
+  published are published by the next sweep or `publish_commands`.
 - `publish_commands` failing means the command stream refused records: they stay in `command_outbox`
   (`published_at IS NULL`, `last_error`) and go out on the retry or the next run.
 - Records that keep failing are in `rejected_records` (reason, attempts). After fixing the cause
@@ -65,6 +91,8 @@ re-apply set-aside records with the DAG **dialog_event_reapply**.
 - A task failing with `DatabaseError: <SQLSTATE>: ...` met an error of the connection, the server or
   the code (the message is a summary: no SQL, no values); fix the cause and clear the task.
 - Backfill is not meaningful (the stream is the source of truth, not the logical date); catchup is off.
+- Lag: the Drill Progress page shows each shard's `behind_ms` and heartbeat; `make status` shows the
+  running tasks.
 """
 
 from __future__ import annotations
@@ -75,15 +103,17 @@ from airflow.sdk import Param, dag, task
 
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 
+MAX_RUN_MINUTES = 120
+
 
 @dag(
     dag_id="dialog_event_ingest",
-    schedule="* * * * *",
+    schedule="@continuous",
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    dagrun_timeout=timedelta(minutes=30),
+    dagrun_timeout=timedelta(minutes=MAX_RUN_MINUTES + 30),
     tags=["drill-progress", "ingest", "kinesis"],
     doc_md=__doc__,
     params={
@@ -95,12 +125,20 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
             title="Records per micro-batch",
             description="GetRecords limit; each micro-batch is applied in one transaction with its checkpoint.",
         ),
+        "run_minutes": Param(
+            60,
+            type="integer",
+            minimum=1,
+            maximum=MAX_RUN_MINUTES,
+            title="Minutes a scheduled run consumes",
+            description="A scheduled (continuous) run reads every shard this long, then the next run starts.",
+        ),
         "max_records_per_shard": Param(
             20000,
             type="integer",
             minimum=1,
             title="Max records per shard per run",
-            description="A shard task stops after this many records; the next run continues.",
+            description="A run started by hand: a shard task stops after this many records.",
         ),
         "max_seconds": Param(
             45,
@@ -108,7 +146,7 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
             minimum=1,
             maximum=3600,
             title="Max seconds per shard",
-            description="A shard task stops reading after this long; the next run continues.",
+            description="A run started by hand: a shard task stops reading after this long.",
         ),
         "replay_shard_id": Param(
             None,
@@ -132,11 +170,11 @@ def dialog_event_ingest():
 
         return tasks.plan_shards(params or {})
 
-    @task(max_active_tis_per_dagrun=16, execution_timeout=timedelta(minutes=15))
-    def ingest_shard(shard_id: str, params: dict | None = None) -> dict:
+    @task(max_active_tis_per_dagrun=64, execution_timeout=timedelta(minutes=MAX_RUN_MINUTES + 15))
+    def ingest_shard(shard_id: str, params: dict | None = None, dag_run=None) -> dict:
         from drill_progress.ingest import tasks
 
-        return tasks.ingest_shard(shard_id, params or {})
+        return tasks.ingest_shard(shard_id, params or {}, dag_run.run_type)
 
     @task(trigger_rule="all_done")
     def publish_commands() -> dict:

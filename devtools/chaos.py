@@ -593,24 +593,37 @@ def _pending(engine, source: str) -> int:
 
 
 def _ingest_worker(args, engine, kinesis) -> dict:
-    from drill_progress.ingest import runs, store
+    """One "DAG run" of ingestion: plan the shards, consume them concurrently (one thread per shard,
+    as the DAG runs one task per shard), until caught up or, with --continuous, for that long; then
+    publish what is left."""
+    from concurrent.futures import ThreadPoolExecutor
 
+    from drill_progress.ingest import consumer, runs, store
+
+    bounds = (
+        consumer.Bounds.continuous(args.continuous)
+        if args.continuous
+        else consumer.Bounds.catch_up(args.max_records, args.max_seconds)
+    )
     shards = runs.plan_shards(engine, kinesis, args.stream)
-    results = [
-        runs.ingest_shard(
-            engine,
-            kinesis,
-            args.stream,
-            args.command_stream,
-            shard,
-            micro_batch_records=args.micro_batch,
-            max_records=args.max_records,
-            max_seconds=args.max_seconds,
+    with ThreadPoolExecutor(max(1, len(shards)), thread_name_prefix="shard") as pool:
+        results = list(
+            pool.map(
+                lambda shard: runs.ingest_shard(
+                    engine,
+                    kinesis,
+                    args.stream,
+                    args.command_stream,
+                    shard,
+                    bounds=bounds,
+                    micro_batch_records=args.micro_batch,
+                ),
+                shards,
+            )
         )
-        for shard in shards
-    ]
     published = runs.publish_commands(engine, kinesis, args.command_stream)
     summary = runs.summarize(results, published)
+    summary["commands_published"] += sum(r["commands_published"] for r in results)
     summary.pop("per_shard", None)
     summary["pending_commands"] = _pending(engine, store.OUTBOX_SOURCE)
     return summary
@@ -668,6 +681,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch", type=int, default=500)
     parser.add_argument("--max-records", type=int, default=20000)
     parser.add_argument("--max-seconds", type=float, default=45.0)
+    parser.add_argument(
+        "--continuous",
+        type=float,
+        default=0.0,
+        help="ingest: consume continuously for this many seconds (the DAG's scheduled runs)",
+    )
     parser.add_argument("--die-at", choices=("after_put", "before_publish", "before_enqueue_commit"))
     parser.add_argument("--die-after", type=int, default=1, help="with after_put: the n-th PutRecords call")
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy.exc
 from ingest_support import checksum, put_docs, rows, snapshot, user_story
 
-from drill_progress.ingest import pipeline, reader, runs
+from drill_progress.ingest import consumer, reader, runs
 from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM = "dialog-events"
@@ -26,7 +26,7 @@ def ingest_all(engine, kinesis, **kwargs) -> list[dict]:
     """What one DAG run does: plan, then every readable shard."""
     out = []
     for shard_id in runs.plan_shards(engine, kinesis, STREAM):
-        out.append(pipeline.consume_shard(engine, kinesis, STREAM, shard_id, idle_sleep=0, **kwargs).as_dict())
+        out.append(consumer.consume_shard(engine, kinesis, STREAM, shard_id, **kwargs).as_dict())
     return out
 
 
@@ -57,11 +57,16 @@ def test_reads_all_shards_checkpoints_and_resumes(drill_db, stream):
 def test_bounds_stop_a_run_and_the_next_run_continues(drill_db, stream):
     docs = story_docs()
     put_docs(stream, STREAM, docs)
-    first = ingest_all(drill_db.engine, stream, micro_batch_records=3, max_records=5)
+    first = ingest_all(drill_db.engine, stream, micro_batch_records=3, bounds=consumer.Bounds.catch_up(max_records=5))
     assert all(r["records_read"] <= 5 for r in first)
     total = sum(r["records_read"] for r in first)
     while True:
-        more = sum(r["records_read"] for r in ingest_all(drill_db.engine, stream, micro_batch_records=3, max_records=5))
+        more = sum(
+            r["records_read"]
+            for r in ingest_all(
+                drill_db.engine, stream, micro_batch_records=3, bounds=consumer.Bounds.catch_up(max_records=5)
+            )
+        )
         if not more:
             break
         total += more
@@ -134,7 +139,7 @@ def test_split_parent_is_drained_before_children(drill_db, aws):
     assert len(children) == 2 and next(s for s in shards if s.shard_id == parent.shard_id).closed
 
     assert runs.plan_shards(drill_db.engine, kinesis, STREAM) == [parent.shard_id]
-    stats = pipeline.consume_shard(drill_db.engine, kinesis, STREAM, parent.shard_id, idle_sleep=0)
+    stats = consumer.consume_shard(drill_db.engine, kinesis, STREAM, parent.shard_id)
     assert stats.shard_closed and stats.records_read == len(docs)
     assert rows(
         drill_db.engine, "SELECT shard_closed FROM stream_checkpoints WHERE shard_id = %(s)s", {"s": parent.shard_id}
@@ -154,12 +159,12 @@ def test_merged_child_waits_for_both_parents_and_its_copies_are_skipped(drill_db
     assert child.parents == (a, b)
 
     assert sorted(runs.plan_shards(drill_db.engine, stream, STREAM)) == [a, b]
-    pipeline.consume_shard(drill_db.engine, stream, STREAM, a, idle_sleep=0)
+    consumer.consume_shard(drill_db.engine, stream, STREAM, a)
     assert runs.plan_shards(drill_db.engine, stream, STREAM) == [b]  # child waits for both parents
-    pipeline.consume_shard(drill_db.engine, stream, STREAM, b, idle_sleep=0)
+    consumer.consume_shard(drill_db.engine, stream, STREAM, b)
     assert runs.plan_shards(drill_db.engine, stream, STREAM) == [child.shard_id]
     before = snapshot(drill_db.engine)
-    stats = pipeline.consume_shard(drill_db.engine, stream, STREAM, child.shard_id, idle_sleep=0)
+    stats = consumer.consume_shard(drill_db.engine, stream, STREAM, child.shard_id)
     # moto copies the parents' records into the merged shard: all re-deliveries, all skipped
     assert stats.records_read == len(docs) and stats.duplicates_skipped == len(docs) and stats.batches_applied == 0
     assert snapshot(drill_db.engine) == before
@@ -184,10 +189,17 @@ def test_replay_shard_from_timestamp_is_safe(drill_db, stream):
     shard_id = checkpoints[0][0]
     since = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
     assert shard_id in runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=since)
-    with pytest.raises(pipeline.ReplayRefused, match="needs both"):
+    with pytest.raises(consumer.ReplayRefused, match="needs both"):
         runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id)
     result = runs.ingest_shard(
-        drill_db.engine, stream, STREAM, "dialog-commands", shard_id, replay_shard_id=shard_id, replay_from=since
+        drill_db.engine,
+        stream,
+        STREAM,
+        "dialog-commands",
+        shard_id,
+        bounds=consumer.Bounds.catch_up(),
+        replay_shard_id=shard_id,
+        replay_from=since,
     )
     assert result["records_read"] > 0 and result["records_read"] == result["duplicates_skipped"]
     assert result["batches_applied"] == 0 and result["commands_emitted"] == 0
@@ -230,10 +242,10 @@ def test_a_replay_that_would_skip_unread_records_is_refused(drill_db, stream):
         drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints ORDER BY 1"
     )
     shard_id, _, arrived = before[0]
-    with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint .* never read"):
+    with pytest.raises(consumer.ReplayRefused, match="later than the checkpoint .* never read"):
         runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=later)
-    with pytest.raises(pipeline.ReplayRefused, match="later than the checkpoint"):
-        pipeline.consume_shard(drill_db.engine, stream, STREAM, shard_id, replay_from=later, idle_sleep=0)
+    with pytest.raises(consumer.ReplayRefused, match="later than the checkpoint"):
+        consumer.consume_shard(drill_db.engine, stream, STREAM, shard_id, replay_from=later)
     assert (
         rows(drill_db.engine, "SELECT shard_id, sequence_number, last_arrival_at FROM stream_checkpoints ORDER BY 1")
         == before
@@ -249,9 +261,9 @@ def test_a_replay_that_would_skip_unread_records_is_refused(drill_db, stream):
 
 def test_a_replay_of_a_shard_never_read_is_refused(drill_db, stream):
     shard_id = stream.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
-    with pytest.raises(pipeline.ReplayRefused, match="no checkpoint yet"):
+    with pytest.raises(consumer.ReplayRefused, match="no checkpoint yet"):
         runs.plan_shards(
             drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from="2026-01-01T00:00:00+00:00"
         )
-    with pytest.raises(pipeline.ReplayRefused, match="not an ISO 8601 timestamp"):
+    with pytest.raises(consumer.ReplayRefused, match="not an ISO 8601 timestamp"):
         runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from="yesterday")

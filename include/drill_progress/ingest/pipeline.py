@@ -33,13 +33,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
 from drill_progress import db
 from drill_progress.ingest import events as ev
-from drill_progress.ingest import reader, store
+from drill_progress.ingest import store
 from drill_progress.ingest.fold import FoldResult, fold
 from drill_progress.retry import backoff
 
@@ -89,7 +89,8 @@ class ShardStats:
     micro_batches: int = 0
     transactions: int = 0
     shard_closed: bool = False
-    command_keys: list[str] = field(default_factory=list)
+    commands_published: int = 0
+    stopped_because: str = ""
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("get_records", "parse", "db_load", "fold", "db_write"), 0.0)
     )
@@ -105,8 +106,17 @@ class ShardStats:
             "behind_ms": self.behind_ms,
             "micro_batches": self.micro_batches,
             "shard_closed": self.shard_closed,
+            "commands_published": self.commands_published,
+            "stopped_because": self.stopped_because,
             "seconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
+
+    def progress(self) -> str:
+        return (
+            f"read {self.records_read} records in {self.micro_batches} micro-batches; applied "
+            f"{self.batches_applied} batches, skipped {self.duplicates_skipped}, set aside "
+            f"{self.records_rejected}, emitted {self.commands_emitted} commands; {self.behind_ms} ms behind the tip"
+        )
 
 
 @contextlib.contextmanager
@@ -195,9 +205,9 @@ class _ParsedPages:
         if self._exhausted or len(self._ready) >= self._limit:
             return False
         for raws, behind_ms in self._pages:
-            if raws:
-                self._ready.append((self._parse(raws), behind_ms))
-                return True
+            # an empty page is an idle read: it goes through as it is (the applier settles then)
+            self._ready.append((self._parse(raws) if raws else [], behind_ms))
+            return True
         self._exhausted = True
         return False
 
@@ -236,6 +246,7 @@ class Applier:
         parents: Sequence[str] = (),
         stats: ShardStats | None = None,
         fault: Fault | None = None,
+        on_commit: Callable[[list[str]], None] | None = None,
     ):
         self.engine = engine
         self.stream = stream
@@ -243,6 +254,7 @@ class Applier:
         self.parents = tuple(parents)
         self.stats = stats or ShardStats(shard_id)
         self.fault = fault
+        self.on_commit = on_commit  # called with a committed micro-batch's new outbox keys (any thread)
 
     def apply(self, parsed: list[Parsed], behind_ms: int | None = None) -> None:
         if parsed:
@@ -265,6 +277,11 @@ class Applier:
             inflight: _InFlight | None = None
             parsed_pages = _ParsedPages(pages, self._parse, PARSE_AHEAD_PAGES)
             for parsed, behind_ms in parsed_pages:
+                if not parsed:  # an idle read: settle the micro-batch in flight (a failure is dealt with now)
+                    if inflight is not None:
+                        self._settle(inflight)
+                        inflight = None
+                    continue
                 inflight = self._overlap(writer, inflight, parsed, behind_ms, parsed_pages.parse_ahead)
             if inflight is not None:
                 self._settle(inflight)
@@ -470,6 +487,8 @@ class Applier:
         finally:
             prepared.close()
         self.stats.timings["db_write"] += time.perf_counter() - started
+        if self.on_commit is not None:
+            self.on_commit(keys)
         if self.fault:
             self.fault("after_commit", None)
         return keys
@@ -481,7 +500,6 @@ class Applier:
         stats.duplicates_skipped += result.skipped
         stats.records_rejected += len(prepared.rejections)
         stats.commands_emitted += len(keys)
-        stats.command_keys += keys
         for rejection in prepared.rejections:
             log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number, rejection.reason)
 
@@ -510,139 +528,3 @@ def apply_micro_batch(
     applier = Applier(engine, stream, shard_id, stats=stats, fault=fault)
     applier.apply_records(raws, behind_ms)
     return applier.stats
-
-
-class ReplayRefused(ValueError):
-    """A replay that would skip records, or that names no readable point: nothing was read."""
-
-
-def parse_timestamp(value: str | datetime | None) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        when = value
-    else:
-        try:
-            when = datetime.fromisoformat(str(value).strip().replace("z", "Z"))
-        except ValueError:
-            raise ReplayRefused(f"replay_from {str(value)[:40]!r} is not an ISO 8601 timestamp") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def check_replay(shard_id: str, replay_from: datetime, checkpoint: dict) -> None:
-    """A replay re-reads a shard from `replay_from` (AT_TIMESTAMP) and moves its checkpoint on from
-    there: refused when that is later than the last record the checkpoint covers (the records in
-    between were never read and would be skipped for good)."""
-    arrived = checkpoint.get("last_arrival_at")
-    if not checkpoint.get("sequence_number"):
-        raise ReplayRefused(
-            f"shard {shard_id} has no checkpoint yet: nothing was read from it, so there is "
-            "nothing to replay (the next run reads it from its start)"
-        )
-    if arrived is None:
-        raise ReplayRefused(
-            f"the checkpoint of shard {shard_id} does not say when its last record arrived yet "
-            "(it predates migration 0009): replay after the next run has applied a record"
-        )
-    if replay_from > arrived:
-        raise ReplayRefused(
-            f"replay_from {replay_from.isoformat()} is later than the checkpoint of shard {shard_id}, whose last "
-            f"applied record arrived at {arrived.isoformat()}: the records in between were never read and would "
-            f"be skipped. Replay from {arrived.isoformat()} or earlier."
-        )
-
-
-def consume_shard(
-    engine: Engine,
-    kinesis,
-    stream: str,
-    shard_id: str,
-    *,
-    micro_batch_records: int = 500,
-    max_records: int = 20000,
-    max_seconds: float = 45.0,
-    replay_from: str | datetime | None = None,
-    fault: Fault | None = None,
-    idle_sleep: float = 0.2,
-) -> ShardStats:
-    """Read one shard from its checkpoint (or `replay_from`, AT_TIMESTAMP) until caught up, closed,
-    or the bounds are hit, applying each GetRecords page as one micro-batch."""
-    stats = ShardStats(shard_id)
-    at = parse_timestamp(replay_from)
-    info = reader.shard_info(kinesis, stream, shard_id)
-    with engine.connect() as conn:
-        checkpoint = store.load_checkpoints(conn, stream).get(shard_id, {})
-    if at is not None:
-        check_replay(shard_id, at, checkpoint)
-    if checkpoint.get("shard_closed") and at is None:
-        stats.shard_closed = True
-        stats.behind_ms = 0
-        return stats
-    applier = Applier(engine, stream, shard_id, parents=info.parents, stats=stats, fault=fault)
-    reading = _ShardReading(
-        kinesis,
-        stream,
-        shard_id,
-        info,
-        stats,
-        last_seq=None if at is not None else checkpoint.get("sequence_number"),
-        at=at,
-    )
-    applier.apply_pages(reading.pages(micro_batch_records, max_records, time.monotonic() + max_seconds, idle_sleep))
-    if reading.drained:  # only once every micro-batch read from it has committed
-        with engine.begin() as conn:
-            store.close_shard(conn, stream, shard_id, info.parents)
-        stats.shard_closed = True
-    return stats
-
-
-@dataclass
-class _ShardReading:
-    """GetRecords pages of one shard, from a sequence number (or a timestamp) on."""
-
-    kinesis: object
-    stream: str
-    shard_id: str
-    info: reader.ShardInfo
-    stats: ShardStats
-    last_seq: str | None
-    at: datetime | None
-    drained: bool = False  # a closed shard read to its end
-
-    def pages(
-        self, micro_batch_records: int, max_records: int, deadline: float, idle_sleep: float
-    ) -> Iterator[tuple[list[RawRecord], int | None]]:
-        """Pages until caught up, drained, or the bounds are hit (records counted as parsed)."""
-        kinesis, stats = self.kinesis, self.stats
-        iterator = reader.shard_iterator(kinesis, self.stream, self.shard_id, self.last_seq, self.at)
-        fetched = 0  # pages are parsed some time after they are fetched (parse-ahead)
-        while fetched < max_records and time.monotonic() < deadline:
-            limit = max(1, min(micro_batch_records, max_records - fetched))
-            started = time.perf_counter()
-            try:
-                page = reader.get_records(kinesis, iterator, limit)
-            except kinesis.exceptions.ExpiredIteratorException:  # type: ignore[attr-defined]
-                iterator = reader.shard_iterator(
-                    kinesis, self.stream, self.shard_id, self.last_seq, self.at if self.last_seq is None else None
-                )
-                continue
-            stats.timings["get_records"] += time.perf_counter() - started
-            if page.records:
-                raws = [
-                    RawRecord(
-                        r["SequenceNumber"], r.get("PartitionKey"), r["Data"], r.get("ApproximateArrivalTimestamp")
-                    )
-                    for r in page.records
-                ]
-                self.last_seq = raws[-1].sequence_number
-                fetched += len(raws)
-                yield raws, page.behind_ms
-            stats.behind_ms = page.behind_ms
-            if page.next_iterator is None or (self.info.closed and not page.records and page.behind_ms == 0):
-                self.drained = True
-                return
-            iterator = page.next_iterator
-            if not page.records:
-                if page.behind_ms == 0:
-                    return  # caught up
-                time.sleep(idle_sleep)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from sqlalchemy.engine import Engine
 
 from drill_progress import outbox
-from drill_progress.ingest import pipeline, reader, store
+from drill_progress.ingest import consumer, reader, store
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def plan_shards(
     """Shard ids to read in this run: every listed shard not yet drained whose parents are
     drained (or expired), plus the shard being replayed, if any."""
     if bool(replay_shard_id) != bool(replay_from):
-        raise pipeline.ReplayRefused("a replay needs both replay_shard_id and replay_from (ISO 8601 with offset)")
+        raise consumer.ReplayRefused("a replay needs both replay_shard_id and replay_from (ISO 8601 with offset)")
     shards = reader.list_shards(kinesis, stream)
     with engine.connect() as conn:
         checkpoints = store.load_checkpoints(conn, stream)
@@ -33,10 +33,10 @@ def plan_shards(
     )
     if replay_shard_id:  # refused here, once, before any shard is read
         if replay_shard_id not in {s.shard_id for s in shards}:
-            raise pipeline.ReplayRefused(f"replay_shard_id {replay_shard_id} is not a listed shard of {stream}")
-        pipeline.check_replay(
+            raise consumer.ReplayRefused(f"replay_shard_id {replay_shard_id} is not a listed shard of {stream}")
+        consumer.check_replay(
             replay_shard_id,
-            pipeline.parse_timestamp(replay_from),  # type: ignore[arg-type]
+            consumer.parse_timestamp(replay_from),  # type: ignore[arg-type]
             checkpoints.get(replay_shard_id, {}),
         )
         if replay_shard_id not in readable:
@@ -58,47 +58,32 @@ def ingest_shard(
     command_stream: str,
     shard_id: str,
     *,
+    bounds: consumer.Bounds,
     micro_batch_records: int = 500,
-    max_records: int = 20000,
-    max_seconds: float = 45.0,
     replay_shard_id: str | None = None,
     replay_from: str | None = None,
 ) -> dict:
-    """Ingest one shard, then publish the commands it caused (best effort: `publish_commands`
-    publishes whatever is left). Returns and logs the shard's figures."""
+    """Consume one shard within `bounds`, publishing each micro-batch's commands as it commits.
+    Returns and logs the shard's figures."""
     replay = replay_from if replay_shard_id and shard_id == replay_shard_id else None
-    stats = pipeline.consume_shard(
+    stats = consumer.consume_shard(
         engine,
         kinesis,
         stream,
         shard_id,
+        command_stream=command_stream,
+        bounds=bounds,
         micro_batch_records=micro_batch_records,
-        max_records=max_records,
-        max_seconds=max_seconds,
         replay_from=replay,
     )
     result = stats.as_dict()
-    if stats.command_keys:
-        try:
-            published = outbox.publish_pending(
-                engine, kinesis, command_stream, source=store.OUTBOX_SOURCE, keys=stats.command_keys
-            )
-            result["commands_published"] = published["published"]
-        except Exception:  # publish_commands retries what is left; never lose the shard's figures
-            log.exception("shard %s: publishing commands failed; publish_commands will retry", shard_id)
     log.info(
-        "shard %s%s: read %d records in %d micro-batches; applied %d batches, skipped %d duplicates, "
-        "rejected %d records, emitted %d commands; %s ms behind the tip%s; seconds %s",
+        "shard %s%s: %s; %d commands published; stopped: %s; seconds %s",
         shard_id,
         f" (replay from {replay})" if replay else "",
-        stats.records_read,
-        stats.micro_batches,
-        stats.batches_applied,
-        stats.duplicates_skipped,
-        stats.records_rejected,
-        stats.commands_emitted,
-        stats.behind_ms,
-        "; shard closed and drained" if stats.shard_closed else "",
+        stats.progress(),
+        stats.commands_published,
+        stats.stopped_because or "-",
         result["seconds"],
     )
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from drill_progress import config, connections
 from drill_progress.db import masked_errors
-from drill_progress.ingest import pipeline, reapply, runs
+from drill_progress.ingest import consumer, reapply, runs
 
 
 def _refused(exc: Exception):
@@ -25,12 +25,20 @@ def plan_shards(params: dict) -> list[str]:
             params.get("replay_shard_id"),
             params.get("replay_from"),
         )
-    except pipeline.ReplayRefused as exc:
+    except consumer.ReplayRefused as exc:
         raise _refused(exc) from exc  # no retries: the params are wrong
 
 
+def bounds_for(params: dict, run_type: object) -> consumer.Bounds:
+    """The scheduled runs of the continuous DAG consume for `run_minutes`; a run started by hand
+    (a manual trigger, `airflow dags test`, a replay) ends once every shard is caught up."""
+    if str(getattr(run_type, "value", run_type)) == "scheduled" and not params.get("replay_shard_id"):
+        return consumer.Bounds.continuous(float(params["run_minutes"]) * 60)
+    return consumer.Bounds.catch_up(int(params["max_records_per_shard"]), float(params["max_seconds"]))
+
+
 @masked_errors
-def ingest_shard(shard_id: str, params: dict) -> dict:
+def ingest_shard(shard_id: str, params: dict, run_type: object) -> dict:
     """Task `ingest_shard` (mapped, one per shard)."""
     try:
         return runs.ingest_shard(
@@ -39,13 +47,12 @@ def ingest_shard(shard_id: str, params: dict) -> dict:
             connections.variable(config.DIALOG_EVENT_STREAM),
             connections.variable(config.COMMAND_STREAM),
             shard_id,
+            bounds=bounds_for(params, run_type),
             micro_batch_records=int(params["micro_batch_records"]),
-            max_records=int(params["max_records_per_shard"]),
-            max_seconds=float(params["max_seconds"]),
             replay_shard_id=params.get("replay_shard_id"),
             replay_from=params.get("replay_from"),
         )
-    except pipeline.ReplayRefused as exc:
+    except consumer.ReplayRefused as exc:
         raise _refused(exc) from exc
 
 
@@ -71,8 +78,8 @@ def reapply_rejected(params: dict) -> dict:
         connections.variable(config.DIALOG_EVENT_STREAM),
         connections.variable(config.COMMAND_STREAM),
         shard_id=params.get("shard_id") or None,
-        since=pipeline.parse_timestamp(params.get("rejected_since")),
-        until=pipeline.parse_timestamp(params.get("rejected_until")),
+        since=consumer.parse_timestamp(params.get("rejected_since")),
+        until=consumer.parse_timestamp(params.get("rejected_until")),
         limit=int(params.get("limit") or 10_000),
         dry_run=bool(params.get("dry_run")),
     )
