@@ -349,7 +349,10 @@ class _ShardReading:
         return True
 
     def _topology_changed(self) -> bool:
+        """Whether the readable shards changed; also learns whether this shard has been closed (a
+        closed shard is then read to its end and drained)."""
         shards = reader.list_shards(self.kinesis, self.stream)
+        self.info = next((s for s in shards if s.shard_id == self.shard_id), self.info)
         with self.engine.connect() as conn:
             checkpoints = store.load_checkpoints(conn, self.stream)
         now_readable = set(reader.readable_shards(shards, checkpoints))
