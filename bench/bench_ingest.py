@@ -1,11 +1,12 @@
-"""Ingestion benchmark (issue 3): the set-based apply path vs the per-event baseline, end to end
-through the emulator, and peak memory.
+"""Ingestion benchmark: the set-based apply path, the per-event baseline like for like, a backlog
+drained end to end through the emulator, and peak memory.
 
-Sizes (env): INGEST_BENCH_USERS (10000 users x 10 events in batches of 3,3,2,2),
-INGEST_BENCH_BASELINE_USERS (default: the same users), INGEST_BENCH_E2E_USERS (2000),
-INGEST_BENCH_MICRO_BATCH (500), INGEST_BENCH_SHARDS (2), INGEST_BENCH_REPEAT (3: the apply path
-runs that many times, each on a fresh database; the median is the figure, every run is printed,
-because on a shared 2-core machine the same run varies by a third from one minute to the next).
+Sizes (env): INGEST_BENCH_USERS (10000 users x 10 events in batches of 3,3,2,2: the apply path),
+INGEST_BENCH_BASELINE_USERS (2000: the per-event baseline and the apply path on the same records),
+INGEST_BENCH_BACKLOG_EVENTS (100000: the backlog drain), INGEST_BENCH_MICRO_BATCH (500),
+INGEST_BENCH_SHARDS (2), INGEST_BENCH_REPEAT (3: fresh-database runs of each measured path; the
+median is the figure and every run is printed, because on a shared 2-core machine the same run
+varies by a third from one minute to the next).
 
 The apply path overlaps two micro-batches (parse/load/fold of the next while the previous one is
 written), so its time split has two columns: the main thread (parse, db_load, fold: these add up
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from bench import baseline_ingest
+from devtools import aggregate, streams
 from drill_progress.ingest import pipeline
 from drill_progress.setup.aws_resources import ensure_stream
 
@@ -144,37 +145,48 @@ def _count(engine, table: str) -> int:
         return conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
 
 
+def _median_run(measure, repeat: int):
+    """Run `measure()` (-> (seconds, *rest)) `repeat` times; (median run, all runs sorted)."""
+    done = sorted((measure() for _ in range(repeat)), key=lambda r: r[0])
+    return done[len(done) // 2], done
+
+
 def run(ctx) -> list[dict]:
     users = ctx.size("INGEST_BENCH_USERS", 10000)
-    baseline_users = ctx.size("INGEST_BENCH_BASELINE_USERS", users)
-    e2e_users = ctx.size("INGEST_BENCH_E2E_USERS", 2000)
+    baseline_users = ctx.size("INGEST_BENCH_BASELINE_USERS", 2000)
+    backlog_events = ctx.size("INGEST_BENCH_BACKLOG_EVENTS", 100_000)
     micro_batch = ctx.size("INGEST_BENCH_MICRO_BATCH", 500)
     shards = ctx.size("INGEST_BENCH_SHARDS", 2)
+    repeat = max(1, ctx.size("INGEST_BENCH_REPEAT", 3))
     out: list[dict] = []
+    out += _apply_path_figures(ctx, users, micro_batch, repeat)
+    out += _baseline_figures(ctx, baseline_users, micro_batch, repeat)
+    out += _backlog_figures(ctx, backlog_events // EVENTS_PER_USER, micro_batch, shards)
+    out += _memory_figures(ctx, min(users, 2000), micro_batch)
+    return out
 
+
+def _apply_path_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[dict]:
+    """The set-based apply path (parse + validate + load + fold + write + checkpoint) on fresh
+    databases; the median run is the figure."""
     records = stream_records(users)
     events = users * EVENTS_PER_USER
 
-    # 1. the set-based apply path (parse + validate + load + fold + write + checkpoint), on fresh
-    # databases; the median run is the figure
-    repeat = max(1, ctx.size("INGEST_BENCH_REPEAT", 3))
-    runs = []
-    for _ in range(repeat):
+    def measure():
         _url, engine = ctx.new_database("ingest_apply")
         seconds, python_cpu, stats = _apply_path(engine, records, micro_batch)
         assert stats.batches_applied == len(records), stats.as_dict()
         assert _count(engine, "command_outbox") == 2 * users
-        runs.append((seconds, python_cpu, stats, engine))
-    runs.sort(key=lambda r: r[0])
-    seconds, python_cpu, stats, engine = runs[len(runs) // 2]
-    for *_rest, other in runs:
+        return seconds, python_cpu, stats, engine
+
+    (seconds, python_cpu, stats, engine), done = _median_run(measure, repeat)
+    for *_rest, other in done:
         if other is not engine:
             other.dispose()
-    ours = events / seconds
-    out += [
+    out = [
         {
             "metric": "ingest.apply.events_per_s",
-            "value": round(ours),
+            "value": round(events / seconds),
             "unit": "events/s",
             "users": users,
             "events": events,
@@ -182,9 +194,9 @@ def run(ctx) -> list[dict]:
             "micro_batch": micro_batch,
             "seconds": round(seconds, 2),
             "of_runs": repeat,
-            "runs_events_per_s": [round(events / r[0]) for r in runs],
+            "runs_events_per_s": [round(events / r[0]) for r in done],
         },
-        {"metric": "ingest.apply.best_events_per_s", "value": round(events / runs[0][0]), "unit": "events/s"},
+        {"metric": "ingest.apply.best_events_per_s", "value": round(events / done[0][0]), "unit": "events/s"},
         {"metric": "ingest.apply.transactions", "value": stats.transactions, "unit": "transactions"},
         {
             "metric": "ingest.apply.python_cpu_seconds",
@@ -206,99 +218,146 @@ def run(ctx) -> list[dict]:
         {"metric": "ingest.apply.redelivery_events_per_s", "value": round(events / seconds_dup), "unit": "events/s"}
     )
     engine.dispose()
+    return out
 
-    # 2. the per-event baseline on the same events
-    base_records = stream_records(baseline_users) if baseline_users != users else records
-    base_url, base_engine = ctx.new_database("ingest_baseline")
-    started = time.perf_counter()
-    applied = baseline_ingest.apply_batches(base_url, [data for _, data in base_records])
-    base_seconds = time.perf_counter() - started
-    assert applied == len(base_records)
-    base_rate = baseline_users * EVENTS_PER_USER / base_seconds
-    base_engine.dispose()
-    out += [
+
+def _baseline_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[dict]:
+    """Like for like: the per-event baseline and the apply path on the same records, the same number
+    of fresh-database runs each, medians of both, and the same end state checked before the ratio."""
+    records = stream_records(users)
+    events = users * EVENTS_PER_USER
+
+    def baseline():
+        url, engine = ctx.new_database("ingest_baseline")
+        started = time.perf_counter()
+        applied = baseline_ingest.apply_batches(url, [data for _, data in records])
+        seconds = time.perf_counter() - started
+        assert applied == len(records)
+        state = aggregate.aggregate_checksum(engine)
+        engine.dispose()
+        return seconds, state
+
+    def apply():
+        _url, engine = ctx.new_database("ingest_apply_small")
+        seconds, _cpu, _stats = _apply_path(engine, records, micro_batch)
+        state = aggregate.aggregate_checksum(engine)
+        engine.dispose()
+        return seconds, state
+
+    (base_seconds, base_state), _ = _median_run(baseline, repeat)
+    (apply_seconds, apply_state), _ = _median_run(apply, repeat)
+    assert base_state == apply_state, "the baseline and the apply path end in different states"
+    return [
         {
             "metric": "ingest.baseline.events_per_s",
-            "value": round(base_rate),
+            "value": round(events / base_seconds),
             "unit": "events/s",
-            "users": baseline_users,
+            "users": users,
             "seconds": round(base_seconds, 2),
+            "of_runs": repeat,
         },
-        {"metric": "ingest.apply.speedup_vs_baseline", "value": round(ours / base_rate, 1), "unit": "x"},
+        {
+            "metric": "ingest.apply.same_events_per_s",
+            "value": round(events / apply_seconds),
+            "unit": "events/s",
+            "users": users,
+            "seconds": round(apply_seconds, 2),
+            "of_runs": repeat,
+        },
+        {
+            "metric": "ingest.apply.speedup_vs_baseline",
+            "value": round(base_seconds / apply_seconds, 1),
+            "unit": "x",
+            "end_states": f"equal ({apply_state['all'][:12]})",
+        },
     ]
 
-    # 3. end to end through the emulator: put on a stream, run plan + every shard loop
-    kinesis = ctx.boto3_client("kinesis")
-    stream = f"{STREAM}-{int(time.time())}"
-    ensure_stream(kinesis, stream, shards)
-    e2e_records = stream_records(e2e_users)
-    for i in range(0, len(e2e_records), 500):
-        kinesis.put_records(
-            StreamName=stream, Records=[{"PartitionKey": pk, "Data": data} for pk, data in e2e_records[i : i + 500]]
-        )
-    _url, e2e_engine = ctx.new_database("ingest_e2e")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    totals = dict.fromkeys(("get_records", "parse", "db_load", "fold", "db_write"), 0.0)
-    read = 0
-    for shard_id in runs.plan_shards(e2e_engine, kinesis, stream):
-        shard_stats = pipeline.consume_shard(
-            e2e_engine, kinesis, stream, shard_id, micro_batch_records=micro_batch, max_records=10**9, max_seconds=3600
-        )
-        read += shard_stats.records_read
-        for part, spent in shard_stats.timings.items():
-            totals[part] += spent
-    e2e_seconds = time.perf_counter() - started
-    assert read == len(e2e_records)
-    e2e_events = e2e_users * EVENTS_PER_USER
-    out.append(
-        {
-            "metric": "ingest.e2e.events_per_s",
-            "value": round(e2e_events / e2e_seconds),
-            "unit": "events/s",
-            "users": e2e_users,
-            "events": e2e_events,
-            "shards": shards,
-            "seconds": round(e2e_seconds, 2),
-        }
-    )
-    for part, spent in totals.items():
-        out.append(
-            {
-                "metric": f"ingest.e2e.seconds.{part}",
-                "value": round(spent, 3),
-                "unit": "s",
-                "share": round(spent / e2e_seconds, 3),
-                "thread": "writer" if part == "db_write" else "main",
-            }
-        )
-    main_thread = sum(spent for part, spent in totals.items() if part != "db_write")
-    out.append(
-        {
-            "metric": "ingest.e2e.seconds.main_thread_other",
-            "value": round(e2e_seconds - main_thread, 3),
-            "unit": "s",
-            "note": "waiting for the writer, shard planning, iterators",
-        }
-    )
-    out.append(
-        {
-            "metric": "ingest.e2e.rss_growth",
-            "value": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1),
-            "unit": "MiB",
-        }
-    )
-    e2e_engine.dispose()
 
-    # 4. peak Python memory of an ingestion run (tracemalloc; slows the run, so timed separately)
+def _consume_one_shard(url: str, endpoint: str, stream: str, shard_id: str, commands: str, micro_batch: int) -> dict:
+    """One shard task of the DAG, in a process of its own (the bench's backlog drain)."""
+    import boto3
+
+    from drill_progress.db import make_engine
+    from drill_progress.ingest import consumer
+
+    engine = make_engine(url, "ingest")
+    kinesis = boto3.client(
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    stats = consumer.consume_shard(
+        engine,
+        kinesis,
+        stream,
+        shard_id,
+        command_stream=commands,
+        bounds=consumer.Bounds.catch_up(max_records=10**9, max_seconds=600),
+        micro_batch_records=micro_batch,
+    )
+    engine.dispose()
+    return stats.as_dict()
+
+
+def _backlog_figures(ctx, users: int, micro_batch: int, shards: int) -> list[dict]:
+    """A backlog on the stream drained end to end through the emulator, as the DAG does it: one
+    process per shard (one task per shard), each reading, applying and publishing its commands."""
+    import multiprocessing
+
+    from drill_progress.ingest import runs as ingest_runs
+
+    kinesis = ctx.boto3_client("kinesis")
+    stream, commands = f"{STREAM}-{int(time.time())}", f"bench-commands-{int(time.time())}"
+    ensure_stream(kinesis, stream, shards)
+    ensure_stream(kinesis, commands, 1)
+    records = stream_records(users)
+    for i in range(0, len(records), 500):
+        kinesis.put_records(
+            StreamName=stream, Records=[{"PartitionKey": pk, "Data": data} for pk, data in records[i : i + 500]]
+        )
+    url, engine = ctx.new_database("ingest_backlog")
+    shard_ids = ingest_runs.plan_shards(engine, kinesis, stream)
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(len(shard_ids)) as pool:
+        results = pool.starmap(
+            _consume_one_shard,
+            [(url, ctx.moto.endpoint_url, stream, shard_id, commands, micro_batch) for shard_id in shard_ids],
+        )
+    seconds = time.perf_counter() - started
+    read = sum(r["records_read"] for r in results)
+    published = sum(r["commands_published"] for r in results)
+    on_stream = sum(1 for _ in streams.read_all(kinesis, commands))
+    assert read == len(records) and published == on_stream == 2 * users, (read, published, on_stream)
+    assert _count(engine, "command_outbox WHERE published_at IS NULL") == 0
+    engine.dispose()
+    events = users * EVENTS_PER_USER
+    return [
+        {
+            "metric": "ingest.backlog.seconds",
+            "value": round(seconds, 2),
+            "unit": "s",
+            "events": events,
+            "records": len(records),
+            "shards": len(shard_ids),
+            "commands_published": published,
+            "note": "one process per shard, read + apply + publish, through the emulator",
+        },
+        {"metric": "ingest.backlog.events_per_s", "value": round(events / seconds), "unit": "events/s"},
+    ]
+
+
+def _memory_figures(ctx, users: int, micro_batch: int) -> list[dict]:
+    """Peak Python memory of an ingestion run (tracemalloc slows the run, so it is timed apart)."""
     _url, mem_engine = ctx.new_database("ingest_mem")
-    mem_records = stream_records(min(users, 2000))
+    mem_records = stream_records(users)
     tracemalloc.start()
     apply_path(mem_engine, mem_records, micro_batch)
     _current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     mem_engine.dispose()
-    out.append(
+    return [
         {
             "metric": "ingest.apply.peak_python_memory",
             "value": round(peak / 2**20, 1),
@@ -306,5 +365,4 @@ def run(ctx) -> list[dict]:
             "records": len(mem_records),
             "micro_batch": micro_batch,
         }
-    )
-    return out
+    ]

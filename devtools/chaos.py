@@ -8,8 +8,12 @@
   makes a worker SIGKILL itself at a chosen point: `before_enqueue_commit` (inside the transaction
   that records commands), `before_publish` (recorded, not yet sent), `after_put` (Kinesis accepted a
   PutRecords chunk, `published_at` not yet committed).
-- `drive()`: the part of Airflow that retries a task — start a worker, optionally SIGKILL it after a
-  delay, restart it with a short backoff after a failure, until a run finds nothing left to do.
+- `drive()`: the part of Airflow that retries a task — start a worker, optionally SIGKILL it (a
+  delay after READY, or `KillAt` a chosen progress marker, so that every planned kill lands inside
+  the run), restart it with a short backoff after a failure, until a run finds nothing left to do.
+  Workers print `COMMIT <thread>` after each commit and `PUT <thread> <n>` before each PutRecords
+  call: `Attempt.unconfirmed_puts()` is then exactly what a killed attempt may have sent that a
+  later attempt sends again (the outbox's at-least-once window), the bound the scenarios assert.
 - `FaultProxy`: a loopback HTTP proxy in front of the moto server that can drop every request for
   N seconds (the emulator unreachable), answer a share of Kinesis calls with HTTP 400
   ProvisionedThroughputExceededException (which botocore retries), fail a share of the records of
@@ -201,6 +205,36 @@ class Attempt:
     result: dict | None = None
     stderr_tail: str = ""
     run_seconds: float | None = None  # from READY to the end (the "task" itself)
+    markers: list[str] = field(default_factory=list)  # COMMIT / PUT / FAIL lines the worker printed
+    returncode: int | None = None
+    started_at: float = 0.0  # time.monotonic() of the start and the end of the attempt
+    ended_at: float = 0.0
+
+    def unconfirmed_puts(self) -> int:
+        """Commands Kinesis accepted whose `published_at` this attempt never committed: per
+        publishing thread, the records of its PutRecords calls after its last commit. Only they can
+        be sent again by a later attempt (the outbox's at-least-once window)."""
+        pending: dict[str, int] = {}
+        lost = 0
+        for line in self.markers:
+            kind, thread, *rest = line.split()
+            if kind == "PUT":
+                pending[thread] = pending.get(thread, 0) + int(rest[0])
+            elif kind == "COMMIT":  # the publish that made those calls committed: confirmed
+                pending[thread] = 0
+            elif kind == "FAIL":  # the publish failed after its calls: never confirmed
+                lost += pending.pop(thread, 0)
+        return lost + sum(pending.values())
+
+
+@dataclass(frozen=True)
+class KillAt:
+    """SIGKILL a worker `delay` seconds after its `nth` marker line starting with `marker` (e.g. the
+    2nd micro-batch commit): a kill that lands inside the run, wherever the run is slow or fast."""
+
+    marker: str
+    nth: int = 1
+    delay: float = 0.0
 
 
 @dataclass
@@ -216,6 +250,10 @@ class DriveReport:
     def failures(self) -> int:
         return sum(1 for a in self.attempts if a.outcome == "failed")
 
+    def unconfirmed_puts(self) -> int:
+        """What the killed or failed attempts may have sent twice (see Attempt.unconfirmed_puts)."""
+        return sum(a.unconfirmed_puts() for a in self.attempts if a.outcome != "ok")
+
     def summary(self) -> dict:
         return {
             "attempts": len(self.attempts),
@@ -230,21 +268,54 @@ def worker_argv(command: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "devtools.chaos", command, *args]
 
 
+class _WorkerLines:
+    """What a worker printed, as it comes: READY, RESULT, the COMMIT / PUT markers; and when to kill it."""
+
+    def __init__(self, kill_after, on_ready, on_marker):
+        self.kill_after, self.on_ready, self.on_marker = kill_after, on_ready, on_marker
+        self.result = self.ready_at = self.kill_at = None
+        self.markers: list[str] = []
+        self._seen = 0
+
+    def take(self, line: str) -> None:
+        if line == "READY":
+            self.ready_at = time.monotonic()
+            if isinstance(self.kill_after, int | float):
+                self.kill_at = self.ready_at + self.kill_after
+            if self.on_ready:
+                self.on_ready()
+        elif line.startswith("RESULT "):
+            self.result = json.loads(line[7:])
+        elif line.startswith(("COMMIT ", "PUT ", "FAIL ")):
+            self.markers.append(line)
+            if self.on_marker:
+                self.on_marker(line)
+            kill = self.kill_after
+            if isinstance(kill, KillAt) and self.kill_at is None and line.startswith(kill.marker):
+                self._seen += 1
+                if self._seen == kill.nth:
+                    self.kill_at = time.monotonic() + kill.delay
+
+
 def run_worker(
     argv: list[str],
     *,
-    kill_after: float | None = None,
+    kill_after: float | KillAt | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_marker: Callable[[str], None] | None = None,
     timeout: float = 600,
     env: dict | None = None,
     number: int = 1,
     log_dir: Path | None = None,
 ) -> Attempt:
-    """Run one worker process; SIGKILL it `kill_after` seconds after it printed READY."""
+    """Run one worker process; SIGKILL it `kill_after` seconds after it printed READY, or as `KillAt`
+    says. `on_marker` sees every COMMIT / PUT line as it comes."""
     import tempfile
 
     err_path = Path(tempfile.mkstemp(prefix="chaos-worker-", suffix=".log", dir=log_dir)[1])
     started = time.monotonic()
+    seen = _WorkerLines(kill_after, on_ready, on_marker)
+    killed_after = None
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
         lines: queue.Queue = queue.Queue()
@@ -255,53 +326,48 @@ def run_worker(
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
-        result = None
-        ready_at = None
-        killed_after = None
-        deadline = started + timeout
         while True:
             now = time.monotonic()
-            if ready_at is not None and kill_after is not None and now >= ready_at + kill_after and proc.poll() is None:
+            if seen.kill_at is not None and now >= seen.kill_at and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
-                killed_after = now - ready_at
+                killed_after = now - (seen.ready_at or started)
                 proc.wait()
+                for line in iter(lines.get, None):  # what it printed before it died counts too
+                    seen.take(line)
                 break
-            if now > deadline:
+            if now > started + timeout:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 raise TimeoutError(f"worker did not finish in {timeout}s: {argv[3:5]}")
-            wait = 0.01 if ready_at is not None and kill_after is not None else 0.5
             try:
-                line = lines.get(timeout=wait)
+                line = lines.get(timeout=0.005 if seen.kill_at is not None else 0.05)
             except queue.Empty:
                 continue
             if line is None:
                 proc.wait()
                 break
-            if line == "READY":
-                ready_at = time.monotonic()
-                if on_ready:
-                    on_ready()
-            elif line.startswith("RESULT "):
-                result = json.loads(line[7:])
+            seen.take(line)
     ended = time.monotonic()
-    seconds = ended - started
     tail = err_path.read_text(errors="replace")[-3000:]
     err_path.unlink(missing_ok=True)
     if killed_after is not None or proc.returncode == -signal.SIGKILL:
         outcome = "killed"
-    elif proc.returncode == 0 and result is not None:
+    elif proc.returncode == 0 and seen.result is not None:
         outcome = "ok"
     else:
         outcome = "failed"
     return Attempt(
         number,
         outcome,
-        seconds,
+        ended - started,
         killed_after,
-        result,
+        seen.result,
         tail if outcome == "failed" else "",
-        None if ready_at is None else ended - ready_at,
+        None if seen.ready_at is None else ended - seen.ready_at,
+        seen.markers,
+        started_at=started,
+        ended_at=ended,
+        returncode=proc.returncode,
     )
 
 
@@ -309,16 +375,17 @@ def drive(
     argv: list[str],
     *,
     done: Callable[[dict], bool],
-    kill_plan: Iterable[float | None] = (),
+    kill_plan: Iterable[float | KillAt | None] = (),
     on_ready: Callable[[int], None] | None = None,
+    on_marker: Callable[[int, str], None] | None = None,
     retry_delay: float = 1.0,
     max_attempts: int = 60,
     timeout: float = 600,
     env: dict | None = None,
 ) -> DriveReport:
     """Run the worker again and again, as Airflow retries a task and the schedule re-runs a DAG,
-    until a run that finished cleanly satisfies `done(result)`. The n-th attempt is SIGKILLed after
-    the n-th delay of `kill_plan` (None = let it run)."""
+    until a run that finished cleanly satisfies `done(result)`. The n-th attempt is SIGKILLed as the
+    n-th entry of `kill_plan` says (seconds after READY, a KillAt, or None = let it run)."""
     report = DriveReport()
     started = time.monotonic()
     plan = iter(kill_plan)
@@ -330,7 +397,10 @@ def drive(
             )
         kill_after = next(plan, None)
         ready = (lambda n=number: on_ready(n)) if on_ready else None
-        attempt = run_worker(argv, kill_after=kill_after, on_ready=ready, timeout=timeout, env=env, number=number)
+        marker = (lambda line, n=number: on_marker(n, line)) if on_marker else None
+        attempt = run_worker(
+            argv, kill_after=kill_after, on_ready=ready, on_marker=marker, timeout=timeout, env=env, number=number
+        )
         report.attempts.append(attempt)
         if attempt.outcome == "ok" and done(attempt.result or {}):
             break
@@ -533,8 +603,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 def _die() -> None:
-    sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    with _STDOUT_LOCK:
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _KillAfterPut:
@@ -553,6 +624,49 @@ class _KillAfterPut:
         if self._n <= 0:
             _die()
         return response
+
+
+_STDOUT_LOCK = threading.Lock()
+
+
+def _say_line(line: str) -> None:
+    """One whole line on stdout (print() writes the text and its newline apart: threads interleave)."""
+    with _STDOUT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def _print_markers(engine, kinesis) -> None:
+    """Progress markers on stdout for the driver: `COMMIT <thread>` once a transaction of this
+    worker has committed (after the database said so), `PUT <thread> <n>` before each PutRecords call
+    of n records (so that what a kill may leave sent but unconfirmed is never under-counted), `FAIL
+    <thread>` when a publish failed (its calls stay unconfirmed, whatever that thread commits next)."""
+    dialect = engine.dialect
+    commit, put_records = dialect.do_commit, kinesis.put_records
+
+    def do_commit(dbapi_connection) -> None:
+        commit(dbapi_connection)
+        _say_line(f"COMMIT {threading.current_thread().name}")
+
+    def counted_put_records(**kwargs):
+        _say_line(f"PUT {threading.current_thread().name} {len(kwargs.get('Records', ()))}")
+        return put_records(**kwargs)
+
+    dialect.do_commit = do_commit
+    kinesis.put_records = counted_put_records
+
+    from drill_progress import outbox
+
+    publish_pending = outbox.publish_pending
+
+    def publish_or_say_failed(*args, **kwargs):
+        try:
+            return publish_pending(*args, **kwargs)
+        except BaseException:
+            _say_line(f"FAIL {threading.current_thread().name}")
+            raise
+
+    outbox.publish_pending = publish_or_say_failed
 
 
 def _install_fault(die_at: str | None, die_after: int, kinesis):
@@ -694,13 +808,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from drill_progress.db import make_engine
 
-    engine = make_engine(args.db_url, pool_size=4, max_overflow=4)
-    kinesis = _install_fault(args.die_at, args.die_after, boto3_client("kinesis", args.endpoint_url))
+    engine = make_engine(args.db_url, "ingest", pool_size=8, max_overflow=8)
+    kinesis = boto3_client("kinesis", args.endpoint_url)
+    _print_markers(engine, kinesis)
+    kinesis = _install_fault(args.die_at, args.die_after, kinesis)
     with engine.connect() as conn:  # connected: what follows is the "task"
         conn.exec_driver_sql("SELECT 1")
-    print("READY", flush=True)
+    _say_line("READY")
     result = WORKERS[args.command](args, engine, kinesis)
-    print("RESULT " + json.dumps(result, default=str), flush=True)
+    _say_line("RESULT " + json.dumps(result, default=str))
     return 0
 
 

@@ -497,9 +497,9 @@ def _start_moto(s: Settings, running: set[str], env: dict[str, str]) -> None:
     spawn(
         s,
         "moto",
-        [str(s.python), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s.aws_port)],
+        [str(s.python), "-m", "devtools.moto_server", "-H", "127.0.0.1", "-p", str(s.aws_port)],
         env,
-        marker="moto.server",
+        marker="devtools.moto_server",
     )
     wait_for(lambda: _http_ok(f"{s.aws_endpoint_url}/moto-api/"), 60, f"moto on {s.aws_endpoint_url}")
 

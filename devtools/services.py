@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_SUPERUSER = "postgres"
+REPO = Path(__file__).resolve().parents[1]
 
 
 class ServiceError(RuntimeError):
@@ -234,7 +235,8 @@ class PostgresServer:
 
 @dataclass
 class MotoServer:
-    """The moto AWS emulator (`moto[server]`), speaking the AWS wire protocol on 127.0.0.1:`port`."""
+    """The moto AWS emulator (`moto[server]`), speaking the AWS wire protocol on 127.0.0.1:`port`,
+    started through devtools.moto_server (thread-safe Kinesis shards)."""
 
     port: int
     logfile: Path | None = None
@@ -257,10 +259,11 @@ class MotoServer:
         require_free_port(self.port, "the AWS emulator (moto)", "DRILL_AWS_PORT")
         out = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "devtools.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=REPO,  # devtools is importable from the repository's root
         )
         wait_for(self.healthy, 60, f"moto server on port {self.port}")
 

@@ -46,7 +46,9 @@ def new_streams(kinesis, label: str) -> tuple[str, str]:
     return events, commands
 
 
-def ingest_argv(db_url: str, endpoint_url: str, events: str, commands: str, *extra: str) -> list[str]:
+def ingest_argv(
+    db_url: str, endpoint_url: str, events: str, commands: str, *extra: str, micro_batch: int = MICRO_BATCH
+) -> list[str]:
     return chaos.worker_argv(
         "ingest-worker",
         "--db-url",
@@ -58,7 +60,7 @@ def ingest_argv(db_url: str, endpoint_url: str, events: str, commands: str, *ext
         "--command-stream",
         commands,
         "--micro-batch",
-        str(MICRO_BATCH),
+        str(micro_batch),
         *extra,
     )
 

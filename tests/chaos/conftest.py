@@ -3,11 +3,10 @@ the clean reference run that every faulty run is compared with (computed once pe
 
 from __future__ import annotations
 
-import aggregate
 import pytest
 from chaos_support import EVENTS, SEED, Db, Reference, ingest_argv, new_db, new_streams
 
-from devtools import chaos
+from devtools import aggregate, chaos
 
 
 @pytest.fixture

@@ -9,18 +9,19 @@ CHAOS_OUTAGE_SECONDS (5; 30 at scale), CHAOS_MICRO_BATCH (100), CHAOS_SEED (8).
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
-import aggregate
 import pytest
 from chaos_support import EVENTS, KILLS, MICRO_BATCH, OUTAGE_SECONDS, SEED, ingest_argv, new_streams
 
-from devtools import chaos
+from devtools import aggregate, chaos
 from devtools.services import PostgresServer, free_port
 from drill_progress.db import make_engine
 from drill_progress.setup import migrations
@@ -28,6 +29,7 @@ from drill_progress.setup import migrations
 pytestmark = pytest.mark.chaos
 
 PUT_CHUNK = 500  # commands.MAX_RECORDS_PER_PUT: the most one lost PutRecords answer can resend
+KILL_MICRO_BATCH = 20  # many commits per run, for kills to land in
 
 
 def _say(scenario: str, **figures) -> None:
@@ -53,16 +55,18 @@ def _sum(report, key: str) -> int:
 
 
 def test_ingest_worker_killed_at_random_points(make_db, kinesis, moto_server, traffic, clean_run):
+    """Each attempt is SIGKILLed a few milliseconds after one of its first micro-batch commits (shard
+    consumers running concurrently, as the DAG's shard tasks): every planned kill lands inside a run.
+    Small micro-batches give the runs enough commits to be killed in."""
     db = make_db()
     events, commands = new_streams(kinesis, "kill")
     chaos.put_records(kinesis, events, traffic.records)
     rng = random.Random(SEED)
-    # each attempt killed at a random moment of its share of a clean run's length (after it is
-    # connected), so that the kills land all over the run: startup, reads, transactions, publishing
-    share = 1.6 * clean_run.run_seconds / KILLS
-    plan = [rng.uniform(0.0, share) for _ in range(KILLS)]
+    plan = [chaos.KillAt("COMMIT ingest-", rng.randint(1, 3), rng.uniform(0.0, 0.05)) for _ in range(KILLS)]
     report = chaos.drive(
-        ingest_argv(db.url, moto_server.endpoint_url, events, commands), done=chaos.ingest_caught_up, kill_plan=plan
+        ingest_argv(db.url, moto_server.endpoint_url, events, commands, micro_batch=KILL_MICRO_BATCH),
+        done=chaos.ingest_caught_up,
+        kill_plan=plan,
     )
     got = _assert_same_state(db.engine, clean_run)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
@@ -72,19 +76,58 @@ def test_ingest_worker_killed_at_random_points(make_db, kinesis, moto_server, tr
             "planned": KILLS,
             "sigkills": report.kills,
             "kill_times_s": report.summary()["kill_times_s"],
-            "clean_run_s": round(clean_run.run_seconds, 2),
+            "micro_batch": KILL_MICRO_BATCH,
         },
         attempts=len(report.attempts),
         failed_attempts=report.failures,
         events=traffic.events,
         records=len(traffic.records),
-        verified={"checksum_equal": got["all"][:16], **audit.as_dict()},
+        verified={"checksum_equal": got["all"][:16], "unconfirmed_puts": report.unconfirmed_puts(), **audit.as_dict()},
     )
-    assert report.kills >= min(KILLS, 1), "the kills should land while the worker runs"
+    assert report.kills == KILLS, "every planned kill lands inside a run"
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
-    # The only duplicate the design allows: killed after PutRecords succeeded and before published_at
-    # committed -> that chunk is resent once, same idempotency_key, same bytes.
-    assert audit.duplicates <= report.kills * PUT_CHUNK
+    # The only duplicate the design allows: killed after Kinesis accepted a PutRecords call and before
+    # its published_at committed: exactly those records may be sent again, same key, same bytes.
+    assert audit.duplicates <= report.unconfirmed_puts()
+    assert audit.duplicates_identical
+
+
+def test_continuous_consumers_killed_while_traffic_arrives(make_db, kinesis, moto_server, traffic, clean_run):
+    """The continuous mode (the DAG's scheduled runs): shard consumers reading the stream for a while,
+    publishing each micro-batch's commands as it commits, while the producer is still putting half of
+    the traffic; two runs SIGKILLed after a micro-batch commit; then the runs that follow catch up."""
+    db = make_db()
+    events, commands = new_streams(kinesis, "continuous")
+    half = len(traffic.records) // 2
+    chaos.put_records(kinesis, events, traffic.records[:half])
+    producer = threading.Timer(1.0, chaos.put_records, args=(kinesis, events, traffic.records[half:]))
+    producer.start()
+    rng = random.Random(SEED + 7)
+    argv = ingest_argv(db.url, moto_server.endpoint_url, events, commands, micro_batch=KILL_MICRO_BATCH)
+    killed = [
+        chaos.run_worker(
+            [*argv, "--continuous", "30"],
+            kill_after=chaos.KillAt("COMMIT ingest-", rng.randint(2, 6), rng.uniform(0.0, 0.05)),
+        )
+        for _ in range(2)
+    ]
+    producer.join()
+    report = chaos.drive(argv, done=chaos.ingest_caught_up)
+    got = _assert_same_state(db.engine, clean_run)
+    audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
+    unconfirmed = sum(a.unconfirmed_puts() for a in killed) + report.unconfirmed_puts()
+    _say(
+        "1b continuous + sigkill",
+        injected={
+            "sigkills": sum(a.outcome == "killed" for a in killed),
+            "killed_after_s": [round(a.killed_after or 0, 3) for a in killed],
+        },
+        attempts_after=len(report.attempts),
+        verified={"checksum_equal": got["all"][:16], "unconfirmed_puts": unconfirmed, **audit.as_dict()},
+    )
+    assert [a.outcome for a in killed] == ["killed", "killed"]
+    assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
+    assert audit.duplicates <= unconfirmed
     assert audit.duplicates_identical
 
 
@@ -106,48 +149,53 @@ def own_pg():
 
 
 def test_postgres_restarted_in_the_middle_of_a_run(own_pg, kinesis, moto_server, traffic, clean_run):
+    """PostgreSQL crashes (stop -m immediate) right after the first run's second micro-batch commit,
+    inside that run, and comes back: the retries reach the clean run's state, nothing sent twice
+    beyond what was accepted by Kinesis and unconfirmed when it crashed."""
     own_pg.create_database("drill")
     url = own_pg.uri("drill")
     engine = make_engine(url)
     migrations.apply_migrations(engine)
     events, commands = new_streams(kinesis, "pgrestart")
     chaos.put_records(kinesis, events, traffic.records)
-    rng = random.Random(SEED + 1)
-    restarts: list[dict] = []
+    restarts: list[float] = []
 
     def restart() -> None:
+        restarts.append(time.monotonic())
         own_pg.stop(mode="immediate")  # like a crash: no checkpoint, in-flight transactions lost
         own_pg.start(own_pg.settings)
-        restarts.append({"after_s": round(delay, 3)})
 
-    delay = rng.uniform(0.1, max(0.2, clean_run.run_seconds * 0.8))
+    commits = itertools.count(1)
 
-    def on_ready(attempt: int) -> None:
-        if attempt == 1:
-            threading.Timer(delay, restart).start()
+    def on_marker(attempt: int, line: str) -> None:
+        if attempt == 1 and line.startswith("COMMIT ingest-") and next(commits) == 2:
+            threading.Thread(target=restart).start()
 
     report = chaos.drive(
-        ingest_argv(url, moto_server.endpoint_url, events, commands),
+        ingest_argv(url, moto_server.endpoint_url, events, commands, micro_batch=KILL_MICRO_BATCH),
         done=chaos.ingest_caught_up,
-        on_ready=on_ready,
+        on_marker=on_marker,
         retry_delay=2.0,
     )
     got = _assert_same_state(engine, clean_run)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
     engine.dispose()
+    first = report.attempts[0]
     _say(
         "2 postgres restart",
-        injected={"restarts": restarts, "mode": "pg_ctl stop -m immediate, then start"},
+        injected={
+            "restarts": len(restarts),
+            "mode": "pg_ctl stop -m immediate, then start",
+            "after_s": round(restarts[0] - first.started_at, 3) if restarts else None,
+        },
         attempts=len(report.attempts),
         failed_attempts=report.failures,
-        first_attempt=report.attempts[0].outcome,
-        verified={"checksum_equal": got["all"][:16], **audit.as_dict()},
+        first_attempt=first.outcome,
+        verified={"checksum_equal": got["all"][:16], "unconfirmed_puts": report.unconfirmed_puts(), **audit.as_dict()},
     )
-    assert len(restarts) == 1
+    assert len(restarts) == 1 and first.started_at < restarts[0] < first.ended_at, "the restart hit the first run"
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
-    # A restart that lands after PutRecords succeeded and before published_at committed is the
-    # outbox's documented window: that chunk is resent once by the retry, same key, same bytes.
-    assert audit.duplicates <= len(restarts) * PUT_CHUNK
+    assert audit.duplicates <= report.unconfirmed_puts()
     assert audit.duplicates_identical
 
 

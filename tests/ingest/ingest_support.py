@@ -8,9 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aggregate
-
-from devtools import streams
+from devtools import aggregate, streams
 
 ROOT = Path(__file__).resolve().parents[2]
 # One valid record per event type and a few invalid ones (docs/formats.md): the repository's own copy.

@@ -408,3 +408,37 @@ def test_a_profile_equal_to_the_last_one_is_still_checked_for_its_types():
         ev.parse_record(deep)
     with pytest.raises(ev.BadRecord, match="nested deeper"):  # not remembered: refused again
         ev.parse_record(deep)
+
+
+_TWO_THREADS = """
+import sys, threading
+sys.setswitchinterval(1e-6)
+from drill_progress.ingest import events as ev
+data = open(sys.argv[1], "rb").read()
+barrier = threading.Barrier(8)
+def parse():
+    barrier.wait()
+    for _ in range(20):
+        ev.parse_record(data)
+threads = [threading.Thread(target=parse) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+
+
+def test_parsing_on_several_threads_right_after_import_is_safe():
+    """msgspec describes a type on its first use, unsafely if threads race for it (a segfault seen
+    with two shard consumers in one process): the edge describes its types at import."""
+    import subprocess
+    import sys
+
+    from ingest_support import EXAMPLES
+
+    for _ in range(30):  # without the fix, about 1 run in 7 crashed
+        done = subprocess.run(
+            [sys.executable, "-c", _TWO_THREADS, str(EXAMPLES / "multi_event_batch.json")],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, (done.returncode, done.stderr[-500:])

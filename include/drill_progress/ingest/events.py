@@ -288,6 +288,10 @@ class _Batch(msgspec.Struct):
 
 
 _TYPE_OF = {cls: cls.__struct_config__.tag for cls in _EVENT_STRUCTS}  # type: ignore[attr-defined]
+# msgspec builds a type's internal description on its first use, which is not safe while another
+# thread uses the same type (seen: a segfault with two shard consumers in one process). Building the
+# typed decoders here, at import, does that work once, before any thread runs.
+_DESCRIBED = (msgspec.json.Decoder(_Batch), msgspec.json.Decoder(_Profile))
 _PROMPT_EVENTS = (_Advanced, _Completed, _Failed)
 _convert = msgspec.convert
 

@@ -1,0 +1,210 @@
+"""Event -> command latency on the running local stack (issue 13): how long a user who texts their code
+waits for their first drill.
+
+Starts the local stack (`make up`'s devtools.devstack) on spare ports in a temporary state folder,
+with the scheduler, triggerer, dag-processor, api-server and the simulator running, waits until
+`dialog_event_ingest` answers, then puts LATENCY_BENCH_PROBES (30) probes on the dialog event stream
+at random 1-4 s intervals, each a USER_VALIDATED batch of a new phone number, and times the
+START_DRILL of each on the command stream: command's ApproximateArrivalTimestamp (stamped by the
+emulator) minus the moment the probe was put. Prints p50, p95 and max, and the metadata the
+continuous DAG writes per day.
+
+LATENCY_BENCH_ENDPOINT=http://127.0.0.1:5055 probes a stack that is already running instead (e.g.
+`make up`, or an older version of the project, to compare); LATENCY_BENCH_PROBES sets the count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+EVENTS, COMMANDS = "dialog-events", "dialog-commands"
+TIMEOUT_S = 60.0
+WARM_UP_TIMEOUT_S = 600.0
+
+
+def _client(endpoint: str):
+    import boto3
+
+    return boto3.client(
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def _probe_batch(phone: str) -> bytes:
+    now = datetime.now(UTC).isoformat()
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "USER_VALIDATED",
+        "phone_number": phone,
+        "created_time": now,
+        "user_profile": {"validated": True, "account_info": {"employer_id": 99}},
+        "code_validation_payload": {"valid": True},
+    }
+    return json.dumps(
+        {"batch_id": str(uuid.uuid4()), "seq": "1", "phone_number": phone, "created_time": now, "events": [event]}
+    ).encode()
+
+
+class CommandWatch:
+    """Reads the command stream from its tip on a thread; the first START_DRILL per phone number."""
+
+    def __init__(self, kinesis):
+        self.kinesis = kinesis
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        shard = kinesis.list_shards(StreamName=COMMANDS)["Shards"][0]["ShardId"]
+        self._iterator = kinesis.get_shard_iterator(StreamName=COMMANDS, ShardId=shard, ShardIteratorType="LATEST")[
+            "ShardIterator"
+        ]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            page = self.kinesis.get_records(ShardIterator=self._iterator, Limit=1000)
+            self._iterator = page["NextShardIterator"]
+            for record in page["Records"]:
+                command = json.loads(record["Data"])
+                if command.get("type") == "START_DRILL":
+                    self.seen.setdefault(record["PartitionKey"], record["ApproximateArrivalTimestamp"].timestamp())
+            time.sleep(0.05)
+
+    def wait(self, phone: str, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if phone in self.seen:
+                return self.seen[phone]
+            time.sleep(0.05)
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def probe(kinesis, watch: CommandWatch, timeout: float = TIMEOUT_S) -> float | None:
+    """Seconds from putting a USER_VALIDATED batch of a new phone number to its START_DRILL."""
+    phone = f"+1999{random.randrange(10**7):07d}"
+    put_at = time.time()
+    kinesis.put_record(StreamName=EVENTS, Data=_probe_batch(phone), PartitionKey=phone)
+    arrived = watch.wait(phone, timeout)
+    return None if arrived is None else max(0.0, arrived - put_at)
+
+
+def measure(endpoint: str, probes: int) -> dict:
+    kinesis = _client(endpoint)
+    watch = CommandWatch(kinesis)
+    try:
+        warm_up = probe(kinesis, watch, WARM_UP_TIMEOUT_S)  # ingestion running and caught up
+        if warm_up is None:
+            raise RuntimeError(f"no START_DRILL within {WARM_UP_TIMEOUT_S:.0f}s: is dialog_event_ingest running?")
+        latencies = []
+        for _ in range(probes):
+            time.sleep(random.uniform(1.0, 4.0))
+            latencies.append(probe(kinesis, watch))
+    finally:
+        watch.stop()
+    answered = sorted(x for x in latencies if x is not None)
+    return {"warm_up": warm_up, "latencies": latencies, "answered": answered, "missing": probes - len(answered)}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def _start_stack():
+    from devtools import devstack
+    from devtools.services import free_port
+
+    state = tempfile.mkdtemp(prefix="drill-latency-")
+    os.chmod(state, 0o755)
+    environ = {**os.environ, "DRILL_STATE_DIR": state}
+    for var in (
+        "DRILL_PG_PORT",
+        "DRILL_AWS_PORT",
+        "AIRFLOW_PORT",
+        "AIRFLOW_WORKER_LOG_PORT",
+        "AIRFLOW_TRIGGER_LOG_PORT",
+    ):
+        environ[var] = str(free_port())
+    settings = devstack.Settings.from_env(environ)
+    devstack.up(settings, with_simulator=True)
+    return settings, state
+
+
+def run(ctx) -> list[dict]:
+    probes = ctx.size("LATENCY_BENCH_PROBES", 30)
+    endpoint = os.environ.get("LATENCY_BENCH_ENDPOINT")
+    settings = state = None
+    if not endpoint:
+        settings, state = _start_stack()
+        endpoint = settings.aws_endpoint_url
+    try:
+        result = measure(endpoint, probes)
+    finally:
+        if settings is not None:
+            from devtools import devstack
+
+            devstack.down(settings)
+            shutil.rmtree(state, ignore_errors=True)
+    answered = result["answered"]
+    out = [
+        {
+            "metric": "latency.event_to_command.p50_s",
+            "value": round(statistics.median(answered), 2),
+            "unit": "s",
+            "probes": probes,
+            "answered": len(answered),
+        },
+        {"metric": "latency.event_to_command.p95_s", "value": round(_percentile(answered, 95), 2), "unit": "s"},
+        {
+            "metric": "latency.event_to_command.max_s",
+            "value": round(answered[-1], 2),
+            "unit": "s",
+            "unanswered_within_s": {"probes": result["missing"], "timeout": TIMEOUT_S},
+        },
+        {
+            "metric": "latency.event_to_command.all_s",
+            "value": len(answered),
+            "unit": "probes",
+            "seconds": [None if x is None else round(x, 2) for x in result["latencies"]],
+        },
+    ]
+    out += metadata_per_day()
+    return out
+
+
+def metadata_per_day(shards: int = 2, run_minutes: int = 60) -> list[dict]:
+    """Runs and task instances `dialog_event_ingest` adds to Airflow's metadata per day: a continuous
+    run of run_minutes has plan_shards, one ingest_shard per shard, publish_commands, summary."""
+    runs = 24 * 60 / run_minutes
+    return [
+        {
+            "metric": "ingest.metadata.runs_per_day",
+            "value": round(runs),
+            "unit": "runs",
+            "shards": shards,
+            "before": 1440,
+            "note": "continuous runs of run_minutes; before: one run a minute",
+        },
+        {
+            "metric": "ingest.metadata.task_instances_per_day",
+            "value": round(runs * (shards + 3)),
+            "unit": "task instances",
+            "shards": shards,
+            "before": 1440 * (shards + 3),
+        },
+    ]
