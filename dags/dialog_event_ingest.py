@@ -76,7 +76,9 @@ re-apply set-aside records with the DAG **dialog_event_reapply**.
   next continuous run starts at once.
 - A SIGKILL of a worker mid-loop loses nothing and sends nothing twice (the chaos scenarios prove
   it): the retry resumes after the last committed micro-batch, and the commands committed but not
-  published are published by the next sweep or `publish_commands`.
+  published are published by the next sweep or `publish_commands`. This rests on durable commits:
+  keep PostgreSQL's `synchronous_commit` on (the default; Aurora's commits are durable too). With it
+  off, a server crash can lose commits it acknowledged and a consumer that reconnects skips them.
 - `publish_commands` failing means the command stream refused records: they stay in `command_outbox`
   (`published_at IS NULL`, `last_error`) and go out on the retry or the next run.
 - Records that keep failing are in `rejected_records` (reason, attempts). After fixing the cause

@@ -136,10 +136,14 @@ def test_continuous_consumers_killed_while_traffic_arrives(make_db, kinesis, mot
 
 @pytest.fixture
 def own_pg():
-    """A PostgreSQL server of its own, so restarting it disturbs no other test."""
+    """A PostgreSQL server of its own, so restarting it disturbs no other test. Durable commits, as
+    in production (fsync and synchronous_commit on, the defaults): the pipeline's premise is that a
+    commit PostgreSQL acknowledged survives a crash (a micro-batch's commit is its checkpoint's).
+    With synchronous_commit off, a crash loses acknowledged commits, and a consumer that reconnects
+    and goes on skips their records: measured, 7 drill instances missing of 219."""
     base = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
     base.chmod(0o755)
-    settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    settings = {"fsync": "on", "synchronous_commit": "on"}
     server = PostgresServer(base / "data", free_port())
     server.start(settings)
     server.settings = settings

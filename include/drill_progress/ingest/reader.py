@@ -9,10 +9,11 @@ MillisBehindLatest 0 (what the moto emulator offers: it never ends a closed shar
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from drill_progress.retry import retrying
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +77,14 @@ class Page:
     behind_ms: int
 
 
+def _throttled(exc: BaseException) -> bool:
+    error = getattr(exc, "response", {}).get("Error", {})
+    return error.get("Code") == "ProvisionedThroughputExceededException"
+
+
 def get_records(kinesis, iterator: str, limit: int, max_attempts: int = 8) -> Page:
-    """One GetRecords call, backing off on throttling (the client retries most errors itself)."""
-    delay = 0.2
-    for attempt in range(1, max_attempts + 1):
-        try:
-            response = kinesis.get_records(ShardIterator=iterator, Limit=limit)
-            break
-        except kinesis.exceptions.ProvisionedThroughputExceededException:
-            if attempt == max_attempts:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    """One GetRecords call, backing off (drill_progress.retry) while throttled; the client retries
+    most other errors itself."""
+    call = retrying("GetRecords", attempts=max_attempts, retry_on=_throttled, base=0.2)(kinesis.get_records)
+    response = call(ShardIterator=iterator, Limit=limit)
     return Page(response["Records"], response.get("NextShardIterator"), int(response.get("MillisBehindLatest") or 0))

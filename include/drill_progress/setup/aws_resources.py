@@ -10,7 +10,6 @@ DynamoDB key schemas (both tables carry a TTL attribute `expires_at`, epoch seco
 from __future__ import annotations
 
 import logging
-import time
 
 log = logging.getLogger(__name__)
 
@@ -18,21 +17,21 @@ TTL_ATTRIBUTE = "expires_at"
 
 
 def ensure_stream(kinesis, name: str, shard_count: int = 1, timeout: float = 60) -> bool:
-    """Create the stream if missing and wait until it is ACTIVE; return True if created."""
+    """Create the stream if missing and wait (boto3's `stream_exists` waiter) until it is ACTIVE;
+    return True if created."""
     created = False
     try:
         kinesis.describe_stream_summary(StreamName=name)
     except kinesis.exceptions.ResourceNotFoundException:
-        kinesis.create_stream(StreamName=name, ShardCount=shard_count)
-        created = True
-    deadline = time.monotonic() + timeout
-    while True:
-        status = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"]
-        if status == "ACTIVE":
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Kinesis stream {name} not ACTIVE after {timeout}s (status {status})")
-        time.sleep(0.5)
+        try:
+            kinesis.create_stream(StreamName=name, ShardCount=shard_count)
+            created = True
+        except kinesis.exceptions.ResourceInUseException:
+            pass  # created concurrently by another run
+    delay = 0.5
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(timeout / delay))}
+    )
     log.info("Kinesis stream %s %s", name, "created" if created else "already exists")
     return created
 
