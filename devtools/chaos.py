@@ -723,7 +723,7 @@ def _ingest_worker(args, engine, kinesis) -> dict:
     with ThreadPoolExecutor(max(1, len(shards)), thread_name_prefix="shard") as pool:
         results = list(
             pool.map(
-                lambda shard: runs.ingest_shard(
+                lambda shard: runs.run_shard(
                     engine,
                     kinesis,
                     args.stream,

@@ -191,7 +191,7 @@ def test_replay_shard_from_timestamp_is_safe(drill_db, stream):
     assert shard_id in runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id, replay_from=since)
     with pytest.raises(consumer.ReplayRefused, match="needs both"):
         runs.plan_shards(drill_db.engine, stream, STREAM, replay_shard_id=shard_id)
-    result = runs.ingest_shard(
+    result = runs.run_shard(
         drill_db.engine,
         stream,
         STREAM,

@@ -51,7 +51,7 @@ def plan_shards(
     return readable
 
 
-def ingest_shard(
+def run_shard(
     engine: Engine,
     kinesis,
     stream: str,
@@ -63,7 +63,7 @@ def ingest_shard(
     replay_shard_id: str | None = None,
     replay_from: str | None = None,
 ) -> dict:
-    """Consume one shard within `bounds`, publishing each micro-batch's commands as it commits.
+    """One shard's part of a run: consume it within `bounds`, publishing each micro-batch's commands as it commits.
     Returns and logs the shard's figures."""
     replay = replay_from if replay_shard_id and shard_id == replay_shard_id else None
     stats = consumer.consume_shard(

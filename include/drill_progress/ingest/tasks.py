@@ -41,7 +41,7 @@ def bounds_for(params: dict, run_type: object) -> consumer.Bounds:
 def ingest_shard(shard_id: str, params: dict, run_type: object) -> dict:
     """Task `ingest_shard` (mapped, one per shard)."""
     try:
-        return runs.ingest_shard(
+        return runs.run_shard(
             connections.db_engine(role="ingest"),
             connections.aws_client("kinesis"),
             connections.variable(config.DIALOG_EVENT_STREAM),
