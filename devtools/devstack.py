@@ -852,12 +852,13 @@ def status(s: Settings) -> dict[str, int | None]:
     if executor != s.executor:
         s = dataclasses.replace(s, executor=executor)
     ports = s.ports()
+    width = max(14, *(len(name) + 1 for name in states))
     for name, pid in states.items():
         shown = name in ports and name not in {"scheduler", "triggerer"} and not name.startswith(WORKER_PREFIX)
         where = f"port {ports[name][0]}" if shown else ""
         state = f"running (pid {pid})" if pid else "stopped"
         log = postgres(s).logfile if name == "postgres" else _log_file(s, name)
-        print(f"  {name:<16} {state:<22} {where:<11} log {log}")
+        print(f"  {name:<{width}} {state:<22} {where:<11} log {log}")
     if executor == "celery":
         _print_celery_workers(s, states)
     if states.get("api-server"):

@@ -8,16 +8,20 @@ Import as `from celery_support import ...` from tests in this folder; the `celer
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.error
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools import chaos, devstack
@@ -230,3 +234,49 @@ class CeleryStack:
     def commands(self) -> list[dict]:
         """Every record on the command stream, parsed (see devtools.chaos.read_commands)."""
         return chaos.read_commands(self.kinesis(), config.VARIABLE_DEFAULTS[config.COMMAND_STREAM])
+
+    # ------------------------------------------------------------------ event -> command latency
+
+    def event_to_command_seconds(self, phone: str, timeout: float = 240) -> float:
+        """Publish one USER_VALIDATED batch for a new phone number on the dialog event stream and
+        wait for its START_DRILL on the command stream: the seconds in between, as the Dialog
+        Context sees them (the stack's own schedule decides when ingestion picks it up)."""
+        from devtools import simulator
+
+        sim = simulator.Simulator(users=1, seed=1, malformed_rate=0.0)
+        user = sim.users[0]
+        user.phone_number = phone
+        now = datetime.now(UTC)
+        batch = {
+            "batch_id": str(uuid.uuid4()),
+            "seq": str(int(now.timestamp() * 1_000_000)),
+            "phone_number": phone,
+            "created_time": now.isoformat(timespec="milliseconds"),
+            "events": [{**sim._validated(user, now), "event_id": str(uuid.uuid4())}],
+        }
+        stream = config.VARIABLE_DEFAULTS[config.DIALOG_EVENT_STREAM]
+        started = time.monotonic()
+        self.kinesis().put_record(StreamName=stream, Data=json.dumps(batch).encode(), PartitionKey=phone)
+        while time.monotonic() - started < timeout:
+            for cmd in self.commands():
+                if cmd["type"] == "START_DRILL" and cmd["payload"]["phone_number"] == phone:
+                    return time.monotonic() - started
+            time.sleep(0.5)
+        raise AssertionError(f"no START_DRILL for the probe within {timeout:.0f}s")
+
+    def latency_samples(self, samples: int, seed: int = 16) -> dict:
+        """`samples` probes at seeded random offsets within the minute (ingestion runs every
+        minute, so where an event lands in that minute matters): min / median / mean / max."""
+        rng = random.Random(seed)  # not for security
+        seconds = []
+        for i in range(samples):
+            time.sleep(rng.uniform(0, 60))
+            seconds.append(self.event_to_command_seconds(f"+1555{9_000_000 + seed * 100 + i:07d}"))
+        return {
+            "executor": self.s.executor,
+            "samples": samples,
+            "min_s": round(min(seconds), 1),
+            "median_s": round(statistics.median(seconds), 1),
+            "mean_s": round(statistics.fmean(seconds), 1),
+            "max_s": round(max(seconds), 1),
+        }
