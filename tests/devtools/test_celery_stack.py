@@ -19,6 +19,7 @@ import seed
 from celery_support import CeleryStack
 
 from devtools import chaos, devstack
+from devtools.services import port_in_use
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -58,6 +59,11 @@ def test_status_lists_the_celery_workers_and_their_state(celery_stack):
         assert any(line.split()[:2] == [f"{name}@{node}", "online,"] for line in lines for node in nodes), status.stdout
     assert "0 import errors" in status.stdout
     assert celery_stack.online_workers() == sorted(WORKERS)
+    # each worker serves its task logs on its own port (two on one port: the second has none)
+    log_ports = {name: celery_stack.s.log_port_of(name) for name in WORKERS}
+    assert len(set(log_ports.values())) == len(WORKERS), log_ports
+    for name, port in log_ports.items():
+        assert port_in_use(port), (name, port)
 
 
 def test_the_pipeline_runs_through_the_scheduler_on_both_workers(celery_stack):

@@ -222,8 +222,26 @@ def test_executor_names(value, expected):
     assert devstack.parse_executor(value) == expected
 
 
+def _isolated_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of `devstack up` in `state_dir` on free ports: a regression that starts
+    something does not take the default ports of a developer's stack."""
+    ports = (
+        "DRILL_PG_PORT",
+        "DRILL_AWS_PORT",
+        "AIRFLOW_PORT",
+        "AIRFLOW_WORKER_LOG_PORT",
+        "AIRFLOW_TRIGGER_LOG_PORT",
+        "DRILL_REDIS_PORT",
+        "DRILL_CELERY_LOG_PORT",
+    )
+    env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), "DRILL_REPO": str(ROOT)}
+    env.update({name: str(free_port()) for name in ports})
+    env.update(extra)
+    return env
+
+
 def test_an_unknown_executor_is_refused_before_anything_starts(state_dir):
-    env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), "EXECUTOR": "kubernetes"}
+    env = _isolated_env(state_dir, EXECUTOR="kubernetes")
     proc = subprocess.run(
         [PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -233,18 +251,18 @@ def test_an_unknown_executor_is_refused_before_anything_starts(state_dir):
 
 
 def test_up_refuses_to_switch_the_executor_of_a_running_stack(state_dir):
-    local = _settings(state_dir)
+    env = _isolated_env(state_dir, EXECUTOR="celery")
+    local = devstack.Settings.from_env({**env, "EXECUTOR": "local"})
     pid = devstack.spawn(local, "scheduler", ["sleep", "300"], dict(os.environ), marker="sleep")
     try:
-        env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), "EXECUTOR": "celery", "DRILL_REPO": str(ROOT)}
         proc = subprocess.run(
-            [PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True, text=True, timeout=60, check=False
+            [PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True, text=True, timeout=120, check=False
         )
         assert proc.returncode == 1
         assert "already runs on LocalExecutor, not CeleryExecutor" in proc.stderr and "make down" in proc.stderr
         assert not (state_dir / "pgdata").exists() and not (state_dir / "run" / "redis.pid").exists()
     finally:
-        devstack.stop_process(local, "scheduler", timeout=5)
+        devstack.down(devstack.Settings.from_env(env))  # whatever a regression started, and the dummy
     assert not devstack._alive(pid)
 
 
