@@ -1,7 +1,9 @@
-# The Airflow image of the Docker stack (docker-compose.yaml): the official apache/airflow image
-# of the pinned version plus this project's pinned requirements. The project's package is on
-# PYTHONPATH from /opt/airflow/include (copied here, and mounted over by docker-compose.yaml so
-# that edits are picked up without a rebuild).
+# The Airflow image of the Docker stack (docker-compose.yaml) and of the Helm chart (helm/): the
+# official apache/airflow image of the pinned version plus this project's pinned requirements and
+# the product only: include/ (the package and its SQL), dags/, plugins/. Development tooling
+# (devtools/, tests/, bench/) stays out; docker-compose.yaml mounts ./devtools into the simulator.
+# The project's package is on PYTHONPATH from /opt/airflow/include (copied here, and mounted over
+# by docker-compose.yaml so that edits are picked up without a rebuild).
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}

@@ -4,6 +4,11 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STACK := $(PY) -m devtools.devstack
+# EXECUTOR=celery (in the environment, on the command line or in .env) runs the local stack on
+# CeleryExecutor: Redis and two Celery workers (docs/celery.md). Unset: LocalExecutor.
+ifdef EXECUTOR
+export EXECUTOR
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status simulate test test-fast lint bench chaos lock clean
@@ -22,7 +27,7 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 install: $(VENV)/.installed ## create .venv with everything pinned
 	@echo ".venv ready: $$($(VENV)/bin/airflow version 2>/dev/null | tail -1)"
 
-up: install ## start PostgreSQL, the AWS emulator, Airflow and the simulator; serve the UI
+up: install ## start PostgreSQL, the AWS emulator, Airflow and the simulator; serve the UI (EXECUTOR=celery: on Celery)
 	$(STACK) up
 
 down: ## stop exactly what `make up` started

@@ -13,6 +13,12 @@
   connections `drill_progress_db` and `aws_default` as AIRFLOW_CONN_* environment variables;
 - the simulated Dialog Context (devtools.simulator --follow).
 
+With EXECUTOR=celery (`EXECUTOR=celery make up`) the same stack runs on CeleryExecutor: a Redis
+server (Debian's redis-server, installed when missing and we are root; in memory, loopback) as the
+broker, Celery results in Airflow's metadata database, and DRILL_CELERY_WORKERS (2) Celery worker
+processes of DRILL_CELERY_CONCURRENCY (2) task slots each, named celery-worker-1, celery-worker-2,
+... beside the scheduler, triggerer, dag-processor and api-server. docs/celery.md says more.
+
 It migrates Airflow's database, runs `airflow dags test drill_progress_setup`, waits for the
 dag-processor to have parsed every file in dags/, unpauses every DAG and prints the UI address
 and login. Every process is detached in its own session with a pid file in .local/run and a log in
@@ -20,14 +26,17 @@ and login. Every process is detached in its own session with a pid file in .loca
 `.local/env.sh` exports the same environment for running `airflow` by hand.
 
 Ports: DRILL_PG_PORT (54329), DRILL_AWS_PORT (5055), AIRFLOW_PORT (8080), and the log servers
-AIRFLOW_WORKER_LOG_PORT (8793), AIRFLOW_TRIGGER_LOG_PORT (8794). State folder: DRILL_STATE_DIR
-(default <repo>/.local).
+AIRFLOW_WORKER_LOG_PORT (8793), AIRFLOW_TRIGGER_LOG_PORT (8794); with EXECUTOR=celery also
+DRILL_REDIS_PORT (63799) and DRILL_CELERY_LOG_PORT (8795: the log server of worker 2, then 3, ...;
+worker 1 serves on AIRFLOW_WORKER_LOG_PORT, which the scheduler does not use then). State folder:
+DRILL_STATE_DIR (default <repo>/.local).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -43,7 +52,9 @@ from pathlib import Path
 
 from devtools.services import (
     PostgresServer,
+    RedisServer,
     ServiceError,
+    find_redis_server,
     port_in_use,
     require_free_port,
     wait_for,
@@ -58,6 +69,19 @@ DRILL_DB, DRILL_DB_USER, DRILL_DB_PASSWORD = "drill_progress", "drill", "drill"
 AIRFLOW_DB, AIRFLOW_DB_USER, AIRFLOW_DB_PASSWORD = "airflow", "airflow", "airflow"
 AWS_DUMMY_KEY = "testing"  # the emulator accepts any credentials
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+WORKER_PREFIX = "celery-worker-"  # component names celery-worker-1, -2, ...; also their Celery node names
+# A task's broker message is redelivered after this long unacknowledged; a lost worker's tasks are
+# recovered sooner by the scheduler (task_instance_heartbeat_timeout), see docs/celery.md.
+CELERY_VISIBILITY_TIMEOUT = 86400
+
+
+def parse_executor(value: str) -> str:
+    """EXECUTOR=local|celery (also LocalExecutor / CeleryExecutor, any case) -> 'local' or 'celery'."""
+    key = value.strip().lower().removesuffix("executor") or "local"
+    if key not in EXECUTORS:
+        raise ServiceError(f"EXECUTOR must be 'local' (the default) or 'celery', not {value!r}")
+    return key
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,11 @@ class Settings:
     airflow_host: str = "127.0.0.1"
     simulator_rate: float = 2.0
     simulator_users: int = 50
+    executor: str = "local"  # "local" or "celery" (EXECUTOR)
+    redis_port: int = 63799
+    celery_workers: int = 2
+    celery_concurrency: int = 2
+    celery_log_port: int = 8795
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -90,7 +119,31 @@ class Settings:
             airflow_host=env.get("AIRFLOW_HOST", "127.0.0.1"),
             simulator_rate=float(env.get("DRILL_SIM_RATE", 2.0)),
             simulator_users=int(env.get("DRILL_SIM_USERS", 50)),
+            executor=parse_executor(env.get("EXECUTOR", "local")),
+            redis_port=int(env.get("DRILL_REDIS_PORT", 63799)),
+            celery_workers=int(env.get("DRILL_CELERY_WORKERS", 2)),
+            celery_concurrency=int(env.get("DRILL_CELERY_CONCURRENCY", 2)),
+            celery_log_port=int(env.get("DRILL_CELERY_LOG_PORT", 8795)),
         )
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        """The Celery workers' component names (none with LocalExecutor)."""
+        return tuple(f"{WORKER_PREFIX}{i}" for i in range(1, self.celery_workers + 1)) if self.celery else ()
+
+    def log_port_of(self, name: str) -> int:
+        """Worker 1 serves its task logs on AIRFLOW_WORKER_LOG_PORT (the port the api-server asks),
+        worker n > 1 on DRILL_CELERY_LOG_PORT + n - 2."""
+        number = int(name.removeprefix(WORKER_PREFIX))
+        return self.worker_log_port if number == 1 else self.celery_log_port + number - 2
 
     # folders
     @property
@@ -140,13 +193,20 @@ class Settings:
 
     def ports(self) -> dict[str, tuple[int, str]]:
         """component -> (port, the env var that changes it)"""
-        return {
+        ports = {
             "postgres": (self.pg_port, "DRILL_PG_PORT"),
             "moto": (self.aws_port, "DRILL_AWS_PORT"),
             "api-server": (self.airflow_port, "AIRFLOW_PORT"),
             "scheduler": (self.worker_log_port, "AIRFLOW_WORKER_LOG_PORT"),
             "triggerer": (self.trigger_log_port, "AIRFLOW_TRIGGER_LOG_PORT"),
         }
+        if self.celery:  # the scheduler serves no logs then: the workers do
+            del ports["scheduler"]
+            ports["redis"] = (self.redis_port, "DRILL_REDIS_PORT")
+            for name in self.worker_names:
+                var = "AIRFLOW_WORKER_LOG_PORT" if name.endswith("-1") else "DRILL_CELERY_LOG_PORT"
+                ports[name] = (self.log_port_of(name), var)
+        return ports
 
 
 # ---------------------------------------------------------------------- configuration
@@ -158,6 +218,11 @@ def drill_db_uri(s: Settings) -> str:
 
 def airflow_db_uri(s: Settings) -> str:
     return f"postgresql+psycopg2://{AIRFLOW_DB_USER}:{AIRFLOW_DB_PASSWORD}@127.0.0.1:{s.pg_port}/{AIRFLOW_DB}"
+
+
+def celery_result_backend(s: Settings) -> str:
+    """Celery's results in Airflow's metadata database (a `db+` SQLAlchemy URL)."""
+    return f"db+postgresql+psycopg://{AIRFLOW_DB_USER}:{AIRFLOW_DB_PASSWORD}@127.0.0.1:{s.pg_port}/{AIRFLOW_DB}"
 
 
 def aws_conn(s: Settings) -> str:
@@ -234,9 +299,29 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }
+    if s.celery:
+        env.update(celery_env(s))
     for name, default in config.VARIABLE_DEFAULTS.items():
         env[var_env_var(name)] = outer.get(var_env_var(name), default)
     return env
+
+
+def celery_env(s: Settings) -> dict[str, str]:
+    """CeleryExecutor: Redis as broker, results in Airflow's database, one queue (`default`)."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": EXECUTORS["celery"],
+        # the scheduler's cap on queued + running tasks: every worker slot usable
+        "AIRFLOW__CORE__PARALLELISM": str(max(4, s.celery_workers * s.celery_concurrency)),
+        "AIRFLOW__CELERY__BROKER_URL": s.redis_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": celery_result_backend(s),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.celery_concurrency),
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": str(CELERY_VISIBILITY_TIMEOUT),
+    }
+
+
+def worker_env(s: Settings, env: dict[str, str], name: str) -> dict[str, str]:
+    """One Celery worker's environment: the stack's, with its own log server port."""
+    return {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(s.log_port_of(name))}
 
 
 def write_env_sh(s: Settings, env: dict[str, str]) -> Path:
@@ -472,9 +557,49 @@ def component_states(s: Settings) -> dict[str, int | None]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             pg_pid = int((s.pgdata / "postmaster.pid").read_text().split()[0])
     states["postgres"] = pg_pid
-    for name in ("moto", *AIRFLOW_COMPONENTS, "simulator"):
+    redis, workers = celery_components(s)
+    for name in ("moto", *redis, *AIRFLOW_COMPONENTS, *workers, "simulator"):
         states[name] = running_pid(s, name)
     return states
+
+
+def _worker_number(name: str) -> int:
+    return int(name.removeprefix(WORKER_PREFIX))
+
+
+def celery_components(s: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(("redis",) or (), the Celery workers): the configured ones with EXECUTOR=celery, and any
+    that has a pid file (a Celery stack started earlier shows in `status` and stops on `down`
+    whatever EXECUTOR says now)."""
+    workers = set(s.worker_names)
+    if s.run_dir.is_dir():
+        workers |= {p.stem for p in s.run_dir.glob(f"{WORKER_PREFIX}*.pid") if p.stem[len(WORKER_PREFIX) :].isdigit()}
+    redis = ("redis",) if s.celery or _pid_file(s, "redis").exists() else ()
+    return redis, tuple(sorted(workers, key=_worker_number))
+
+
+def _executor_file(s: Settings) -> Path:
+    return s.run_dir / "executor"
+
+
+def running_executor(s: Settings, states: dict[str, int | None]) -> str | None:
+    """The executor the running Airflow components were started with (None when none runs)."""
+    if not any(pid for name, pid in states.items() if name in AIRFLOW_COMPONENTS or name.startswith(WORKER_PREFIX)):
+        return None
+    try:
+        return parse_executor(_executor_file(s).read_text())
+    except (OSError, ServiceError):
+        return "local"  # started before the file existed: only LocalExecutor stacks did
+
+
+def _check_executor(s: Settings, states: dict[str, int | None]) -> None:
+    running = running_executor(s, states)
+    if running is not None and running != s.executor:
+        hint = "" if s.executor == "local" else f"EXECUTOR={s.executor} "
+        raise ServiceError(
+            f"the local stack already runs on {EXECUTORS[running]}, not {EXECUTORS[s.executor]}: "
+            f"stop it first (`make down`), then `{hint}make up`"
+        )
 
 
 def _start_postgres(s: Settings, running: set[str]) -> None:
@@ -502,6 +627,74 @@ def _start_moto(s: Settings, running: set[str], env: dict[str, str]) -> None:
         marker="devtools.moto_server",
     )
     wait_for(lambda: _http_ok(f"{s.aws_endpoint_url}/moto-api/"), 60, f"moto on {s.aws_endpoint_url}")
+
+
+def redis_server(s: Settings) -> RedisServer:
+    return RedisServer(s.redis_port, s.state / "redis", logfile=_log_file(s, "redis"))
+
+
+def _start_redis(s: Settings, running: set[str], env: dict[str, str]) -> None:
+    server = redis_server(s)
+    if "redis" in running:
+        _say(f"Redis already running on 127.0.0.1:{s.redis_port}")
+        return
+    server.binary = find_redis_server(install=True)
+    _say(f"starting Redis (the Celery broker) on 127.0.0.1:{s.redis_port}")
+    require_free_port(s.redis_port, "Redis", "DRILL_REDIS_PORT")
+    server.datadir.mkdir(parents=True, exist_ok=True)
+    s.log_dir.mkdir(parents=True, exist_ok=True)
+    spawn(s, "redis", server.command(), env, marker="redis-server")
+
+    def healthy() -> bool:
+        if running_pid(s, "redis") is None:
+            raise ServiceError(f"redis-server exited; see {_log_file(s, 'redis')}")
+        return server.healthy()
+
+    wait_for(healthy, 30, f"Redis on 127.0.0.1:{s.redis_port}")
+
+
+def _start_workers(s: Settings, states: dict[str, int | None], env: dict[str, str]) -> None:
+    for name in s.worker_names:
+        if states.get(name):
+            _say(f"{name} already running (pid {states[name]})")
+            continue
+        cmd = [str(s.airflow_bin), "celery", "worker", "--concurrency", str(s.celery_concurrency)]
+        cmd += ["--celery-hostname", f"{name}@%h"]
+        pid = spawn(s, name, cmd, worker_env(s, env, name), marker="airflow celery worker")
+        _say(f"started {name} (pid {pid}, log server port {s.log_port_of(name)}, log {_log_file(s, name)})")
+
+
+def celery_workers(s: Settings, timeout: float = 1.0) -> dict[str, dict]:
+    """The Celery workers answering on the stack's broker: node name -> {"active": tasks running}.
+    Empty when the broker is down or no worker replies within `timeout`."""
+    from celery import Celery
+
+    app = Celery("drill-stack-status", broker=s.redis_url)
+    try:
+        inspect = app.control.inspect(timeout=timeout)
+        pongs = inspect.ping() or {}
+        active = (inspect.active() or {}) if pongs else {}
+    except Exception:  # any broker trouble means: no worker seen
+        return {}
+    finally:
+        app.close()
+    return {node: {"active": len(active.get(node) or [])} for node in sorted(pongs)}
+
+
+def _wait_workers_online(s: Settings, timeout: float = 120) -> dict[str, dict]:
+    _say(f"waiting for {len(s.worker_names)} Celery workers to answer on {s.redis_url}")
+    seen: dict[str, dict] = {}
+
+    def online() -> bool:
+        nonlocal seen
+        for name in s.worker_names:
+            if running_pid(s, name) is None:
+                raise ServiceError(f"{name} exited; see {_log_file(s, name)}")
+        seen = celery_workers(s)
+        return all(any(node.startswith(f"{name}@") for node in seen) for name in s.worker_names)
+
+    wait_for(online, timeout, "the Celery workers", interval=1)
+    return seen
 
 
 def _start_airflow(s: Settings, states: dict[str, int | None], env: dict[str, str], components) -> None:
@@ -583,13 +776,18 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
     started_at = time.monotonic()
     _prepare_state(s)
     states = component_states(s)
-    _check_ports(s, {name for name, pid in states.items() if pid})
+    _check_executor(s, states)
+    running = {name for name, pid in states.items() if pid}
+    _check_ports(s, running)
     stack_env = airflow_env(s, load_secrets(s))
     env = {**os.environ, **stack_env}
     env_sh = write_env_sh(s, stack_env)
+    _executor_file(s).write_text(s.executor + "\n")
 
-    _start_postgres(s, {name for name, pid in states.items() if pid})
-    _start_moto(s, {name for name, pid in states.items() if pid}, env)
+    _start_postgres(s, running)
+    _start_moto(s, running, env)
+    if s.celery:
+        _start_redis(s, running, env)
     if not any(states.get(comp) for comp in AIRFLOW_COMPONENTS):
         _say("migrating Airflow's metadata database (airflow db migrate)")
         _run_airflow(s, env, ["db", "migrate"], "airflow db migrate")
@@ -604,8 +802,10 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         if forget_emulator_checkpoints(drill_db_uri(s), stream):
             _say(f"the emulator started empty: ingestion of {stream} starts from the stream's beginning")
     _start_airflow(s, states, env, ("scheduler",))
+    _start_workers(s, states, env)
     _wait_api_healthy(s)
     dags, errors = _wait_parsed_and_unpause(s, Api(s.api_url), parse_timeout)
+    workers = _wait_workers_online(s) if s.celery else {}
     if with_simulator:
         _start_simulator(s, env)
 
@@ -615,6 +815,9 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         f"\nDrill Progress is up ({time.monotonic() - started_at:.0f}s).\n"
         f"  Airflow UI     {s.ui_url}   login {ADMIN_USER} / {ADMIN_PASSWORD}\n"
         f"  DAGs           {len(dags)} listed, {len(errors)} import errors\n"
+        f"  executor       {EXECUTORS[s.executor]}"
+        + (f": {len(workers)} Celery workers online ({', '.join(workers)}), broker {s.redis_url}" if s.celery else "")
+        + "\n"
         f"  PostgreSQL     {drill_db_uri(s)}\n"
         f"  AWS emulator   {s.aws_endpoint_url}\n"
         f"  logs           {s.log_dir}\n"
@@ -622,15 +825,18 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         f"  stop           make down\n",
         flush=True,
     )
-    return {"dags": sorted(d["dag_id"] for d in dags), "import_errors": errors}
+    return {"dags": sorted(d["dag_id"] for d in dags), "import_errors": errors, "workers": sorted(workers)}
 
 
 def down(s: Settings) -> list[str]:
     stopped = []
-    for name in ("simulator", "api-server", "triggerer", "dag-processor", "scheduler", "moto"):
+    redis, workers = celery_components(s)
+    # the scheduler before the workers (nothing new is queued), the broker after them
+    for name in ("simulator", "api-server", "triggerer", "dag-processor", "scheduler", *workers, *redis, "moto"):
         if stop_process(s, name):
             stopped.append(name)
             _say(f"stopped {name}")
+    _executor_file(s).unlink(missing_ok=True)
     if s.pgdata.exists() and (s.pgdata / "postmaster.pid").exists():
         postgres(s).stop()
         stopped.append("postgres")
@@ -642,12 +848,19 @@ def down(s: Settings) -> list[str]:
 
 def status(s: Settings) -> dict[str, int | None]:
     states = component_states(s)
+    executor = running_executor(s, states) or s.executor
+    if executor != s.executor:
+        s = dataclasses.replace(s, executor=executor)
     ports = s.ports()
+    width = max(14, *(len(name) + 1 for name in states))
     for name, pid in states.items():
-        where = f"port {ports[name][0]}" if name in ports and name not in {"scheduler", "triggerer"} else ""
+        shown = name in ports and name not in {"scheduler", "triggerer"} and not name.startswith(WORKER_PREFIX)
+        where = f"port {ports[name][0]}" if shown else ""
         state = f"running (pid {pid})" if pid else "stopped"
         log = postgres(s).logfile if name == "postgres" else _log_file(s, name)
-        print(f"  {name:<14} {state:<22} {where:<11} log {log}")
+        print(f"  {name:<{width}} {state:<22} {where:<11} log {log}")
+    if executor == "celery":
+        _print_celery_workers(s, states)
     if states.get("api-server"):
         try:
             api = Api(s.api_url)
@@ -663,6 +876,22 @@ def status(s: Settings) -> dict[str, int | None]:
         except (OSError, urllib.error.URLError, KeyError) as exc:
             print(f"\n  UI {s.ui_url} not answering yet ({exc})")
     return states
+
+
+def _print_celery_workers(s: Settings, states: dict[str, int | None]) -> None:
+    _, names = celery_components(s)
+    seen = celery_workers(s) if states.get("redis") else {}
+    print(f"\n  celery workers (CeleryExecutor, broker {s.redis_url}, {s.celery_concurrency} task slots each):")
+    for name in names:
+        nodes = [node for node in seen if node.startswith(f"{name}@")]
+        if nodes:
+            active = seen[nodes[0]]["active"]
+            print(f"    {nodes[0]:<36} online, {active} task{'s' if active != 1 else ''} running")
+        else:
+            why = "process running, not answering" if states.get(name) else "process stopped"
+            print(f"    {name + '@…':<36} offline ({why})")
+    for node in sorted(set(seen) - {n for n in seen for name in names if n.startswith(f"{name}@")}):
+        print(f"    {node:<36} online (not started by this stack)")
 
 
 def load_dotenv(path: Path) -> dict[str, str]:
@@ -689,7 +918,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for key, value in load_dotenv(Path(os.environ.get("DRILL_REPO", REPO)) / ".env").items():
         os.environ.setdefault(key, value)  # the shell's environment wins over .env
-    s = Settings.from_env()
+    try:
+        s = Settings.from_env()
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.command == "up":
             up(s, with_simulator=not args.no_simulator)

@@ -1,9 +1,11 @@
-"""Real local services for development and tests: a PostgreSQL server and the moto AWS emulator.
+"""Real local services for development and tests: a PostgreSQL server, the moto AWS emulator and
+a Redis server (the Celery broker of `EXECUTOR=celery make up`).
 
 Nothing here is assumed to be running. Each server is started from binaries on this machine
-(PostgreSQL's under /usr/lib/postgresql/<v>/bin, or the `pgserver` wheel where those are absent)
-on loopback, and stopped again by whoever started it. Used by `make up` (devstack) and by the
-pytest fixtures, which start them on free ports.
+(PostgreSQL's under /usr/lib/postgresql/<v>/bin, or the `pgserver` wheel where those are absent;
+Debian's `redis-server`, installed with apt-get when missing and we are root) on loopback, and
+stopped again by whoever started it. Used by `make up` (devstack) and by the pytest fixtures,
+which start them on free ports.
 """
 
 from __future__ import annotations
@@ -271,6 +273,94 @@ class MotoServer:
         req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
         with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback emulator
             pass
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+# --------------------------------------------------------------------------- Redis (Celery broker)
+
+REDIS_PACKAGE = "redis-server"  # Debian's package
+
+
+def find_redis_server(install: bool = False) -> Path:
+    """Locate `redis-server`: $REDIS_SERVER, PATH, /usr/bin. With `install`, when it is missing and we
+    are root on a machine with apt-get, install Debian's package first (as .ci/run does)."""
+    for cand in (os.environ.get("REDIS_SERVER"), shutil.which("redis-server"), "/usr/bin/redis-server"):
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return Path(cand)
+    if install and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"redis-server not found: installing Debian's {REDIS_PACKAGE} package (apt-get)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", REDIS_PACKAGE],
+        ):
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise ServiceError(f"`{' '.join(cmd)}` failed: {(proc.stderr or proc.stdout).strip()[-1500:]}")
+        return find_redis_server(install=False)
+    raise ServiceError(
+        "no redis-server found (looked at $REDIS_SERVER, PATH and /usr/bin); the Celery stack needs "
+        f"Redis: `apt-get install --no-install-recommends {REDIS_PACKAGE}` (as root), or set REDIS_SERVER"
+    )
+
+
+def redis_ping(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING on host:port (the wire protocol, no client library)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class RedisServer:
+    """One Redis server on 127.0.0.1:`port`, in memory only (no RDB snapshots, no AOF): the Celery
+    broker holds queued task messages, which the scheduler re-queues if they are lost."""
+
+    port: int
+    datadir: Path
+    logfile: Path | None = None
+    binary: Path | None = None
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.datadir = Path(self.datadir).resolve()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        """The command line: loopback only, protected mode, foreground, nothing written to disk."""
+        binary = self.binary or find_redis_server()
+        cmd = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
+        cmd += ["--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", str(self.datadir)]
+        if self.logfile:
+            cmd += ["--logfile", str(self.logfile)]
+        return cmd
+
+    def healthy(self) -> bool:
+        return redis_ping(self.port)
+
+    def start(self) -> None:
+        if self.process and self.process.poll() is None:
+            return
+        require_free_port(self.port, "Redis", "DRILL_REDIS_PORT")
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(self.healthy, 30, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devtools import devstack
+from devtools import devstack, services
 from devtools.services import free_port
 from drill_progress import config
 
@@ -72,19 +72,18 @@ def test_every_airflow_option_set_exists_in_the_installed_airflow(tmp_path):
     """AIRFLOW__SECTION__KEY names are checked against Airflow's own config template, so a
     misspelt or renamed option cannot be silently ignored."""
     import airflow
+    from airflow.providers.celery.get_provider_info import get_provider_info
 
     template = Path(airflow.__file__).parent / "config_templates" / "config.yml"
-    options = {
-        (section, key)
-        for section, body in yaml.safe_load(template.read_text()).items()
-        for key in (body.get("options") or {})
-    }
-    env = devstack.airflow_env(_settings(tmp_path), SECRETS, environ={})
-    set_options = [name for name in env if name.startswith("AIRFLOW__")]
-    assert len(set_options) > 15
-    for name in set_options:
-        _, section, key = name.split("__", 2)
-        assert (section.lower(), key.lower()) in options, name
+    sections = {**yaml.safe_load(template.read_text()), **get_provider_info()["config"]}
+    options = {(section, key) for section, body in sections.items() for key in (body.get("options") or {})}
+    for executor in ("local", "celery"):
+        env = devstack.airflow_env(_settings(tmp_path, EXECUTOR=executor), SECRETS, environ={})
+        set_options = [name for name in env if name.startswith("AIRFLOW__")]
+        assert len(set_options) > 15
+        for name in set_options:
+            _, section, key = name.split("__", 2)
+            assert (section.lower(), key.lower()) in options, name
 
 
 def test_env_sh_exports_the_same_environment(tmp_path):
@@ -163,6 +162,169 @@ def test_status_and_down_on_an_empty_state_folder(tmp_path, capsys):
     assert not any(states.values())
     assert devstack.down(s) == []
     assert "nothing was running" in capsys.readouterr().out
+
+
+def test_the_default_stack_stays_on_local_executor(tmp_path):
+    s = _settings(tmp_path, DRILL_PG_PORT=6001, DRILL_AWS_PORT=6002, AIRFLOW_PORT=6003)
+    assert s.executor == "local" and s.worker_names == ()
+    env = devstack.airflow_env(s, SECRETS, environ={})
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and env["AIRFLOW__CORE__PARALLELISM"] == "4"
+    assert not [k for k in env if "CELERY" in k]
+    assert s.ports() == {
+        "postgres": (6001, "DRILL_PG_PORT"),
+        "moto": (6002, "DRILL_AWS_PORT"),
+        "api-server": (6003, "AIRFLOW_PORT"),
+        "scheduler": (8793, "AIRFLOW_WORKER_LOG_PORT"),
+        "triggerer": (8794, "AIRFLOW_TRIGGER_LOG_PORT"),
+    }
+
+
+def test_celery_stack_uses_redis_and_airflows_database(tmp_path):
+    s = _settings(tmp_path, EXECUTOR="celery", DRILL_PG_PORT=6001, DRILL_REDIS_PORT=6009, DRILL_CELERY_CONCURRENCY=3)
+    assert s.worker_names == ("celery-worker-1", "celery-worker-2")
+    env = devstack.airflow_env(s, SECRETS, environ={})
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6009/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql+psycopg://airflow:airflow@127.0.0.1:6001/airflow"
+    assert env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "3"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "6"  # every worker slot usable
+    assert env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"] == "86400"
+    # the workers reach the api-server; tokens and served logs need the same secrets everywhere
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+    assert env["AIRFLOW__API__SECRET_KEY"] == "k" and env["AIRFLOW__API_AUTH__JWT_SECRET"] == "j"
+
+
+def test_each_celery_worker_serves_its_logs_on_its_own_port(tmp_path):
+    s = _settings(
+        tmp_path,
+        EXECUTOR="CeleryExecutor",
+        DRILL_CELERY_WORKERS=3,
+        AIRFLOW_WORKER_LOG_PORT=7001,
+        DRILL_CELERY_LOG_PORT=7101,
+        DRILL_REDIS_PORT=7201,
+    )
+    ports = s.ports()
+    assert "scheduler" not in ports  # it serves no task logs on Celery
+    assert ports["redis"] == (7201, "DRILL_REDIS_PORT")
+    assert ports["celery-worker-1"] == (7001, "AIRFLOW_WORKER_LOG_PORT")  # the port the api-server asks
+    assert ports["celery-worker-2"] == (7101, "DRILL_CELERY_LOG_PORT")
+    assert ports["celery-worker-3"] == (7102, "DRILL_CELERY_LOG_PORT")
+    env = devstack.airflow_env(s, SECRETS, environ={})
+    assert devstack.worker_env(s, env, "celery-worker-3")["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "7102"
+    assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "7001"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", "local"), ("local", "local"), ("LocalExecutor", "local"), ("celery", "celery"), ("CELERYEXECUTOR", "celery")],
+)
+def test_executor_names(value, expected):
+    assert devstack.parse_executor(value) == expected
+
+
+def _isolated_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of `devstack up` in `state_dir` on free ports: a regression that starts
+    something does not take the default ports of a developer's stack."""
+    ports = (
+        "DRILL_PG_PORT",
+        "DRILL_AWS_PORT",
+        "AIRFLOW_PORT",
+        "AIRFLOW_WORKER_LOG_PORT",
+        "AIRFLOW_TRIGGER_LOG_PORT",
+        "DRILL_REDIS_PORT",
+        "DRILL_CELERY_LOG_PORT",
+    )
+    env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), "DRILL_REPO": str(ROOT)}
+    env.update({name: str(free_port()) for name in ports})
+    env.update(extra)
+    return env
+
+
+def test_an_unknown_executor_is_refused_before_anything_starts(state_dir):
+    env = _isolated_env(state_dir, EXECUTOR="kubernetes")
+    proc = subprocess.run(
+        [PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 1
+    assert "EXECUTOR must be 'local' (the default) or 'celery', not 'kubernetes'" in proc.stderr
+    assert not (state_dir / "run").exists()
+
+
+def test_up_refuses_to_switch_the_executor_of_a_running_stack(state_dir):
+    env = _isolated_env(state_dir, EXECUTOR="celery")
+    local = devstack.Settings.from_env({**env, "EXECUTOR": "local"})
+    pid = devstack.spawn(local, "scheduler", ["sleep", "300"], dict(os.environ), marker="sleep")
+    try:
+        proc = subprocess.run(
+            [PY, "-m", "devtools.devstack", "up"], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert proc.returncode == 1
+        assert "already runs on LocalExecutor, not CeleryExecutor" in proc.stderr and "make down" in proc.stderr
+        assert not (state_dir / "pgdata").exists() and not (state_dir / "run" / "redis.pid").exists()
+    finally:
+        devstack.down(devstack.Settings.from_env(env))  # whatever a regression started, and the dummy
+    assert not devstack._alive(pid)
+
+
+def test_status_of_a_stopped_celery_stack_lists_its_workers(tmp_path, capsys):
+    s = _settings(tmp_path, EXECUTOR="celery", DRILL_PG_PORT=free_port(), DRILL_REDIS_PORT=free_port())
+    states = devstack.status(s)
+    assert set(states) == {
+        *("postgres", "moto", "redis", "scheduler", "dag-processor", "triggerer", "api-server", "simulator"),
+        *("celery-worker-1", "celery-worker-2"),
+    }
+    assert not any(states.values())
+    out = capsys.readouterr().out
+    assert "celery workers (CeleryExecutor" in out
+    assert "celery-worker-1@… " in out and "offline (process stopped)" in out
+
+
+def test_down_stops_celery_processes_whatever_executor_is_set_now(tmp_path):
+    """A Celery stack's workers and Redis stop on a plain `make down` (EXECUTOR unset)."""
+    celery = _settings(tmp_path, EXECUTOR="celery")
+    pids = {
+        name: devstack.spawn(celery, name, ["sleep", "300"], dict(os.environ), marker="sleep")
+        for name in ("redis", "celery-worker-1", "celery-worker-2")
+    }
+    plain = _settings(tmp_path)
+    assert devstack.celery_components(plain) == (("redis",), ("celery-worker-1", "celery-worker-2"))
+    stopped = devstack.down(plain)
+    assert stopped == ["celery-worker-1", "celery-worker-2", "redis"]
+    assert not any(devstack._group_alive(pid) for pid in pids.values())
+    assert devstack.celery_components(plain) == ((), ())
+
+
+def test_redis_runs_on_loopback_in_memory_only(tmp_path):
+    try:
+        services.find_redis_server()
+    except services.ServiceError as exc:
+        pytest.skip(str(exc))
+    server = services.RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    try:
+        assert server.healthy()
+        for setting, value in (("bind", "127.0.0.1"), ("save", ""), ("appendonly", "no"), ("protected-mode", "yes")):
+            assert _redis_config(server.port, setting) == value, setting
+    finally:
+        server.stop()
+    assert not server.healthy()
+    assert not list((tmp_path / "redis").iterdir())  # nothing written
+
+
+def _redis_config(port: int, setting: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(f"CONFIG GET {setting}\r\n".encode())
+        time.sleep(0.2)
+        reply = sock.recv(4096).decode().split("\r\n")
+    return reply[4]  # *2, $len, name, $len, value
+
+
+def test_a_missing_redis_server_says_how_to_install_it(monkeypatch):
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
+    monkeypatch.setattr(services.shutil, "which", lambda name: None)
+    monkeypatch.setattr(services.os, "access", lambda path, mode: False)
+    with pytest.raises(services.ServiceError, match="apt-get install --no-install-recommends redis-server"):
+        services.find_redis_server(install=False)
 
 
 @pytest.mark.slow
