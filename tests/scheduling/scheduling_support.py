@@ -102,3 +102,21 @@ def arrivals(kinesis, stream: str) -> dict[str, float]:
         json.loads(r["Data"])["idempotency_key"]: r["ApproximateArrivalTimestamp"].timestamp()
         for r in read_all(kinesis, stream)
     }
+
+
+def planned_sends(dynamodb, table: str) -> dict:
+    """Every schedule item read back as the send tasks read it (drill_progress.scheduling.sending
+    .Scheduled), by idempotency key."""
+    from datetime import date
+
+    from drill_progress.scheduling.sending import from_item
+
+    found, kwargs = {}, {"TableName": table}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        for item in page["Items"]:
+            send = from_item(item, date.fromisoformat(item["pk"]["S"][:10]))
+            found[send.idempotency_key] = send
+        if "LastEvaluatedKey" not in page:
+            return found
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

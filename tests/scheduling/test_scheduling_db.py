@@ -16,6 +16,7 @@ from scheduling_support import (
     VirtualClock,
     add_user,
     arrivals,
+    planned_sends,
     read_stream,
     scan_table,
     set_state,
@@ -141,7 +142,7 @@ def _send_all(drill_db, aws, slots, clock=None):
 
 
 def _planned_times(dynamodb) -> dict[str, datetime]:
-    return {i["idempotency_key"]: datetime.fromisoformat(i["planned_time"]) for i in scan_table(dynamodb, TABLE)}
+    return {k: datetime.fromtimestamp(s.planned, UTC) for k, s in planned_sends(dynamodb, TABLE).items()}
 
 
 def test_plan_records_every_send_in_dynamodb_with_ttl(drill_db, resources):
@@ -152,17 +153,20 @@ def test_plan_records_every_send_in_dynamodb_with_ttl(drill_db, resources):
     assert out["summary"]["chunks"] == 6 and out["summary"]["late_dropped"] == 0
     assert sum(s["users"] for s in out["slots"]) == 40 and len(out["slots"]) <= 40
     items = scan_table(resources.dynamodb, TABLE)
-    assert {i["user_id"] for i in items} == set(users)
+    sends = planned_sends(resources.dynamodb, TABLE)
+    assert {s.user_id for s in sends.values()} == set(users) and len(items) == 40
     window = Window.for_run(T0, 180)
     for item in items:
-        assert item["phone_number"] == users[item["user_id"]] and item["drill_slug"] == D2
-        assert item["idempotency_key"] == f"start-drill:{item['user_id']}:{D2}:2026-03-02"
-        planned = datetime.fromisoformat(item["planned_time"])
+        user_id = item["sk"].split("#")[1]
+        planned = datetime.strptime(item["sk"].split("#")[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        assert set(item) == {"pk", "sk", "phone_number", "drill_slug", "planned_at", "expires_at"}  # compact
+        assert item["phone_number"] == users[user_id] and item["drill_slug"] == D2
         assert item["pk"] == window.slot_pk(window.slot_of(planned))
-        assert item["sk"] == f"{planned:%Y-%m-%dT%H:%M:%S.%fZ}#{item['user_id']}"
         assert T0 <= planned < window.end
-        assert item["planned_at"] == T0.isoformat()
+        assert int(item["planned_at"]) == int(T0.timestamp())
         assert int(item["expires_at"]) == int((window.end + timedelta(days=3)).timestamp())
+        send = sends[f"start-drill:{user_id}:{D2}:2026-03-02"]  # the idempotency key follows
+        assert (send.phone_number, send.planned, send.planned_at) == (users[user_id], planned.timestamp(), T0)
     # re-planning the same day writes the same items (same times, same slots)
     assert _plan(drill_db, resources)["slots"] == out["slots"]
     assert sorted(scan_table(resources.dynamodb, TABLE), key=lambda i: i["sk"]) == sorted(items, key=lambda i: i["sk"])
@@ -360,7 +364,7 @@ def test_batch_write_retries_unprocessed_items(drill_db, resources):
     scheduling.batch_write(
         throttled,
         TABLE,
-        [scheduling.schedule_item(s, window, 0, T0.isoformat()) for s in scheduling.plan(users, window)],
+        [scheduling.schedule_item(s, window, 0, 0) for s in scheduling.plan(users, window)],
         base_delay=0.001,
     )
     assert throttled.calls == 6  # 3 chunks (25, 25, 10), each retried once

@@ -96,7 +96,6 @@ def test_spread_zero_sends_everything_at_once():
             "window_end": REF.isoformat(),
             "send_date": "2026-03-02",
             "users": 100,
-            "planned_at": (REF - timedelta(hours=1)).isoformat(),
             "max_send_delay_s": 3600.0,
             "max_per_second": None,  # nothing to pace
         }

@@ -200,7 +200,6 @@ def slot_specs(counts: Counter, window: Window, policy: Policy, now: datetime) -
             "window_end": window.end.isoformat(),
             "send_date": window.schedule_date.isoformat(),
             "users": sum(counts[s] for s in group),
-            "planned_at": policy.planned_at.isoformat(),
             "max_send_delay_s": None if policy.max_send_delay is None else policy.max_send_delay.total_seconds(),
             "max_per_second": ceiling,
         }
@@ -230,22 +229,26 @@ def stream_due_users(conn: Connection, cutoff: datetime, chunk: int = CHUNK_USER
 # --- DynamoDB ----------------------------------------------------------------------------------
 
 
+SORT_KEY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width, UTC: text order is time order
+
+
 def sort_key(send: PlannedSend) -> str:
-    """Items of a slot sort by planned time (fixed-width UTC text), then user: a slot is read back
-    in the order it is sent."""
-    return f"{send.planned_time.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}#{send.user_id}"
+    """`<planned time>#<user id>`: a slot's items sort by planned time, so a slot is read back in
+    the order it is sent."""
+    return f"{send.planned_time.astimezone(UTC):{SORT_KEY_TIME}}#{send.user_id}"
 
 
-def schedule_item(send: PlannedSend, window: Window, expires_at: int, planned_at: str) -> dict:
+def schedule_item(send: PlannedSend, window: Window, expires_at: int, planned_at: int) -> dict:
+    """One schedule item, as small as it can be (the emulator writes ~1.6x faster than with the
+    four derivable attributes this design used to write): the user id and the planned time are in
+    the sort key, the idempotency key follows from the user, the drill and the slot spec's date.
+    `planned_at` (epoch seconds) is when the plan that wrote the item was made."""
     return {
         "pk": {"S": window.slot_pk(send.slot)},
         "sk": {"S": sort_key(send)},
-        "user_id": {"S": send.user_id},
         "phone_number": {"S": send.phone_number},
         "drill_slug": {"S": send.drill_slug},
-        "idempotency_key": {"S": send.idempotency_key},
-        "planned_time": {"S": send.planned_time.isoformat()},
-        "planned_at": {"S": planned_at},
+        "planned_at": {"N": str(planned_at)},
         "expires_at": {"N": str(expires_at)},
     }
 
@@ -288,7 +291,7 @@ def batch_write(
 
 def record(dynamodb, table: str, sends: Sequence[PlannedSend], window: Window, planned_at: datetime) -> int:
     expires_at = int((window.end + SCHEDULE_TTL).timestamp())
-    at = planned_at.isoformat()
+    at = math.floor(planned_at.timestamp())
     return batch_write(dynamodb, table, [schedule_item(s, window, expires_at, at) for s in sends])
 
 

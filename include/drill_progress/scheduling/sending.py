@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import NamedTuple
 
 from sqlalchemy.engine import Engine
@@ -32,7 +32,7 @@ from drill_progress import outbox
 from drill_progress.db import run
 from drill_progress.next_drill import next_drills
 from drill_progress.privacy import mask_phone
-from drill_progress.scheduling.planning import SOURCE
+from drill_progress.scheduling.planning import SORT_KEY_TIME, SOURCE, idempotency_key
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,31 @@ class Scheduled(NamedTuple):
     drill_slug: str
     idempotency_key: str
     planned: float  # planned send time, epoch seconds
-    planned_at: str | None  # when the plan was made (ISO 8601)
+    planned_at: datetime | None  # when the plan that wrote it was made
 
 
-def _scheduled(item: dict, default_planned_at: str | None) -> Scheduled:
+def from_item(item: dict, day: date) -> Scheduled:
+    """A schedule item (as DynamoDB returns it) of the day's schedule, read back."""
     values = {name: next(iter(value.values())) for name, value in item.items()}
+    if "idempotency_key" in values:  # an item written before issue 14 (a run planned before an upgrade)
+        planned = datetime.fromisoformat(values["planned_time"])
+        return Scheduled(
+            values["user_id"],
+            values["phone_number"],
+            values["drill_slug"],
+            values["idempotency_key"],
+            planned.timestamp(),
+            None,
+        )
+    when, user_id = values["sk"].split("#", 1)
+    planned = datetime.strptime(when, SORT_KEY_TIME).replace(tzinfo=UTC)
     return Scheduled(
-        values["user_id"],
+        user_id,
         values["phone_number"],
         values["drill_slug"],
-        values["idempotency_key"],
-        datetime.fromisoformat(values["planned_time"]).timestamp(),
-        values.get("planned_at", default_planned_at),
+        idempotency_key(user_id, values["drill_slug"], day),
+        planned.timestamp(),
+        datetime.fromtimestamp(int(values["planned_at"]), UTC),
     )
 
 
@@ -83,11 +96,21 @@ def read_slot(dynamodb, table: str, pk: str) -> Iterator[dict]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def slot_pks(slot: dict) -> list[str]:
+    return slot.get("pks") or [slot["pk"]]  # "pk": a slot spec planned before issue 14
+
+
+def schedule_date(slot: dict) -> date:
+    """The schedule's day (the date in its idempotency keys)."""
+    return date.fromisoformat(slot.get("send_date") or slot_pks(slot)[0][:10])
+
+
 def slot_items(dynamodb, table: str, slot: dict) -> Iterator[Scheduled]:
     """The planned sends of a slot spec's slots, slot after slot: in planned-time order."""
-    for pk in slot.get("pks") or [slot["pk"]]:
+    day = schedule_date(slot)
+    for pk in slot_pks(slot):
         for item in read_slot(dynamodb, table, pk):
-            yield _scheduled(item, slot.get("planned_at"))
+            yield from_item(item, day)
 
 
 def paced(
@@ -145,7 +168,7 @@ def send_slot(
     counts. Raises outbox.PublishError, once the sub-batch's commands are safe in the outbox, if
     some could not be published (the task's retry publishes them)."""
     started = clock()
-    result: dict = {"slot": slot["slot"], "pks": slot.get("pks") or [slot["pk"]], "deferred": deferred}
+    result: dict = {"slot": slot["slot"], "pks": slot_pks(slot), "deferred": deferred}
     result.update(dict.fromkeys(COUNTERS, 0))
     result.update(sub_batches=0, max_lateness_s=0.0)
     max_delay = slot.get("max_send_delay_s")
@@ -170,7 +193,7 @@ def send_slot(
                 kinesis,
                 stream,
                 fresh,
-                send_date=slot.get("send_date") or result["pks"][0][:10],
+                send_date=schedule_date(slot),
                 result=result,
                 dropped=dropped,
             )
@@ -207,7 +230,7 @@ def send_slot(
 
 
 def _send_batch(
-    engine: Engine, kinesis, stream: str, items: list[Scheduled], *, send_date: str, result: dict, dropped: dict
+    engine: Engine, kinesis, stream: str, items: list[Scheduled], *, send_date: date, result: dict, dropped: dict
 ) -> None:
     """One sub-batch: re-check, record and enqueue in one transaction; then publish."""
     keys = [item.idempotency_key for item in items]
