@@ -254,9 +254,10 @@ def _queries(engine, n: int, repeat: int, with_original: bool) -> tuple[list[dic
 
 
 # The plan task's memory is measured in a process of its own, as a task runs: Airflow's task SDK and
-# the scheduling package imported, then one call. ru_maxrss is the process's peak resident set.
+# the scheduling package imported, then one call. VmHWM is the peak resident set of the process's
+# own memory since it started (ru_maxrss would carry over the benchmark's own peak across exec).
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from datetime import datetime, timedelta
 import boto3
 import airflow.sdk  # noqa: F401 -- what a task process has loaded
@@ -269,7 +270,8 @@ engine = make_engine(url)
 dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 def rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 baseline = rss_mib()
 started = time.perf_counter()
 if mode == "stream":
@@ -389,6 +391,7 @@ def _paced_run(ctx, n: int, seconds: int) -> list[dict]:
     planned_at = {}
     for spec in planned["slots"]:
         planned_at.update({i.idempotency_key: i.planned for i in sending.slot_items(dynamodb, table, spec)})
+    time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))  # a send task defers until then
     results = [
         sending.send_slot(engine, dynamodb, kinesis, table=table, stream=stream, slot=s) for s in planned["slots"]
     ]
