@@ -251,7 +251,7 @@ def test_the_late_guard_drops_what_is_too_late_at_planning_and_at_send_time(dril
     with drill_db.engine.begin() as conn:
         for i in range(300):
             add_user(conn, phone=f"+1555000{i:04d}")
-    guard = {"max_send_delay_minutes": 60, "rate_limited": True}
+    guard = {"max_send_delay_minutes": 60}  # no ceiling: the backlog goes at once, at `woke`
     # a backfill of an old day: every send is already too late, nothing is recorded
     old = _plan(drill_db, resources, now=T0 + timedelta(days=2), **guard)
     assert old["slots"] == [] and old["summary"]["late_dropped"] == 300 and old["summary"]["recorded"] == 0
@@ -390,3 +390,40 @@ def test_due_users_are_streamed_through_a_server_side_cursor(drill_db):
         rest = list(chunks)
     assert [len(c) for c in [first, *rest]] == [10, 10, 5]
     assert [u.user_id for c in [first, *rest] for u in c] == expected
+
+
+def test_send_tasks_woken_late_together_catch_up_one_after_the_other(drill_db, resources):
+    """Two slots of a run whose tasks wake at once, both behind (a triggerer outage): they drain
+    their backlogs one after the other (the run's catch-up lock), so no second carries more than
+    the ceiling of one task."""
+    import threading
+
+    with drill_db.engine.begin() as conn:
+        for i in range(120):
+            add_user(conn, phone=f"+1555000{i:04d}", last_interacted=T0 - timedelta(days=1))
+    reference = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=150)  # the window ended 30 s ago
+    out = _plan(
+        drill_db, resources, reference=reference, spread=2, now=reference, max_send_delay_minutes=60, rate_limited=True
+    )
+    assert len(out["slots"]) == 2 and {s["max_per_second"] for s in out["slots"]} == {7}  # 2 x 120 / 120 s + 5
+    results: list[dict] = []
+    threads = [
+        threading.Thread(
+            target=lambda spec=spec: results.append(
+                sending.send_slot(
+                    drill_db.engine, resources.dynamodb, resources.kinesis, table=TABLE, stream=STREAM, slot=spec
+                )
+            )
+        )
+        for spec in out["slots"]
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sum(r["published"] for r in results) == 120
+    arrived = arrivals(resources.kinesis, STREAM)
+    per_second = Counter(int(t) for t in arrived.values())
+    assert max(per_second.values()) <= 7, per_second  # one task catching up at a time, never two
+    waits = sorted(r["catch_up_wait_s"] for r in results)
+    assert waits[0] == 0 and waits[1] >= 5  # the second waited for the first to catch up

@@ -117,3 +117,26 @@ def test_a_shortfall_within_the_tolerance_does_not_alert():
     assert shortfall.compare(_summary(1_000), [_result(enqueued=989)])["alert"] is True
     assert shortfall.compare(_summary(3), [_result(enqueued=2)])["alert"] is True  # small runs: any
     assert shortfall.compare(_summary(0), [])["alert"] is False
+
+
+def test_the_gate_is_asked_before_each_sub_batch_and_told_when_the_task_is_behind():
+    clock = VirtualClock(T + 30.0)  # 30 s late
+    calls: list[tuple[float, bool]] = []
+    items = _at(*(T + i for i in range(40)))
+    sent = _run(items, clock, per_second=10, gate=lambda behind: calls.append((clock.now, behind)))
+    assert sum(len(users) for _, users in sent) == 40
+    behind = [b for _, b in calls]
+    assert behind[0] is True and behind[-1] is False  # catching up first, on time at the end
+    # 10 a second against 1 planned: after 3 sub-batches the next request is 2 s late (< CATCH_UP_AFTER_S)
+    assert behind.index(False) == 3
+
+
+def test_a_slow_send_does_not_let_two_sub_batches_land_in_the_same_second():
+    """Each sub-batch takes 0.8 s to reach the stream: counted by arrival, no second carries more
+    than the ceiling (the second a sending ran into counts as used)."""
+    clock = VirtualClock(T + 20.5)  # behind: a backlog at the ceiling
+    landed: Counter = Counter()
+    for _now, batch in paced(_at(*(T + i * 0.1 for i in range(400))), per_second=12, clock=clock, sleep=clock.sleep):
+        clock.now += 0.8  # the database and PutRecords
+        landed[int(clock.now)] += len(batch)
+    assert sum(landed.values()) == 400 and max(landed.values()) <= 12

@@ -15,10 +15,16 @@ up at a bounded rate), and for that sub-batch, in one transaction:
 
 then publishes the sub-batch's pending commands (the new ones and any a failed attempt left) and
 sleeps until the next second. Memory holds one DynamoDB page (<= 1 MB) and one sub-batch.
+
+A task that is behind (its next request due more than `CATCH_UP_AFTER_S` ago: it woke late) first
+takes the run's catch-up lock (a PostgreSQL advisory lock keyed by the run's window), so that send
+tasks woken late together (a triggerer outage) drain their backlogs one after another, each at the
+ceiling, beside the tasks sending on time; it lets the lock go once it is on time again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -37,6 +43,8 @@ from drill_progress.scheduling.planning import SORT_KEY_TIME, SOURCE, idempotenc
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # requests per sub-batch (one PutRecords call): a backlog goes out in several
+CATCH_UP_AFTER_S = 5.0  # a task whose next request is later than this is catching up (one at a time)
+CATCH_UP_POLL_S = 1.0
 DROPS_LOGGED = 5  # dropped requests logged one by one per task and reason; the rest are counted
 PROGRESS_EVERY_S = 60.0  # a progress line per minute of sending
 
@@ -120,17 +128,24 @@ def paced(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     max_batch: int = MAX_BATCH,
+    gate: Callable[[bool], None] | None = None,
 ) -> Iterator[tuple[float, list[Scheduled]]]:
     """(now, sub-batch) pairs: the requests whose planned time has come, in order, at most one
     sub-batch per wall-clock second and at most `per_second` requests in a second (None: no
-    ceiling), sleeping in between. A backlog of more than `max_batch` due requests goes out in
+    ceiling), sleeping in between. A second is the one a sub-batch was taken in and, if its sending
+    (the caller's work between two pairs) ran into the next, that one too: the requests reaching the
+    stream in any second stay within `per_second`. A backlog of more than `max_batch` due requests goes out in
     consecutive sub-batches. `items` must come in planned-time order; one that does not is simply
-    due at once."""
+    due at once. `gate(behind)` is called before each sub-batch, `behind` when the next request
+    is more than CATCH_UP_AFTER_S late; it may block (the catch-up lock)."""
     source = iter(items)
     ahead = next(source, None)
     second, used = -1, 0
     while ahead is not None:
         now = clock()
+        if gate is not None:
+            gate(now - ahead.planned > CATCH_UP_AFTER_S)
+            now = clock()
         if math.floor(now) != second:
             second, used = math.floor(now), 0
         room = max_batch if per_second is None else min(max_batch, per_second - used)
@@ -141,6 +156,9 @@ def paced(
         if batch:
             used += len(batch)
             yield now, batch
+            finished = math.floor(clock())
+            if finished != second:  # its sending ran into a later second, where it may have landed: that
+                second, used = finished, len(batch)  # second counts it, so arrivals per second stay bounded
         if ahead is None:
             return
         if len(batch) == max_batch and ahead.planned <= now and (per_second is None or used < per_second):
@@ -150,6 +168,51 @@ def paced(
         else:
             wake = ahead.planned
         sleep(max(0.0, wake - clock()))
+
+
+class CatchUp:
+    """The run's catch-up lock, held by at most one send task of the run at a time (see the module
+    docstring): `__call__(behind)` takes it (polling, sleeping between tries) when behind and lets
+    it go when on time; `release()` at the end."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        run_key: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        digest = hashlib.sha256(f"schedule_next_drills catch-up {run_key}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big") & (2**63 - 1)
+        self.engine, self.clock, self.sleep = engine, clock, sleep
+        self.conn = None
+        self.waited_s = 0.0
+
+    def __call__(self, behind: bool) -> None:
+        if behind and self.conn is None:
+            conn = self.engine.connect()
+            waited = False
+            while not run(conn, "scheduling/catch_up_lock.sql", {"key": self.key}).scalar_one():
+                conn.commit()
+                self.sleep(CATCH_UP_POLL_S)
+                self.waited_s += CATCH_UP_POLL_S
+                waited = True
+            conn.commit()  # the lock is the session's; no transaction stays open
+            self.conn = conn
+            if waited:  # the task that let it go may have sent in this very second: start with the next
+                now = self.clock()
+                self.sleep(math.floor(now) + 1 - now)
+        elif not behind:
+            self.release()
+
+    def release(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            try:
+                run(conn, "scheduling/catch_up_unlock.sql", {"key": self.key})
+                conn.commit()
+            finally:
+                conn.close()
 
 
 def send_slot(
@@ -170,13 +233,47 @@ def send_slot(
     started = clock()
     result: dict = {"slot": slot["slot"], "pks": slot_pks(slot), "deferred": deferred}
     result.update(dict.fromkeys(COUNTERS, 0))
-    result.update(sub_batches=0, max_lateness_s=0.0)
+    result.update(sub_batches=0, max_lateness_s=0.0, catch_up_wait_s=0.0)
+    # the catch-up lock comes with the ceiling (the DAG's policy); without it a backlog goes at once
+    catch_up = (
+        None if slot.get("max_per_second") is None else CatchUp(engine, result["pks"][0].split("#")[0], clock, sleep)
+    )
+    try:
+        _send_paced(
+            engine,
+            dynamodb,
+            kinesis,
+            table=table,
+            stream=stream,
+            slot=slot,
+            result=result,
+            clock=clock,
+            sleep=sleep,
+            catch_up=catch_up,
+        )
+    finally:
+        if catch_up is not None:
+            catch_up.release()
+            result["catch_up_wait_s"] = catch_up.waited_s
+    result["held_seconds"] = round(clock() - started, 3)
+    _log_slot(slot, result)
+    return result
+
+
+def _send_paced(
+    engine: Engine, dynamodb, kinesis, *, table: str, stream: str, slot: dict, result: dict, clock, sleep, catch_up
+) -> None:
     max_delay = slot.get("max_send_delay_s")
     dropped: dict[str, int] = {}
-    next_progress = started + PROGRESS_EVERY_S
-    for now, batch in paced(
-        slot_items(dynamodb, table, slot), per_second=slot.get("max_per_second"), clock=clock, sleep=sleep
-    ):
+    next_progress = clock() + PROGRESS_EVERY_S
+    batches = paced(
+        slot_items(dynamodb, table, slot),
+        per_second=slot.get("max_per_second"),
+        clock=clock,
+        sleep=sleep,
+        gate=catch_up,
+    )
+    for now, batch in batches:
         result["items"] += len(batch)
         result["sub_batches"] += 1
         fresh = []
@@ -188,22 +285,18 @@ def send_slot(
                 fresh.append(item)
         if fresh:
             result["max_lateness_s"] = max(result["max_lateness_s"], round(now - fresh[0].planned, 3))
-            _send_batch(
-                engine,
-                kinesis,
-                stream,
-                fresh,
-                send_date=schedule_date(slot),
-                result=result,
-                dropped=dropped,
-            )
+            _send_batch(engine, kinesis, stream, fresh, send_date=schedule_date(slot), result=result, dropped=dropped)
         if now >= next_progress:
             next_progress = now + PROGRESS_EVERY_S
             log.info("slot %s: so far %s", slot["slot"], {k: result[k] for k in COUNTERS})
-    result["held_seconds"] = round(clock() - started, 3)
+
+
+def _log_slot(slot: dict, result: dict) -> None:
+    max_delay = slot.get("max_send_delay_s")
     log.info(
         "slot %s (%s): %d requests in %d sub-batches over %.0fs, %d enqueued (%d were already), %d published; "
-        "dropped: %d late (guard %s s), %d active again, %d stale; latest send %.1fs after its time",
+        "dropped: %d late (guard %s s), %d active again, %d stale; latest send %.1fs after its time; "
+        "%.0fs waited to catch up",
         slot["slot"],
         ", ".join(result["pks"]),
         result["items"],
@@ -217,6 +310,7 @@ def send_slot(
         result["active_again"],
         result["stale"],
         result["max_lateness_s"],
+        result["catch_up_wait_s"],
     )
     if result["late_dropped"]:
         log.warning(
@@ -226,7 +320,6 @@ def send_slot(
             slot["slot"],
             max_delay,
         )
-    return result
 
 
 def _send_batch(
