@@ -2,7 +2,9 @@
 
 1. append a new drill after the last one (the default placement): every user gets one row;
 2. a re-run of the same rollout (must insert nothing);
-3. with ROLLOUT_BENCH_SHIFT=1 (off by default to keep `make bench` within 15 minutes): a second
+3. a drill for two of the 50 employers only (its audience): the dry run's per-employer counts,
+   then the rollout, which gives it to those employers' users (4 % of them) and nobody else;
+4. with ROLLOUT_BENCH_SHIFT=1 (off by default to keep `make bench` within 15 minutes): a second
    drill at place 1, which moves each user's later drills one place on (3 status rows per user)
    as well as inserting one row per user.
 """
@@ -84,6 +86,27 @@ def _metrics(label: str, summary: dict, cpu: float, users: int) -> list[dict]:
     ]
 
 
+def _targeted(ctx, engine, users: int) -> list[dict]:
+    """A drill for employers 7 and 8 only: the dry run per employer, then the rollout."""
+    params = {"drill_slug": "05-bench-targeted", "drill_name": "Bench targeted", "only_employer_ids": [7, 8]}
+    expected = sum(1 for i in range(1, users + 1) if i % 50 in (7, 8))
+    dry, cpu_dry = _timed_rollout(ctx, engine, **params, dry_run=True)
+    assert dry["rows_would_insert"] == expected and set(dry["per_employer"]) == {"7", "8"}, dry
+    targeted, cpu = _timed_rollout(ctx, engine, **params)
+    assert targeted["rows_inserted"] == expected and targeted["audience"] == ["7", "8"], targeted
+    return [
+        {
+            "metric": "rollout.targeted_dry_run.seconds",
+            "value": dry["seconds"],
+            "unit": "s",
+            "users": users,
+            "per_employer": dry["per_employer"],
+            "cpu_seconds": round(cpu_dry, 1),
+        },
+        *_metrics("targeted", targeted, cpu, users),
+    ]
+
+
 def run(ctx) -> list[dict]:
     logging.getLogger("drill_progress.rollout.add_drill").setLevel(logging.WARNING)  # no per-batch lines here
     users = ctx.size("ROLLOUT_BENCH_USERS", 1_000_000)
@@ -126,6 +149,8 @@ def run(ctx) -> list[dict]:
                 "cpu_seconds": round(cpu, 1),
             }
         )
+
+        results += _targeted(ctx, engine, users)
 
         if shift:
             middle, cpu = _timed_rollout(

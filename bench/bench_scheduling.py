@@ -1,17 +1,31 @@
-"""Next-drill scheduling: the due-users query at scale, beside the original design's query shape,
-and planning + recording a day's schedule in DynamoDB.
+"""Next-drill scheduling at scale (docs/scheduling.md):
 
-Sizes (env): SCHEDULING_BENCH_USERS (default 1,000,000 users x 3 drills),
-SCHEDULING_BENCH_RECORD_USERS (default 20,000 schedule items written to DynamoDB; 100,000 on request),
-SCHEDULING_BENCH_REPEAT (default 3 timed runs of the new query; the best is reported),
-SCHEDULING_BENCH_ORIGINAL (default 1: also time the original shape; 0 skips it).
+1. the due-users query, beside the original design's query shape on the original schema: the same
+   number of runs of each, medians compared, and the speedup printed only once the two are shown
+   to pick the same users, numbers and drills;
+2. the plan task on the WHOLE due set: streamed from PostgreSQL, planned and recorded into
+   DynamoDB on the emulator, in a fresh process whose peak resident memory is measured (the plan
+   task's memory); beside it, for comparison, the former all-in-memory plan (every due user and
+   every item built at once, not written);
+3. a short paced run (real clock, real emulator): the pacing error |arrival on Kinesis - planned
+   time| (p50, p99, max), the busiest second against the mean rate, and the worker-slot time the
+   send task held.
+
+Sizes (env): SCHEDULING_BENCH_USERS (default 1,000,000 users x 3 drills; about 69 % are due),
+SCHEDULING_BENCH_REPEAT (default 3 runs of each query shape; medians),
+SCHEDULING_BENCH_ORIGINAL (default 1: also run the original shape; 0 skips it),
+SCHEDULING_BENCH_MEMORY_BASELINE (default 1: also measure the former all-in-memory plan),
+SCHEDULING_BENCH_PACED_USERS (default 3,000) over SCHEDULING_BENCH_PACED_SECONDS (default 60).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from drill_progress.db import load_sql
@@ -175,113 +189,284 @@ def _original(engine, cutoff) -> tuple[float, dict, str]:
     return seconds, picked, plan
 
 
-def run(ctx) -> list[dict]:
-    n = ctx.size("SCHEDULING_BENCH_USERS", 1_000_000)
-    n_record = ctx.size("SCHEDULING_BENCH_RECORD_USERS", 20_000)
-    repeat = max(1, ctx.size("SCHEDULING_BENCH_REPEAT", 3))
-    with_original = bool(ctx.size("SCHEDULING_BENCH_ORIGINAL", 1))
-    _url, engine = ctx.new_database("scheduling")
-    out: list[dict] = []
+def _queries(engine, n: int, repeat: int, with_original: bool) -> tuple[list[dict], int]:
     cutoff = REFERENCE - INACTIVITY
-
-    load = _generate(engine, n)
-    _log(f"generated {n:,} users x 3 drills in {load:.1f}s")
-    out.append({"metric": "scheduling.generate_users", "value": round(load, 2), "unit": "s", "users": n})
-
+    out: list[dict] = []
     plan_text, explained = _explain(engine, load_sql("scheduling/due_users.sql"), {"cutoff": cutoff})
     print(f"# due_users.sql plan at {n:,} users:\n{plan_text}", file=sys.stderr, flush=True)
-    times = []
+    times, users = [], []
     for _ in range(repeat):
         seconds, users = _new_query(engine, cutoff)
         times.append(seconds)
-    best = min(times)
+    new_median = statistics.median(times)
     _log(f"due users: {len(users):,}; query + fetch {', '.join(f'{t:.2f}s' for t in times)}")
     out.append(
         {
             "metric": "scheduling.due_users_query",
-            "value": round(best, 3),
+            "value": round(new_median, 3),
             "unit": "s",
             "users": n,
             "due_users": len(users),
             "runs": [round(t, 3) for t in times],
-            "median": round(statistics.median(times), 3),
+            "statistic": f"median of {repeat}",
             "explain_analyze_s": round(explained, 3),
             "plan": plan_text,
             "goal_s": 4.0,
         }
     )
-
     if with_original:
-        orig_seconds, picked, orig_plan = _original(engine, cutoff)
+        runs, picked, orig_plan = [], {}, ""
+        for _ in range(repeat):  # like for like: as many runs as the new query, medians compared
+            seconds, picked, orig_plan = _original(engine, cutoff)
+            runs.append(seconds)
         print(f"# original shape plan (original schema):\n{orig_plan}", file=sys.stderr, flush=True)
-        agree = picked == {u.user_id: (u.phone_number, u.drill_slug) for u in users}
-        _log(f"original shape streamed row by row: {orig_seconds:.2f}s, {len(picked):,} users; same result: {agree}")
+        new = {u.user_id: (u.phone_number, u.drill_slug) for u in users}
+        if picked != new:  # a speedup of a query that answers something else means nothing
+            raise AssertionError(
+                f"the original shape and due_users.sql disagree: {len(picked):,} vs {len(new):,} users, "
+                f"{sum(1 for k in picked.keys() & new.keys() if picked[k] != new[k]):,} with another number or drill"
+            )
+        orig_median = statistics.median(runs)
+        _log(f"original shape streamed row by row: {', '.join(f'{t:.2f}s' for t in runs)}; same {len(picked):,} users")
         out.append(
             {
                 "metric": "scheduling.original_query_streamed",
-                "value": round(orig_seconds, 3),
+                "value": round(orig_median, 3),
                 "unit": "s",
                 "users": n,
                 "due_users": len(picked),
-                "same_result": agree,
+                "runs": [round(t, 3) for t in runs],
+                "statistic": f"median of {repeat}",
+                "same_result": True,
                 "plan": orig_plan,
             }
         )
-        out.append({"metric": "scheduling.speedup_vs_original", "value": round(orig_seconds / best, 1), "unit": "x"})
+        out.append(
+            {
+                "metric": "scheduling.speedup_vs_original",
+                "value": round(orig_median / new_median, 1),
+                "unit": "x",
+                "users": n,
+                "statistic": f"median of {repeat} / median of {repeat}",
+            }
+        )
+    return out, len(users)
 
-    # plan + record one day's schedule for n_record due users (DynamoDB on the moto server)
-    dynamodb, kinesis = ctx.boto3_client("dynamodb"), ctx.boto3_client("kinesis")
-    table, stream = "bench-drill-schedule", "bench-commands"
+
+# The plan task's memory is measured in a process of its own, as a task runs: Airflow's task SDK and
+# the scheduling package imported, then one call. VmHWM is the peak resident set of the process's
+# own memory since it started (ru_maxrss would carry over the benchmark's own peak across exec).
+CHILD = """
+import json, sys, time
+from datetime import datetime, timedelta
+import boto3
+import airflow.sdk  # noqa: F401 -- what a task process has loaded
+from drill_progress.db import make_engine
+from drill_progress.scheduling import planning, tasks  # noqa: F401
+
+url, endpoint, table, mode = sys.argv[1:5]
+reference = datetime.fromisoformat(sys.argv[5])
+engine = make_engine(url)
+dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+baseline = rss_mib()
+started = time.perf_counter()
+if mode == "stream":
+    out = planning.plan_run(engine, dynamodb, table, reference=reference, now=reference, spread_minutes=180,
+                            inactivity_minutes=720, max_send_delay_minutes=60, rate_limited=True)
+    figures = {k: out["summary"][k] for k in ("due_users", "recorded", "chunks", "slots", "max_per_second")}
+    figures["max_slot_users"] = max(s["users"] for s in out["slots"])
+else:  # the former plan: every due user, every planned send and every item in memory at once
+    window = planning.Window.for_run(reference, 180)
+    with engine.begin() as conn:
+        users = planning.due_users(conn, reference - timedelta(minutes=720))
+    sends = planning.plan(users, window)
+    items = [planning.schedule_item(s, window, 0, 0) for s in sends]
+    figures = {"due_users": len(users), "items_built": len(items)}
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "baseline_mib": baseline, "peak_mib": rss_mib(), **figures}))
+"""
+
+
+def _plan_in_a_process(url: str, endpoint: str, table: str, mode: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, url, endpoint, table, mode, REFERENCE.isoformat()],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"plan process failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _plan_and_record(ctx, url: str, n: int, with_baseline: bool) -> list[dict]:
+    dynamodb = ctx.boto3_client("dynamodb")
+    table = "bench-drill-schedule"
     ensure_table(dynamodb, table, "pk", "sk")
-    ensure_stream(kinesis, stream)
-    sample = users[:n_record]  # fewer if fewer users are due
-    window = scheduling.Window.for_run(REFERENCE, 180)
-    started = time.perf_counter()
-    sends = scheduling.plan(sample, window)
-    planned = time.perf_counter() - started
-    written = scheduling.record(dynamodb, table, sends, window)
-    recorded = time.perf_counter() - started
-    slots = scheduling.slot_specs(sends, window)
-    _log(
-        f"planned {len(sends):,} sends in {planned:.2f}s, recorded {written:,} items in {recorded:.1f}s; "
-        f"{len(slots)} slots (mapped send tasks)"
+    out = []
+    if with_baseline:
+        former = _plan_in_a_process(url, ctx.moto.endpoint_url, table, "all-in-memory")
+        _log(f"former all-in-memory plan (not written): {former}")
+        out.append(
+            {
+                "metric": "scheduling.former_plan_peak_memory",
+                "value": round(former["peak_mib"]),
+                "unit": "MiB",
+                "users": n,
+                "due_users": former["due_users"],
+                "baseline_mib": round(former["baseline_mib"]),
+                "note": "every due user and DynamoDB item built at once, nothing written (the design before issue 14)",
+            }
+        )
+    streamed = _plan_in_a_process(url, ctx.moto.endpoint_url, table, "stream")
+    _log(f"plan task (streamed, recorded into DynamoDB): {streamed}")
+    out.append(
+        {
+            "metric": "scheduling.plan_and_record_seconds",
+            "value": round(streamed["seconds"], 1),
+            "unit": "s",
+            "users": n,
+            "due_users": streamed["due_users"],
+            "recorded": streamed["recorded"],
+            "items_per_s": round(streamed["recorded"] / streamed["seconds"]),
+            "chunks": streamed["chunks"],
+        }
     )
     out.append(
         {
-            "metric": "scheduling.plan_and_record",
-            "value": round(recorded, 2),
-            "unit": "s",
-            "items": written,
-            "plan_s": round(planned, 3),
-            "items_per_s": round(written / recorded),
+            "metric": "scheduling.plan_peak_memory",
+            "value": round(streamed["peak_mib"]),
+            "unit": "MiB",
+            "users": n,
+            "due_users": streamed["due_users"],
+            "baseline_mib": round(streamed["baseline_mib"]),
+            "goal_mib": 300,
         }
     )
     out.append(
         {
             "metric": "scheduling.mapped_send_tasks",
-            "value": len(slots),
+            "value": streamed["slots"],
             "unit": "tasks",
-            "users": len(sends),
-            "max_slot_users": max((s["users"] for s in slots), default=0),
+            "users": n,
+            "max_slot_users": streamed["max_slot_users"],
+            "max_per_second": streamed["max_per_second"],
         }
     )
+    return out
 
-    # send the fullest slot: read it back, re-check the users in PostgreSQL, enqueue, publish
-    if slots:
-        fullest = max(slots, key=lambda s: s["users"])
-        started = time.perf_counter()
-        result = sending.send_slot(engine, dynamodb, kinesis, table=table, stream=stream, slot=fullest)
-        seconds = time.perf_counter() - started
-        _log(f"sent slot {fullest['pk']}: {result}")
-        out.append(
-            {
-                "metric": "scheduling.send_one_slot",
-                "value": round(seconds, 2),
-                "unit": "s",
-                "items": result["items"],
-                "published": result["published"],
-                "stale": result["stale"],
-            }
+
+def _paced_run(ctx, n: int, seconds: int) -> list[dict]:
+    """Plan n due users over `seconds` starting shortly, send them paced with the real clock, and
+    compare each record's arrival on Kinesis with its planned time."""
+    _url, engine = ctx.new_database("scheduling_paced")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(GENERATE.format(n=int(n), ref=REFERENCE.isoformat()))
+        conn.exec_driver_sql("UPDATE users SET last_interacted_time = NULL, profile = '{}'")
+        conn.exec_driver_sql("UPDATE phone_numbers SET is_primary = true")
+        conn.exec_driver_sql(
+            "UPDATE drill_statuses SET started_time = now() - interval '5 days', completed_time = NULL "
+            "WHERE place_in_sequence = 0"
         )
+    dynamodb, kinesis = ctx.boto3_client("dynamodb"), ctx.boto3_client("kinesis")
+    table, stream = "bench-paced-schedule", "bench-paced-commands"
+    ensure_table(dynamodb, table, "pk", "sk")
+    ensure_stream(kinesis, stream)
+    start = datetime.now(UTC) + timedelta(seconds=5)
+    planned = scheduling.plan_run(
+        engine,
+        dynamodb,
+        table,
+        reference=start,
+        now=datetime.now(UTC),
+        spread_minutes=seconds / 60,
+        inactivity_minutes=720,
+        max_send_delay_minutes=60,
+        rate_limited=True,
+    )
+    planned_at = {}
+    for spec in planned["slots"]:
+        planned_at.update({i.idempotency_key: i.planned for i in sending.slot_items(dynamodb, table, spec)})
+    time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))  # a send task defers until then
+    results = [
+        sending.send_slot(engine, dynamodb, kinesis, table=table, stream=stream, slot=s) for s in planned["slots"]
+    ]
+    arrived = {
+        json.loads(r["Data"])["idempotency_key"]: r["ApproximateArrivalTimestamp"].timestamp()
+        for r in _read_stream(kinesis, stream)
+    }
     engine.dispose()
+    errors = sorted(abs(arrived[k] - planned_at[k]) for k in arrived)
+    per_second = Counter(int(t) for t in arrived.values())
+    mean = len(arrived) / seconds
+    held = sum(r["held_seconds"] for r in results)
+    _log(
+        f"paced run: {len(arrived):,} of {len(planned_at):,} sent over {seconds}s; |sent - planned| p50 "
+        f"{_pct(errors, 50):.3f}s p99 {_pct(errors, 99):.3f}s max {errors[-1]:.3f}s; busiest second "
+        f"{max(per_second.values())} (mean {mean:.1f}/s); send tasks held a worker {held:.1f}s"
+    )
+    return [
+        {
+            "metric": "scheduling.pacing_error_p99",
+            "value": round(_pct(errors, 99), 3),
+            "unit": "s",
+            "users": len(planned_at),
+            "sent": len(arrived),
+            "window_s": seconds,
+            "p50_s": round(_pct(errors, 50), 3),
+            "max_s": round(errors[-1], 3),
+            "goal_s": 5.0,
+        },
+        {
+            "metric": "scheduling.pacing_busiest_second",
+            "value": max(per_second.values()),
+            "unit": "commands/s",
+            "users": len(planned_at),
+            "mean_per_s": round(mean, 1),
+            "ratio_to_mean": round(max(per_second.values()) / mean, 2),
+            "ceiling_per_task": planned["summary"]["max_per_second"],
+        },
+        {
+            "metric": "scheduling.pacing_worker_slot_seconds",
+            "value": round(held, 1),
+            "unit": "s",
+            "users": len(planned_at),
+            "window_s": seconds,
+            "per_window_second": round(held / seconds, 3),
+        },
+    ]
+
+
+def _read_stream(kinesis, stream: str) -> list[dict]:
+    from devtools.streams import read_all
+
+    return read_all(kinesis, stream)
+
+
+def _pct(sorted_values: list[float], pct: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * pct / 100))]
+
+
+def run(ctx) -> list[dict]:
+    n = ctx.size("SCHEDULING_BENCH_USERS", 1_000_000)
+    repeat = max(1, ctx.size("SCHEDULING_BENCH_REPEAT", 3))
+    with_original = bool(ctx.size("SCHEDULING_BENCH_ORIGINAL", 1))
+    with_baseline = bool(ctx.size("SCHEDULING_BENCH_MEMORY_BASELINE", 1))
+    paced_users = ctx.size("SCHEDULING_BENCH_PACED_USERS", 3_000)
+    paced_seconds = ctx.size("SCHEDULING_BENCH_PACED_SECONDS", 60)
+    url, engine = ctx.new_database("scheduling")
+    out: list[dict] = []
+
+    load = _generate(engine, n)
+    _log(f"generated {n:,} users x 3 drills in {load:.1f}s")
+    out.append({"metric": "scheduling.generate_users", "value": round(load, 2), "unit": "s", "users": n})
+    figures, _due = _queries(engine, n, repeat, with_original)
+    out += figures
+    engine.dispose()
+    out += _plan_and_record(ctx, url, n, with_baseline)
+    out += _paced_run(ctx, paced_users, paced_seconds)
     return out

@@ -1,10 +1,10 @@
 """
 ### Drill rollout
 
-Adds a new drill to the drill catalog and to every existing user (contract §8). Manual only:
+Adds a new drill to the drill catalog and to every existing user of its audience (docs/rollout.md). Manual only:
 launch it from **Trigger DAG** and fill in the form (or `airflow dags test drill_rollout -c '<json>'`).
-One task, **roll_out_drill**; its return value (XCom `return_value`) is the summary: users matched,
-rows inserted, statuses moved, batches, seconds, dry_run.
+One task, **roll_out_drill**; its return value (XCom `return_value`) is the summary: the drill's
+audience, users matched, rows inserted, statuses moved, batches, seconds, dry_run.
 
 **Params**
 - `drill_slug` (required): lower-case letters, digits and `-`, starting with a letter or digit, at most
@@ -15,30 +15,36 @@ rows inserted, statuses moved, batches, seconds, dry_run.
   drill and all later ones one place on — in the catalog and for every user, each user's order kept
   (place uniqueness is checked at commit, so there are no transient collisions). A place past the
   end appends (the drill gets last + 1, no gaps).
-- `only_employer_ids` (optional list of integers): only users whose profile `account_info.employer_id`
-  is listed get a status row now. Empty = all users. The catalog gets the drill either way, so every
-  user created later gets it; users left out keep a gap at the drill's place.
-- `dry_run` (default false): logs and returns how many users would get the drill and how many status
-  rows would move; changes nothing, not even the catalog.
+- `only_employer_ids` (optional list of integers): the drill's **audience** — it belongs, for good, to
+  the users whose profile `account_info.employer_id` is listed (1 and "1" alike): their existing users
+  get a status row now, the users created later get it from the catalog (which records the audience,
+  `drills.employer_ids`), nobody else ever gets a row for it or is started on it (their place stays a
+  gap). Empty = everyone. Re-running for a drill already in the catalog **extends** its audience with
+  the listed employers (empty: to everyone); it never narrows it (refused).
+- `dry_run` (default false): logs and returns how many users would get the drill, **per employer** of
+  the audience (an employer listed without users shows 0), and how many status rows would move;
+  changes nothing, not even the catalog.
 
 **What it does** (database `drill_progress_db`): (1) validates the params again — invalid or hostile
-values fail the run at once, without retries, changing nothing; (2) adds the drill to `drills` in
-its own committed transaction, so ingestion gives it to new users from then on; (3) walks `users` in
-batches of about 10,000 (`user_id` key ranges, one transaction each, two at a time): the batch's
-status rows of the drills after the new one take their new catalog place, then each matching user
-gets a not-started row (`ON CONFLICT DO NOTHING`; ids from `drill_progress.ids.status_id`); progress
-(users, matched, inserted, moved, seconds) is logged per batch; (4) waits (up to 60 s) for
-transactions that began before the catalog change, then sweeps once more for users created
-meanwhile. One rollout at a time (advisory lock; `max_active_runs=1`).
+values fail the run at once, without retries, changing nothing; (2) adds the drill and its audience to
+`drills` in its own committed transaction, so ingestion gives it to new users of the audience from then
+on; (3) walks `users` in batches of about 10,000 (`user_id` key ranges, one transaction each, two at a
+time): the batch's status rows of the drills after the new one take their new catalog place, then each
+user of the audience gets a not-started row (`ON CONFLICT DO NOTHING`; ids from
+`drill_progress.ids.status_id`); progress (users, matched, inserted, moved, seconds) is logged per
+batch; (4) waits (up to 60 s) for transactions that began before the catalog change, then sweeps once
+more for users created meanwhile. One rollout at a time (advisory lock; `max_active_runs=1`).
 
 **Re-running** with the same params is safe and inserts nothing new; it also completes a rollout that
 failed half-way (the catalog is already right, the missing users get the row). A slug already in the
 catalog with another place or another name is refused — a rollout never moves or renames a drill. To
-add the drill for more employers later, re-run with the same slug, name and place and the new list.
+add the drill for more employers later, re-run with the same slug, name and place and the new employers
+(they are added to the audience; the users who lack the drill get it).
 No backfill: the DAG has no schedule.
 
 **When it fails**: the log's first error line says why. "rollout refused" = bad params or a conflict
-with the catalog; nothing was changed; fix the params and trigger again. "another drill rollout is
+with the catalog (another place or name, or employers named for a drill that is already everyone's);
+nothing was changed; fix the params and trigger again. "another drill rollout is
 running" = wait for it (retries do). Database errors are retried; each batch is all-or-nothing, so
 clearing the task (or triggering again with the same params) continues where it stopped.
 """
@@ -90,7 +96,7 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
             items={"type": "integer", "minimum": 0},
             maxItems=1000,
             title="Only these employers",
-            description="Employer ids (profile account_info.employer_id). Empty = all users.",
+            description="The drill is for these employers' users only, now and later. Empty = everyone.",
         ),
         "dry_run": Param(
             False,

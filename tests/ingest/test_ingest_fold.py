@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from ingest_support import PHONE, batch, event, example, example_bytes, instance_id
 
 from drill_progress import ids
@@ -312,3 +313,105 @@ def test_the_whole_contract_story():
     assert status(user, "02-sample-drill").completed_time == at("multi_event_batch")
     assert status(user, "03-sample-drill").started_time is None
     assert len(user.instances) == 2 and user.seq == 11
+
+
+# --- one START_DRILL per drill and batch; drills for some employers only (issue 14) -------------------
+
+TARGETED = [  # a drill for employer 7 only, placed first
+    CatalogDrill("00-special", 0, ("7", "9")),
+    CatalogDrill("01-sample-drill", 1),
+    CatalogDrill("02-sample-drill", 2),
+    CatalogDrill("03-sample-drill", 3),
+]
+
+
+def _profile(employer) -> dict:
+    account = None if employer is None else {"employer_id": employer, "unit_id": 1}
+    return {**example("user_validated")["events"][0]["user_profile"], "account_info": account}
+
+
+def _starts(commands) -> list[tuple[str, str]]:
+    return [(c.payload["drill_slug"], c.idempotency_key) for c in commands]
+
+
+def test_one_start_drill_per_drill_and_batch_keyed_by_its_first_cause():
+    validated_then_next = batch(1, [event("USER_VALIDATED", 1), event("NEXT_DRILL_REQUESTED", 2)])
+    user = new_user(PHONE, CATALOG)
+    first_key = "ingest:" + validated_then_next["events"][0]["event_id"]
+    assert _starts(apply_batch(user, parsed(validated_then_next), CATALOG)) == [("01-sample-drill", first_key)]
+
+    twice = batch(2, [event("USER_VALIDATED", 3), event("USER_VALIDATED", 4), event("NEXT_DRILL_REQUESTED", 5)])
+    first_key = "ingest:" + twice["events"][0]["event_id"]
+    assert _starts(apply_batch(user, parsed(twice), CATALOG)) == [("01-sample-drill", first_key)]
+
+    # different drills are still each asked for once
+    i1 = instance_id(PHONE, 1)
+    moved_on = batch(
+        3,
+        [
+            event("USER_VALIDATED", 6),
+            event("DRILL_STARTED", 7, instance=i1, drill_slug="01-sample-drill"),
+            event("NEXT_DRILL_REQUESTED", 8),
+        ],
+    )
+    keys = ["ingest:" + moved_on["events"][i]["event_id"] for i in (0, 2)]
+    assert _starts(apply_batch(user, parsed(moved_on), CATALOG)) == [
+        ("01-sample-drill", keys[0]),
+        ("02-sample-drill", keys[1]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("employer", "rows", "first"),
+    [
+        (7, ["00-special", "01-sample-drill", "02-sample-drill", "03-sample-drill"], "00-special"),
+        ("9", ["00-special", "01-sample-drill", "02-sample-drill", "03-sample-drill"], "00-special"),  # 9 and "9"
+        (8, ["01-sample-drill", "02-sample-drill", "03-sample-drill"], "01-sample-drill"),
+        (None, ["01-sample-drill", "02-sample-drill", "03-sample-drill"], "01-sample-drill"),
+        ("7x", ["01-sample-drill", "02-sample-drill", "03-sample-drill"], "01-sample-drill"),
+    ],
+)
+def test_a_new_user_gets_a_targeted_drill_only_in_its_audience_and_it_first_only_then(employer, rows, first):
+    users: dict = {}
+    doc = batch(1, [event("USER_VALIDATED", 1, user_profile=_profile(employer))])
+    result = fold(users, [parsed(doc)], TARGETED)
+    user = users[PHONE]
+    assert [s.drill_slug for s in user.statuses] == rows
+    assert [s.place_in_sequence for s in user.statuses] == [
+        d.place_in_sequence for d in TARGETED if d.drill_slug in rows
+    ]
+    assert _starts(result.commands) == [(first, "ingest:" + doc["events"][0]["event_id"])]
+
+
+def test_a_user_created_before_its_employer_was_known_gets_its_targeted_drill_when_validated():
+    users: dict = {}
+    failed = batch(1, [event("USER_VALIDATION_FAILED", 1, user_profile=_profile(None))])
+    fold(users, [parsed(failed)], TARGETED)
+    assert [s.drill_slug for s in users[PHONE].statuses] == ["01-sample-drill", "02-sample-drill", "03-sample-drill"]
+    users[PHONE].is_new = False  # written: the next micro-batch loads it back
+    for status in users[PHONE].statuses:
+        status.is_new = False
+    validated = batch(2, [event("USER_VALIDATED", 2, user_profile=_profile(7))])
+    result = fold(users, [parsed(validated)], TARGETED)
+    user = users[PHONE]
+    assert [(s.drill_slug, s.place_in_sequence, s.is_new) for s in user.statuses] == [
+        ("00-special", 0, True),
+        ("01-sample-drill", 1, False),
+        ("02-sample-drill", 2, False),
+        ("03-sample-drill", 3, False),
+    ]
+    assert user.statuses[0].id == str(ids.status_id(user.user_id, "00-special"))
+    assert _starts(result.commands) == [("00-special", "ingest:" + validated["events"][0]["event_id"])]
+
+
+def test_the_next_drill_ignores_a_row_of_a_drill_outside_the_users_audience():
+    """A stray row (the drill's audience recorded later, or the user changed employer) is history."""
+    everyone = [CatalogDrill(d.drill_slug, d.place_in_sequence) for d in TARGETED]
+    user = new_user(PHONE, everyone, "8")  # got the row before the audience was recorded
+    assert user.statuses[0].drill_slug == "00-special"
+    doc = batch(1, [event("NEXT_DRILL_REQUESTED", 1, user_profile=_profile(8))])
+    assert _starts(apply_batch(user, parsed(doc), TARGETED)) == [
+        ("01-sample-drill", "ingest:" + doc["events"][0]["event_id"])
+    ]
+    again = batch(2, [event("NEXT_DRILL_REQUESTED", 2, user_profile=_profile(7))])  # now employer 7's
+    assert _starts(apply_batch(user, parsed(again), TARGETED))[0][0] == "00-special"

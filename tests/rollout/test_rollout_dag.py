@@ -87,10 +87,12 @@ def test_dry_run_and_employer_filter_through_the_dag(run_dag, airflow_env):
     )
     assert _state(dry) == "success"
     assert _summary(dry)["rows_would_insert"] == 5 and _summary(dry)["dry_run"] is True
+    assert _summary(dry)["per_employer"] == {"1": {"users": 5, "would_insert": 5}}
     assert snapshot(db.engine) == before
 
     real = run_dag("drill_rollout", conf={"drill_slug": "x", "drill_name": "X", "only_employer_ids": [1]})
     assert _state(real) == "success" and _summary(real)["rows_inserted"] == 5
+    assert _summary(real)["audience"] == ["1"]
 
 
 @pytest.mark.parametrize(

@@ -77,3 +77,46 @@ def scan_table(dynamodb, table: str) -> list[dict]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class VirtualClock:
+    """A clock for the send tasks that only moves when they sleep: a paced run of minutes takes
+    milliseconds, and every wait is recorded."""
+
+    def __init__(self, start: float):
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def arrivals(kinesis, stream: str) -> dict[str, float]:
+    """idempotency_key -> when the record reached the stream (the emulator stamps each record's
+    ApproximateArrivalTimestamp, in milliseconds), in epoch seconds."""
+    return {
+        json.loads(r["Data"])["idempotency_key"]: r["ApproximateArrivalTimestamp"].timestamp()
+        for r in read_all(kinesis, stream)
+    }
+
+
+def planned_sends(dynamodb, table: str) -> dict:
+    """Every schedule item read back as the send tasks read it (drill_progress.scheduling.sending
+    .Scheduled), by idempotency key."""
+    from datetime import date
+
+    from drill_progress.scheduling.sending import from_item
+
+    found, kwargs = {}, {"TableName": table}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        for item in page["Items"]:
+            send = from_item(item, date.fromisoformat(item["pk"]["S"][:10]))
+            found[send.idempotency_key] = send
+        if "LastEvaluatedKey" not in page:
+            return found
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from airflow_support import return_value
 from airflow_support import run_state as _state
-from scheduling_support import add_user, read_stream, scan_table
+from scheduling_support import add_user, arrivals, planned_sends, read_stream, scan_table
 
-from drill_progress.scheduling import planning as scheduling
 from drill_progress.scheduling.planning import Window
 from drill_progress.setup.aws_resources import ensure_stream, ensure_table
 
@@ -35,16 +36,19 @@ def _slot_results(dag_run) -> list[dict]:
         return [XComModel.deserialize_value(row) for row in rows]
 
 
-def _users_in_slots(window: Window, per_slot: int) -> dict[int, list[str]]:
-    """User ids whose planned time falls in each slot of the window (the plan is deterministic)."""
-    found: dict[int, list[str]] = {slot: [] for slot in range(window.slots)}
-    while any(len(ids) < per_slot for ids in found.values()):
-        user_id = str(uuid.uuid4())
-        key = scheduling.idempotency_key(user_id, D2, window.schedule_date)
-        slot = window.slot_of(window.start + window.spread * scheduling.planned_fraction(key))
-        if len(found[slot]) < per_slot:
-            found[slot].append(user_id)
-    return found
+def _xcom(dag_run, task_id: str, key: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, key=key, dag_ids=DAG_ID, task_ids=task_id)
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def _task_states(dag_run) -> Counter:
+    return Counter((ti.task_id, _state(ti)) for ti in dag_run.get_task_instances())
 
 
 @pytest.fixture
@@ -55,73 +59,127 @@ def resources(airflow_env):
     return airflow_env
 
 
+def _due_users(db, n: int) -> dict[str, str]:
+    phones = {}
+    with db.engine.begin() as conn:
+        add_user(conn, phone="+15559999999", last_interacted=datetime.now(UTC))  # active: not due
+        add_user(conn, phone="+15559999998", states=("completed",) * 3)  # nothing left to do
+        for i in range(n):
+            phones[add_user(conn, phone=f"+1555123{i:04d}")] = f"+1555123{i:04d}"
+    return phones
+
+
 def test_dag_params_and_schedule(airflow_db):
     dag = _dag()
     assert dag.timetable.expression == "5 17 * * *" and str(dag.timetable.timezone) in {"UTC", "Timezone('UTC')"}
     assert dag.catchup is False and dag.max_active_runs == 1
-    specs = {name: dag.params.get_param(name) for name in ("spread_minutes", "inactivity_minutes")}
-    assert specs["spread_minutes"].value == 180 and specs["inactivity_minutes"].value == 720
+    names = ("spread_minutes", "inactivity_minutes", "max_send_delay_minutes")
+    specs = {name: dag.params.get_param(name) for name in names}
+    assert {name: p.value for name, p in specs.items()} == {
+        "spread_minutes": 180,
+        "inactivity_minutes": 720,
+        "max_send_delay_minutes": 60,
+    }
     for param in specs.values():
         assert param.schema["type"] == "integer" and param.schema["title"] and param.description
+    assert dag.task_dict["check_sends"].trigger_rule == "all_done"
+    assert {t.task_id for t in dag.task_dict["check_sends"].upstream_list} == {"send_slot"}
 
 
-def test_old_day_sends_nothing_and_slots_defer_until_their_time_then_send_once(resources):
-    """1. A backfill of an old day plans and sends nothing.
-    2. A 2-minute spread that began a little while ago: slot 0 is already due and sends at once;
-       slot 1 is still ahead, so its task really defers on its DateTimeTrigger and resumes.
-    3. A second run the same day sends nothing more."""
-    import time
+def test_a_backfill_of_an_old_day_plans_for_that_day_and_sends_nothing_late(resources):
+    """`airflow dags test schedule_next_drills <date>` / a backfill: the reference time is the logical
+    date, two days ago, so every send is far past the late guard: counted, not sent."""
+    db, aws = resources["db"], resources["aws"]
+    _due_users(db, 3)
+    day = (datetime.now(UTC) - timedelta(days=2)).replace(hour=17, minute=5, second=0, microsecond=0)
+    dag_run = _dag().test(logical_date=day)
+    assert _state(dag_run) == "success"
+    summary = _xcom(dag_run, "plan", "summary")
+    assert summary["reference_time"] == day.isoformat()
+    assert (summary["due_users"], summary["late_dropped"], summary["recorded"], summary["slots"]) == (3, 3, 0, 0)
+    assert scan_table(aws.dynamodb, TABLE) == [] and read_stream(aws.kinesis, STREAM) == []
+    report = return_value(dag_run, "check_sends")
+    assert report["missing"] == 0 and report["alert"] is False and report["late_dropped_at_plan"] == 3
+
+
+def test_the_logical_date_is_the_reference_time_and_a_manual_run_without_one_uses_its_trigger_time(resources):
+    db, aws = resources["db"], resources["aws"]
+    phones = _due_users(db, 3)
+    logical = (datetime.now(UTC) - timedelta(minutes=30)).replace(microsecond=0)
+    dag_run = _dag().test(logical_date=logical, run_conf={"spread_minutes": 0})  # run_after: now
+    assert _state(dag_run) == "success"
+    items = scan_table(aws.dynamodb, TABLE)
+    assert {s.planned for s in planned_sends(aws.dynamodb, TABLE).values()} == {logical.timestamp()}  # 30 min ago
+    assert {i["pk"] for i in items} == {Window.for_run(logical, 0).slot_pk(0)}
+    assert sorted(r["partition_key"] for r in read_stream(aws.kinesis, STREAM)) == sorted(phones.values())
+    [result] = _slot_results(dag_run)
+    assert result["late_dropped"] == 0 and result["published"] == 3 and result["deferred"] is False
+
+    # a manual trigger without a logical date (the UI's default in Airflow 3): its trigger time
+    triggered = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    with db.engine.begin() as conn:
+        phones[add_user(conn, phone="+15551239999")] = "+15551239999"
+    manual = _dag().test(logical_date=None, run_after=triggered, run_conf={"spread_minutes": 0})
+    assert _state(manual) == "success"
+    assert _xcom(manual, "plan", "summary")["reference_time"] == triggered.isoformat()
+    [result] = _slot_results(manual)
+    assert (result["published"], result["already_enqueued"]) == (1, 3)  # the day's others: never twice
+    assert len(read_stream(aws.kinesis, STREAM)) == 4
+
+
+def test_a_paced_run_defers_then_sends_each_user_at_its_time(resources):
+    """A 1-minute window starting a little after the plan: the send task really defers on its
+    DateTimeTrigger, resumes, and sends each START_DRILL within a second or two of its planned
+    time (the emulator stamps arrival times), spread over the minute, never more per second than
+    the ceiling."""
+    db, aws = resources["db"], resources["aws"]
+    phones = _due_users(db, 30)
+    started = time.monotonic()
+    _dag().test(logical_date=datetime.now(UTC) - timedelta(days=3))  # warm-up: parse, metadata
+    lead = min(50.0, max(10.0, 2 * (time.monotonic() - started)))
+    logical = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead)
+    dag_run = _dag().test(logical_date=logical, run_conf={"spread_minutes": 1})
+    assert _state(dag_run) == "success"
+    finished = datetime.now(UTC)
+
+    [result] = _slot_results(dag_run)
+    assert result["deferred"] is True and result["published"] == 30 and result["late_dropped"] == 0
+    planned = {k: datetime.fromtimestamp(s.planned, UTC) for k, s in planned_sends(aws.dynamodb, TABLE).items()}
+    assert {i["phone_number"] for i in scan_table(aws.dynamodb, TABLE)} == set(phones.values())
+    assert finished >= max(planned.values())  # the run lasted until the last planned send
+    arrived = arrivals(aws.kinesis, STREAM)
+    assert set(arrived) == set(planned)
+    errors = sorted(abs(arrived[k] - planned[k].timestamp()) for k in planned)
+    assert errors[-1] < 2.0, errors
+    assert max(arrived.values()) - min(arrived.values()) > 30  # spread over the minute
+    summary = _xcom(dag_run, "plan", "summary")
+    assert max(Counter(int(t) for t in arrived.values()).values()) <= summary["max_per_second"] == 5 + 1
+    report = return_value(dag_run, "check_sends")
+    assert (report["recorded"], report["sent"], report["missing"], report["alert"]) == (30, 30, 0, False)
+
+
+def test_far_fewer_sent_than_planned_alerts_and_fails_the_run(resources, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from drill_progress import alerting
+    from drill_progress.scheduling import tasks
 
     db, aws = resources["db"], resources["aws"]
-    with db.engine.begin() as conn:
-        add_user(conn, phone="+15559999999", last_interacted=datetime.now(UTC))  # active: not due
-        add_user(conn, phone="+15559999998", states=("completed",) * 3)  # nothing left to do
-        old_user = add_user(conn, phone="+15550000001")  # due, but the run is a backfill of an old day
+    _due_users(db, 5)
+    alerts = []
+    monkeypatch.setattr(alerting, "notify", lambda subject, message: alerts.append((subject, message)) or True)
 
-    started = time.monotonic()
-    old = _dag().test(run_after=datetime.now(UTC) - timedelta(days=2), run_conf={"spread_minutes": 0})
-    warm_up = time.monotonic() - started
-    assert _state(old) == "success"
-    assert scan_table(aws.dynamodb, TABLE) == [] and read_stream(aws.kinesis, STREAM) == []
-    assert _slot_results(old) == []
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM users WHERE user_id = %(u)s", {"u": old_user})
+    def broken(slot, deferred):
+        raise AirflowFailException("the stream is gone")  # no retries
 
-    # slot 1 starts `lead` seconds from now: longer than a dag.test start-up takes here
-    lead = min(55.0, max(15.0, 2 * warm_up))
-    run_after = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=60 - lead)
-    window = Window.for_run(run_after, 2)
-    slots = _users_in_slots(window, per_slot=2)
-    phones = {}
-    with db.engine.begin() as conn:
-        for i, user_id in enumerate(slots[0] + slots[1]):
-            phones[user_id] = f"+1555123{i:04d}"
-            add_user(conn, user_id=user_id, phone=phones[user_id])
-
-    dag_run = _dag().test(run_after=run_after, run_conf={"spread_minutes": 2})
-    assert _state(dag_run) == "success"
-    assert datetime.now(UTC) >= window.slot_start(1)
-
-    results = sorted(_slot_results(dag_run), key=lambda r: r["slot"])
-    assert [(r["slot"], r["deferred"], r["published"]) for r in results] == [(0, False, 2), (1, True, 2)]
-
-    items = scan_table(aws.dynamodb, TABLE)
-    assert {i["user_id"]: i["phone_number"] for i in items} == phones
-    for item in items:
-        assert item["pk"] == window.slot_pk(int(item["slot"])) and item["drill_slug"] == D2
-        assert item["idempotency_key"] == f"start-drill:{item['user_id']}:{D2}:{window.schedule_date}"
-        assert window.start <= datetime.fromisoformat(item["planned_time"]) < window.end
-        assert int(item["expires_at"]) > window.end.timestamp()
-
-    records = read_stream(aws.kinesis, STREAM)
-    assert sorted(r["partition_key"] for r in records) == sorted(phones.values())
-    for record in records:
-        assert set(record["body"]) == {"type", "payload", "idempotency_key"}
-        assert record["body"]["type"] == "START_DRILL"
-        assert record["body"]["payload"] == {"phone_number": record["partition_key"], "drill_slug": D2}
-
-    # a second run the same day (a manual run a second later) sends nothing twice
-    again = _dag().test(run_after=run_after + timedelta(seconds=1), run_conf={"spread_minutes": 0})
-    assert _state(again) == "success"
-    assert sum(r["already_enqueued"] for r in _slot_results(again)) == 4
-    assert len(read_stream(aws.kinesis, STREAM)) == 4
+    monkeypatch.setattr(tasks, "send_slot", broken)
+    logical = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
+    dag_run = _dag().test(logical_date=logical, run_conf={"spread_minutes": 0})
+    assert _state(dag_run) == "failed"
+    states = _task_states(dag_run)
+    assert states[("plan", "success")] == 1 and states[("send_slot", "failed")] == 1
+    assert states[("check_sends", "failed")] == 1
+    [(subject, message)] = alerts
+    assert "far fewer" in subject
+    assert "5 START_DRILL planned, 0 sent" in message and "5 unaccounted for" in message
+    assert read_stream(aws.kinesis, STREAM) == []

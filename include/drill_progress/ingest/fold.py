@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from drill_progress import ids
 from drill_progress.ingest import events as ev
-from drill_progress.next_drill import next_drill
+from drill_progress.next_drill import admits, employer_of, next_drill
 from drill_progress.outbox import commands
 from drill_progress.outbox.commands import Command
 
@@ -82,6 +82,7 @@ class User:
 class CatalogDrill:
     drill_slug: str
     place_in_sequence: int
+    employer_ids: tuple[str, ...] | None = None  # the drill's audience (drill_progress.next_drill); None: everyone
 
 
 @dataclass(slots=True)
@@ -129,14 +130,39 @@ def _statuses(user: User) -> list[Status]:
     return user.statuses
 
 
-def new_user(phone_number: str, catalog: Sequence[CatalogDrill]) -> User:
-    """A user seen for the first time: deterministic ids, one status row per catalog drill."""
+def new_user(phone_number: str, catalog: Sequence[CatalogDrill], employer: str | None = None) -> User:
+    """A user seen for the first time: deterministic ids, one status row per catalog drill whose
+    audience admits the user's employer (the others leave a gap at their place)."""
     user_id = ids.user_id_text(phone_number)
     statuses = [
         Status(ids.status_id_text(user_id, d.drill_slug), d.drill_slug, d.place_in_sequence, is_new=True)
         for d in sorted(catalog, key=lambda d: d.place_in_sequence)
+        if admits(d.employer_ids, employer)
     ]
     return User(user_id, phone_number, None, is_new=True, statuses=statuses)
+
+
+def _own_statuses(user: User, catalog: Sequence[CatalogDrill], employer: str | None) -> list[Status]:
+    """The user's rows of drills whose audience admits `employer` (a row of a drill outside it is
+    history, never a drill to start)."""
+    audience = {d.drill_slug: d.employer_ids for d in catalog}
+    return [s for s in _statuses(user) if admits(audience.get(s.drill_slug), employer)]
+
+
+def _add_own_drills(user: User, catalog: Sequence[CatalogDrill], employer: str | None) -> None:
+    """Give a (re)validated user a not-started row for each catalog drill of its employer it lacks
+    (a user created before its employer was known, e.g. after a failed validation, lacks the
+    targeted ones), at the drill's catalog place. A place still taken by another drill (a rollout
+    shifting drills right now) is left alone: that rollout's re-run completes it."""
+    have = {s.drill_slug for s in _statuses(user)}
+    taken = {s.place_in_sequence for s in user.statuses}
+    added = [
+        Status(ids.status_id_text(user.user_id, d.drill_slug), d.drill_slug, d.place_in_sequence, is_new=True)
+        for d in catalog
+        if d.drill_slug not in have and d.place_in_sequence not in taken and admits(d.employer_ids, employer)
+    ]
+    if added:
+        user.statuses = sorted(user.statuses + added, key=lambda s: s.place_in_sequence)
 
 
 def _command_key(event_id: str) -> str:
@@ -201,7 +227,7 @@ def _user_validated(user: User, batch: ev.Batch, event: ev.Event, out: list) -> 
         status.drill_instance_id = None
     for instance in user.instances.values():
         instance.is_valid = False
-    out.append(("first", event.event_id))
+    out.append(("first", event.event_id, None))  # the drill: apply_batch (it reads the catalog)
 
 
 def _opted_out(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
@@ -216,7 +242,7 @@ def _opted_out(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
 
 
 def _next_drill_requested(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
-    out.append(("next", event.event_id))
+    out.append(("next", event.event_id, None))
 
 
 def _nothing_more(user: User, batch: ev.Batch, event: ev.Event, out: list) -> None:
@@ -239,14 +265,20 @@ RULES = {
 
 def apply_batch(user: User, batch: ev.Batch, catalog: Sequence[CatalogDrill]) -> list[Command] | None:
     """Apply one event batch to `user` in place. None if the seq guard skips it, else the
-    commands it causes: USER_VALIDATED's START_DRILL of the first catalog drill in event order,
-    then one START_DRILL of the user's next drill computed after the whole batch if the batch
-    has a NEXT_DRILL_REQUESTED (keyed by the first such event)."""
+    commands it causes: for each USER_VALIDATED, a START_DRILL of the user's first own drill (the
+    first by place of the drills whose audience admits the employer of the event's profile; the
+    user gets the rows of those it lacked), in event order; then, if the batch has a
+    NEXT_DRILL_REQUESTED, one START_DRILL of the user's next drill computed after the whole batch
+    (keyed by the first such event). At most one START_DRILL per drill in a batch, keyed by its
+    first cause: two USER_VALIDATED, or USER_VALIDATED then NEXT_DRILL_REQUESTED, ask for the same
+    drill once."""
     if user.seq is not None and batch.seq <= user.seq:
         return None
-    requests: list[tuple[str, str]] = []
+    requests: list[tuple[str, str, str | None]] = []
     for event in batch.events:
         RULES[event.event_type](user, batch, event, requests)
+        if event.event_type == ev.USER_VALIDATED:
+            requests[-1] = ("first", event.event_id, _first_own_drill(user, catalog, employer_of(event.user_profile)))
     last = batch.events[-1]
     user.seq = batch.seq
     user.profile = last.user_profile
@@ -254,20 +286,26 @@ def apply_batch(user: User, batch: ev.Batch, catalog: Sequence[CatalogDrill]) ->
     user.changed = True
     if not requests:
         return []
-    out: list[Command] = []
-    first = min(catalog, key=lambda d: d.place_in_sequence).drill_slug if catalog else None
+    wanted: dict[str, str] = {}  # drill slug -> event id of its first cause, in order
     next_request = None
-    for kind, event_id in requests:
+    for kind, event_id, slug in requests:
         if kind == "first":
-            if first is not None:
-                out.append(commands.start_drill(batch.phone_number, first, _command_key(event_id)))
+            if slug is not None:
+                wanted.setdefault(slug, event_id)
         elif next_request is None:
             next_request = event_id
     if next_request is not None:
-        slug = next_drill(_statuses(user))
+        slug = next_drill(_own_statuses(user, catalog, employer_of(user.profile)))
         if slug is not None:
-            out.append(commands.start_drill(batch.phone_number, slug, _command_key(next_request)))
-    return out
+            wanted.setdefault(slug, next_request)
+    return [commands.start_drill(batch.phone_number, slug, _command_key(key)) for slug, key in wanted.items()]
+
+
+def _first_own_drill(user: User, catalog: Sequence[CatalogDrill], employer: str | None) -> str | None:
+    """After USER_VALIDATED's reset: the user's first own drill, the rows it lacked added first."""
+    _add_own_drills(user, catalog, employer)
+    own = _own_statuses(user, catalog, employer)
+    return own[0].drill_slug if own else None
 
 
 def fold(users: dict[str, User], batches: Iterable[ev.Batch], catalog: Sequence[CatalogDrill]) -> FoldResult:
@@ -276,7 +314,8 @@ def fold(users: dict[str, User], batches: Iterable[ev.Batch], catalog: Sequence[
     for batch in batches:
         user = users.get(batch.phone_number)
         if user is None:
-            user = users[batch.phone_number] = new_user(batch.phone_number, catalog)
+            profile = batch.events[-1].user_profile  # the profile a new user is stored with
+            user = users[batch.phone_number] = new_user(batch.phone_number, catalog, employer_of(profile))
         produced = apply_batch(user, batch, catalog)
         if produced is None:
             result.skipped += 1

@@ -72,7 +72,11 @@ class Rejection:
 
 
 def load_catalog(conn: Connection) -> list[CatalogDrill]:
-    return [CatalogDrill(slug, place) for slug, place in run(conn, "ingest/load_catalog.sql").all()]
+    return [_catalog_drill(*row) for row in run(conn, "ingest/load_catalog.sql").all()]
+
+
+def _catalog_drill(slug: str, place: int, employer_ids: list[str] | None) -> CatalogDrill:
+    return CatalogDrill(slug, place, None if employer_ids is None else tuple(employer_ids))
 
 
 def load_micro_batch(conn: Connection, batches: Sequence[ev.Batch]) -> tuple[list[CatalogDrill], dict[str, User]]:
@@ -83,9 +87,11 @@ def load_micro_batch(conn: Connection, batches: Sequence[ev.Batch]) -> tuple[lis
     catalog: list[CatalogDrill] = []
     users: dict[str, User] = {}
     by_id: dict[str, User] = {}
-    for kind, name, user_id, seq, place in run(conn, "ingest/lock_users.sql", {"phones": _text_array(phones)}).all():
+    for kind, name, user_id, seq, place, employer_ids in run(
+        conn, "ingest/lock_users.sql", {"phones": _text_array(phones)}
+    ).all():
         if kind == "c":
-            catalog.append(CatalogDrill(name, place))
+            catalog.append(_catalog_drill(name, place, employer_ids))
         else:
             users[name] = by_id[user_id] = User(user_id, name, int(seq))
     catalog.sort(key=lambda d: d.place_in_sequence)

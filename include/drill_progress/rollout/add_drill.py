@@ -5,26 +5,30 @@ Steps (`roll_out`):
 1. **Validate** the operator's params again (the trigger form validates too, but the CLI, the
    REST API and `dag.test()` can pass anything): a bad or hostile value raises `RolloutRefused`
    before anything is touched.
-2. **Catalog** (own transaction, committed first): the drill goes in at its place. A place
-   before existing drills shifts those drills one place on; no place, or a place past the end,
-   appends. From the commit on, users created by ingestion get the drill from the catalog.
-   A slug already in the catalog is not added again; re-rolling it with another place or
-   another name is refused.
+2. **Catalog** (own transaction, committed first): the drill goes in at its place, with its
+   **audience** (`drills.employer_ids`: the `only_employer_ids` as text, NULL = everyone). A
+   place before existing drills shifts those drills one place on; no place, or a place past the
+   end, appends. From the commit on, users created by ingestion get the drill from the catalog
+   if its audience admits their employer. A slug already in the catalog is not added again;
+   re-rolling it with another place or another name is refused; re-rolling it for more
+   employers (or for everyone) extends its audience, never narrows it.
 3. **Users**, in batches of about `batch_size` users: consecutive `users.user_id` key ranges
    computed up front from the primary key (keyset pagination; a user created meanwhile falls
    into some range too), `workers` batch transactions at a time on disjoint users. In each:
    the range's status rows of drills *after* the new one take their catalog place (after a
    shift this moves them one on, each user's order kept, and frees the new drill's place;
    `drill_statuses_user_place_unique` is deferred to commit so there is no transient
-   collision; when appending there is nothing to move), then each matching user gets a
-   not-started row (`ON CONFLICT (user_id, drill_slug) DO NOTHING`: a re-run inserts nothing).
+   collision; when appending there is nothing to move), then each user of the drill's audience
+   gets a not-started row (`ON CONFLICT (user_id, drill_slug) DO NOTHING`: a re-run inserts
+   nothing).
 4. **Sweep**: waits (bounded) for transactions that began before the catalog commit — an
    ingestion transaction that read the old catalog — then one set-based pass fixes whoever
    slipped between the catalog commit and their batch.
 
 Invariant kept: a user's status row for a drill sits at that drill's catalog place, so the
-catalog's order is every user's order. Users outside `only_employer_ids` have a gap where the
-drill is (order is all that matters to the next-drill rule).
+catalog's order is every user's order. Users outside the drill's audience have a gap where the
+drill is (order is all that matters to the next-drill rule), and every rule that reads rows
+ignores a drill whose audience leaves the user out (drill_progress.next_drill).
 
 Status row ids are the project's deterministic ones, `drill_progress.ids.status_id(user_id, slug)`
 (the ids ingestion gives a new user's rows), computed here per batch and bound as arrays.
@@ -48,6 +52,7 @@ from sqlalchemy.exc import DBAPIError
 
 from drill_progress import ids
 from drill_progress.db import run
+from drill_progress.next_drill import Audience
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,10 @@ class RolloutRequest:
 class Placement:
     place: int
     action: str  # "append" | "insert" (shifts later drills) | "present" (already in the catalog)
+
+
+def _employer_order(employer_id: str) -> tuple[int, str]:
+    return (len(employer_id), employer_id)  # numeric order for the integers a rollout names
 
 
 def _is_int(value: Any) -> bool:
@@ -184,6 +193,29 @@ def resolve_placement(
     return Placement(request.place, "insert")
 
 
+def resolve_audience(request: RolloutRequest, placement: Placement, existing: Audience) -> Audience:
+    """The drill's audience after this rollout (None = everyone). Pure.
+
+    A new drill gets the request's employers (none listed: everyone). A drill already in the
+    catalog keeps its audience extended by the request's employers, or becomes everyone's when no
+    employer is listed; narrowing (employers named for a drill that is everyone's) is refused."""
+    wanted = request.employer_filter
+    if placement.action != "present":
+        return None if wanted is None else tuple(sorted(wanted, key=_employer_order))
+    if wanted is None or existing is None:
+        if existing is None and wanted is not None:
+            raise RolloutRefused(
+                f"drill rollout refused, nothing was changed: {request.slug!r} is already rolled out to every "
+                "employer; a rollout never narrows a drill's audience (leave only_employer_ids empty)"
+            )
+        return None
+    return tuple(sorted(set(existing) | set(wanted), key=_employer_order))
+
+
+def _shown_audience(audience: Audience) -> list[str] | None:
+    return None if audience is None else list(audience)
+
+
 # --------------------------------------------------------------------------- the rollout
 
 
@@ -207,9 +239,10 @@ def roll_out(
     if request.dry_run:
         return _dry_run(engine, request, started)
     with _exclusive(engine):
-        placement, shifted, committed_at = _add_to_catalog(engine, request)
-        totals = _add_to_users(engine, request, placement, batch_size=batch_size, workers=workers, started=started)
-        swept, moved_in_sweep = _sweep(engine, request, placement, committed_at, settle_timeout)
+        target, before, shifted, committed_at = _add_to_catalog(engine, request)
+        totals = _add_to_users(engine, request, target, batch_size=batch_size, workers=workers, started=started)
+        swept, moved_in_sweep = _sweep(engine, request, target, committed_at, settle_timeout)
+    placement = target.placement
     summary = {
         "drill_slug": request.slug,
         "drill_name": request.name,
@@ -217,6 +250,8 @@ def roll_out(
         "catalog": "already present" if placement.action == "present" else "added",
         "catalog_drills_shifted": shifted,
         "only_employer_ids": None if request.employer_ids is None else list(request.employer_ids),
+        "audience": _shown_audience(target.audience),
+        "audience_before": _shown_audience(before) if placement.action == "present" else None,
         "users_scanned": totals["users"],
         "users_matched": totals["matched"],
         "rows_inserted": totals["inserted"] + swept,
@@ -232,37 +267,53 @@ def roll_out(
 
 def _dry_run(engine: Engine, request: RolloutRequest, started: float) -> dict:
     with engine.connect() as conn:
-        name, existing, _, last = run(conn, "rollout/catalog_state.sql", {"slug": request.slug}).one()
+        name, existing, audience_before, _, last = run(conn, "rollout/catalog_state.sql", {"slug": request.slug}).one()
         placement = resolve_placement(request, name, existing, last)
-        matched, missing = run(
-            conn, "rollout/dry_run_counts.sql", {"slug": request.slug, "employer_ids": request.employer_filter}
-        ).one()
+        audience = resolve_audience(request, placement, _audience(audience_before))
+        per_employer = {
+            employer_id: {"users": users, "would_insert": would_insert}
+            for employer_id, users, would_insert in run(
+                conn, "rollout/dry_run_counts.sql", {"slug": request.slug, "employer_ids": _shown_audience(audience)}
+            ).all()
+        }
         to_move = 0
         if placement.action == "insert":
             to_move = run(conn, "rollout/dry_run_shift_count.sql", {"place": placement.place}).scalar_one()
         conn.rollback()
+    matched = sum(c["users"] for c in per_employer.values())
+    missing = sum(c["would_insert"] for c in per_employer.values())
     summary = {
         "drill_slug": request.slug,
         "drill_name": request.name,
         "place_in_sequence": placement.place,
         "catalog": "already present" if placement.action == "present" else f"would {placement.action}",
         "only_employer_ids": None if request.employer_ids is None else list(request.employer_ids),
+        "audience": _shown_audience(audience),
+        "audience_before": _shown_audience(_audience(audience_before)) if placement.action == "present" else None,
         "users_matched": matched,
         "rows_inserted": 0,
         "rows_would_insert": missing,
+        "per_employer": per_employer,
         "statuses_would_move": to_move,
         "seconds": round(time.monotonic() - started, 3),
         "dry_run": True,
     }
     log.info(
-        "DRY RUN, nothing changed: %d matching users, %d would get %r at place %d, %d status rows would move",
+        "DRY RUN, nothing changed: audience %s; %d matching users, %d would get %r at place %d, "
+        "%d status rows would move; per employer (users, would get it): %s",
+        "everyone" if audience is None else list(audience),
         matched,
         missing,
         request.slug,
         placement.place,
         to_move,
+        {employer: (c["users"], c["would_insert"]) for employer, c in per_employer.items()},
     )
     return summary
+
+
+def _audience(employer_ids: list[str] | None) -> Audience:
+    return None if employer_ids is None else tuple(employer_ids)
 
 
 @contextmanager
@@ -280,12 +331,26 @@ def _exclusive(engine: Engine) -> Iterator[None]:
             conn.commit()
 
 
-def _add_to_catalog(engine: Engine, request: RolloutRequest) -> tuple[Placement, int, Any]:
+@dataclass(frozen=True)
+class Target:
+    """Where the drill sits and whom it is for, once the catalog is committed."""
+
+    placement: Placement
+    audience: Audience
+
+    @property
+    def employer_filter(self) -> list[str] | None:
+        return _shown_audience(self.audience)
+
+
+def _add_to_catalog(engine: Engine, request: RolloutRequest) -> tuple[Target, Audience, int, Any]:
     shifted = 0
     with engine.begin() as conn:
         run(conn, "rollout/catalog_lock.sql")
-        name, existing, drills, last = run(conn, "rollout/catalog_state.sql", {"slug": request.slug}).one()
+        name, existing, before, drills, last = run(conn, "rollout/catalog_state.sql", {"slug": request.slug}).one()
         placement = resolve_placement(request, name, existing, last)
+        before = _audience(before)
+        audience = resolve_audience(request, placement, before)
         if placement.action == "insert":
             run(conn, "rollout/defer_place_constraints.sql")
             shifted = run(conn, "rollout/catalog_shift.sql", {"place": placement.place}).rowcount
@@ -293,22 +358,37 @@ def _add_to_catalog(engine: Engine, request: RolloutRequest) -> tuple[Placement,
             run(
                 conn,
                 "rollout/catalog_insert.sql",
-                {"slug": request.slug, "name": request.name, "place": placement.place},
+                {
+                    "slug": request.slug,
+                    "name": request.name,
+                    "place": placement.place,
+                    "employer_ids": _shown_audience(audience),
+                },
             )
+        elif audience != before:
+            run(conn, "rollout/catalog_audience.sql", {"slug": request.slug, "employer_ids": _shown_audience(audience)})
     with engine.connect() as conn:
         committed_at = run(conn, "rollout/server_time.sql").scalar_one()
         conn.rollback()
+    whom = "everyone" if audience is None else f"employers {list(audience)}"
     if placement.action == "present":
-        log.info("catalog: %r already at place %d; completing it for users who lack it", request.slug, placement.place)
+        log.info(
+            "catalog: %r already at place %d, now for %s (was %s); completing it for users who lack it",
+            request.slug,
+            placement.place,
+            whom,
+            "everyone" if before is None else f"employers {list(before)}",
+        )
     else:
         log.info(
-            "catalog: %r added at place %d of %d (%d later drills shifted one on); committed",
+            "catalog: %r added at place %d of %d for %s (%d later drills shifted one on); committed",
             request.slug,
             placement.place,
             drills + 1,
+            whom,
             shifted,
         )
-    return placement, shifted, committed_at
+    return Target(placement, audience), before, shifted, committed_at
 
 
 def _retrying(what: str, attempts: int = 5):
@@ -373,15 +453,15 @@ def _key_ranges(engine: Engine, batch_size: int) -> list[tuple[uuid.UUID, uuid.U
 
 
 @_retrying("user batch")
-def _batch(engine: Engine, request: RolloutRequest, placement: Placement, lo: uuid.UUID, hi: uuid.UUID) -> dict:
+def _batch(engine: Engine, request: RolloutRequest, target: Target, lo: uuid.UUID, hi: uuid.UUID) -> dict:
     """One transaction: the range's status rows after the drill take their catalog place, then the
-    range's matching users get the drill."""
+    range's users of the drill's audience get the drill."""
     params = {
         "lo": str(lo),
         "hi": str(hi),
-        "place": placement.place,
+        "place": target.placement.place,
         "slug": request.slug,
-        "employer_ids": request.employer_filter,
+        "employer_ids": target.employer_filter,
     }
     with engine.begin() as conn:
         users = run(conn, "rollout/batch_users.sql", params).all()
@@ -395,7 +475,7 @@ def _batch(engine: Engine, request: RolloutRequest, placement: Placement, lo: uu
 
 
 def _add_to_users(
-    engine: Engine, request: RolloutRequest, placement: Placement, *, batch_size: int, workers: int, started: float
+    engine: Engine, request: RolloutRequest, target: Target, *, batch_size: int, workers: int, started: float
 ) -> dict:
     """All key ranges, `workers` transactions at a time (disjoint users: they never wait on each other)."""
     ranges = _key_ranges(engine, batch_size)
@@ -408,7 +488,7 @@ def _add_to_users(
             return
         t0 = time.monotonic()
         try:
-            batch = _batch(engine, request, placement, lo, hi)
+            batch = _batch(engine, request, target, lo, hi)
         except BaseException:
             stop.set()  # the other workers start no new batch
             raise
@@ -461,12 +541,12 @@ def _wait_for_older_transactions(engine: Engine, since: Any, timeout: float) -> 
 
 
 @_retrying("sweep")
-def _sweep_once(engine: Engine, request: RolloutRequest, placement: Placement, chunk: int) -> tuple[int, int]:
+def _sweep_once(engine: Engine, request: RolloutRequest, target: Target, chunk: int) -> tuple[int, int]:
     with engine.begin() as conn:
         run(conn, "rollout/defer_place_constraints.sql")
-        moved = run(conn, "rollout/sweep_sync_places.sql", {"place": placement.place}).rowcount
+        moved = run(conn, "rollout/sweep_sync_places.sql", {"place": target.placement.place}).rowcount
         lacking = (
-            run(conn, "rollout/sweep_lacking.sql", {"slug": request.slug, "employer_ids": request.employer_filter})
+            run(conn, "rollout/sweep_lacking.sql", {"slug": request.slug, "employer_ids": target.employer_filter})
             .scalars()
             .all()
         )
@@ -477,11 +557,11 @@ def _sweep_once(engine: Engine, request: RolloutRequest, placement: Placement, c
 
 
 def _sweep(
-    engine: Engine, request: RolloutRequest, placement: Placement, committed_at: Any, timeout: float
+    engine: Engine, request: RolloutRequest, target: Target, committed_at: Any, timeout: float
 ) -> tuple[int, int]:
     t0 = time.monotonic()
     _wait_for_older_transactions(engine, committed_at, timeout)
-    inserted, moved = _sweep_once(engine, request, placement, BATCH_SIZE)
+    inserted, moved = _sweep_once(engine, request, target, BATCH_SIZE)
     log.info(
         "sweep: %d rows inserted, %d statuses moved for users created during the rollout, %.2fs",
         inserted,

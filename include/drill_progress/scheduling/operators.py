@@ -16,9 +16,11 @@ class SendScheduledSlotOperator(BaseOperator):
 
     Mapped over the slot specs of the planning task: `.partial(task_id=...).expand(slot=...)`.
     Until the slot's `send_at` it is *deferred* on a DateTimeTrigger: it holds no worker slot,
-    the triggerer wakes it. A slot whose time has already come (a late or retried run) does not
-    defer; it sends at once. All the resume data is the operator's own `slot` attribute (the
-    mapped argument), never the defer kwargs.
+    the triggerer wakes it. Then it sends the slot's requests paced to the second
+    (`sending.send_slot`), holding its worker slot until the slot's last planned time (about
+    the slot's width). A slot whose time has already come (a late or retried run) does not
+    defer. All the resume data is the operator's own `slot` attribute (the mapped argument),
+    never the defer kwargs.
     """
 
     template_fields = ("slot",)
@@ -36,12 +38,14 @@ class SendScheduledSlotOperator(BaseOperator):
         if send_at - datetime.now(UTC) > DEFER_MARGIN:
             from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-            self.log.info("slot %s deferred until %s", self.slot["pk"], send_at.isoformat())
+            self.log.info("slot %s deferred until %s", self.slot["slot"], send_at.isoformat())
             self.defer(trigger=DateTimeTrigger(moment=send_at), method_name="execute_complete")
         return self._send(deferred=False)
 
     def execute_complete(self, context: Any, event: Any = None) -> dict:
-        self.log.info("slot %s resumed at %s (trigger event %s)", self.slot["pk"], datetime.now(UTC).isoformat(), event)
+        self.log.info(
+            "slot %s resumed at %s (trigger event %s)", self.slot["slot"], datetime.now(UTC).isoformat(), event
+        )
         return self._send(deferred=True)
 
     def _send(self, deferred: bool) -> dict:

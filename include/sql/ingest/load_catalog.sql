@@ -1,1 +1,1 @@
-SELECT drill_slug, place_in_sequence FROM drills ORDER BY place_in_sequence
+SELECT drill_slug, place_in_sequence, employer_ids FROM drills ORDER BY place_in_sequence

@@ -1,4 +1,4 @@
--- The batch's users: whether each matches the employer filter (no filter: all match) and
+-- The batch's users: whether each is in the drill's audience (employer ids as text; NULL: everyone) and
 -- whether it already has the drill (a re-run, or a user created from the new catalog).
 SELECT u.user_id,
        (%(employer_ids)s::text[] IS NULL

@@ -1,4 +1,4 @@
--- Final sweep: matching users still lacking the drill (created concurrently with the catalog
+-- Final sweep: users of the drill's audience still lacking it (created concurrently with the catalog
 -- change, by a transaction that read the catalog before it was committed). Normally none.
 SELECT u.user_id
 FROM users u
