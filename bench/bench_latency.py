@@ -9,6 +9,8 @@ START_DRILL of each on the command stream: command's ApproximateArrivalTimestamp
 emulator) minus the moment the probe was put. Prints p50, p95 and max, and the metadata the
 continuous DAG writes per day.
 
+It measures the stack on each executor of LATENCY_BENCH_EXECUTORS (default "local,celery": the
+default stack, then `EXECUTOR=celery make up`'s, issue 16) and prints the Celery / local ratio.
 LATENCY_BENCH_ENDPOINT=http://127.0.0.1:5055 probes a stack that is already running instead (e.g.
 `make up`, or an older version of the project, to compare); LATENCY_BENCH_PROBES sets the count.
 """
@@ -125,66 +127,77 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def _start_stack():
+def _start_stack(executor: str):
     from devtools import devstack
-    from devtools.services import free_port
 
-    state = tempfile.mkdtemp(prefix="drill-latency-")
+    state = tempfile.mkdtemp(prefix=f"drill-latency-{executor}-")
     os.chmod(state, 0o755)
-    environ = {**os.environ, "DRILL_STATE_DIR": state}
-    for var in (
-        "DRILL_PG_PORT",
-        "DRILL_AWS_PORT",
-        "AIRFLOW_PORT",
-        "AIRFLOW_WORKER_LOG_PORT",
-        "AIRFLOW_TRIGGER_LOG_PORT",
-    ):
-        environ[var] = str(free_port())
-    settings = devstack.Settings.from_env(environ)
+    settings = devstack.Settings.from_env(devstack.spare_stack_environment(state, EXECUTOR=executor))
     devstack.up(settings, with_simulator=True)
     return settings, state
 
 
-def run(ctx) -> list[dict]:
-    probes = ctx.size("LATENCY_BENCH_PROBES", 30)
-    endpoint = os.environ.get("LATENCY_BENCH_ENDPOINT")
-    settings = state = None
-    if not endpoint:
-        settings, state = _start_stack()
-        endpoint = settings.aws_endpoint_url
-    try:
-        result = measure(endpoint, probes)
-    finally:
-        if settings is not None:
-            from devtools import devstack
+def _measure_stack(executor: str, probes: int) -> dict:
+    """Start a stack on `executor` (local or celery), probe it, stop it."""
+    from devtools import devstack
 
-            devstack.down(settings)
-            shutil.rmtree(state, ignore_errors=True)
+    settings, state = _start_stack(executor)
+    try:
+        return measure(settings.aws_endpoint_url, probes)
+    finally:
+        devstack.down(settings)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _figures(result: dict, probes: int, prefix: str) -> list[dict]:
     answered = result["answered"]
-    out = [
+    return [
         {
-            "metric": "latency.event_to_command.p50_s",
+            "metric": f"{prefix}.p50_s",
             "value": round(statistics.median(answered), 2),
             "unit": "s",
             "probes": probes,
             "answered": len(answered),
         },
-        {"metric": "latency.event_to_command.p95_s", "value": round(_percentile(answered, 95), 2), "unit": "s"},
+        {"metric": f"{prefix}.p95_s", "value": round(_percentile(answered, 95), 2), "unit": "s"},
         {
-            "metric": "latency.event_to_command.max_s",
+            "metric": f"{prefix}.max_s",
             "value": round(answered[-1], 2),
             "unit": "s",
             "unanswered_within_s": {"probes": result["missing"], "timeout": TIMEOUT_S},
         },
         {
-            "metric": "latency.event_to_command.all_s",
+            "metric": f"{prefix}.all_s",
             "value": len(answered),
             "unit": "probes",
             "seconds": [None if x is None else round(x, 2) for x in result["latencies"]],
         },
     ]
-    out += metadata_per_day()
-    return out
+
+
+def run(ctx) -> list[dict]:
+    probes = ctx.size("LATENCY_BENCH_PROBES", 30)
+    endpoint = os.environ.get("LATENCY_BENCH_ENDPOINT")
+    if endpoint:
+        return _figures(measure(endpoint, probes), probes, "latency.event_to_command") + metadata_per_day()
+    executors = [e.strip() for e in os.environ.get("LATENCY_BENCH_EXECUTORS", "local,celery").split(",") if e]
+    results = {executor: _measure_stack(executor, probes) for executor in executors}
+    out = []
+    for executor, result in results.items():
+        prefix = "latency.event_to_command" if executor == "local" else f"latency.{executor}.event_to_command"
+        out += _figures(result, probes, prefix)
+    if "local" in results and "celery" in results:
+        local, celery = (statistics.median(results[e]["answered"]) for e in ("local", "celery"))
+        p95 = {e: _percentile(results[e]["answered"], 95) for e in ("local", "celery")}
+        out.append(
+            {
+                "metric": "latency.celery_vs_local.p50_ratio",
+                "value": round(celery / local, 2),
+                "unit": "x",
+                "p95_ratio": round(p95["celery"] / p95["local"], 2),
+            }
+        )
+    return out + metadata_per_day()
 
 
 def metadata_per_day(shards: int = 2, run_minutes: int = 60) -> list[dict]:

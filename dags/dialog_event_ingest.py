@@ -11,8 +11,11 @@ texts their code gets their first drill within seconds.
 **Schedule**: `@continuous`, one active run at a time. A scheduled run consumes every shard for
 `run_minutes` (default 60) and ends; the scheduler starts the next one at once. A run **started by
 hand** (Trigger in the UI, `airflow dags test dialog_event_ingest`, a replay) ends as soon as every
-shard is caught up (or at `max_records_per_shard` / `max_seconds`): use it to catch up once and stop
-(pause the DAG first if a scheduled run is active: one run at a time).
+shard is caught up (or at `max_records_per_shard` / `max_seconds`): use it to catch up once, or to
+replay. One run at a time: a run started by hand waits behind the scheduled run. To start it now,
+trigger it, then mark the running scheduled run as *success*: its shard tasks stop (nothing is lost),
+the run by hand starts next and the scheduled runs resume after it. Do not pause the DAG for this:
+the runs of a paused DAG wait.
 
 1. **plan_shards**: lists the shards; a shard is read when each parent shard (after a split or
    merge) is drained or expired, so a user's batches are always applied in order.

@@ -21,15 +21,28 @@ AGGREGATE_QUERIES: dict[str, str] = {
 }
 
 
-def aggregate_checksum(engine) -> dict:
-    """{table: {"rows": n, "sha256": hex}} for the four aggregate tables and "all": one digest."""
+# Every aggregate query selects user_id: the same rows, for the users of some phone numbers only.
+_OF_PHONES = (
+    "SELECT * FROM ({query}) AS t WHERE user_id IN "
+    "(SELECT user_id FROM phone_numbers WHERE phone_number = ANY(%(phones)s)) ORDER BY 1"
+)
+
+
+def aggregate_checksum(engine, phones: list[str] | None = None) -> dict:
+    """{table: {"rows": n, "sha256": hex}} for the four aggregate tables and "all": one digest.
+    With `phones`, only the rows of the users those phone numbers belong to (a database that also
+    holds other data, e.g. a whole stack's, compared with a reference that holds just them)."""
     out: dict = {}
     total = hashlib.sha256()
     with engine.connect() as conn:
         for table, sql in AGGREGATE_QUERIES.items():
             digest = hashlib.sha256()
             n = 0
-            for row in conn.exec_driver_sql(sql):
+            if phones is None:
+                rows = conn.exec_driver_sql(sql)
+            else:
+                rows = conn.exec_driver_sql(_OF_PHONES.format(query=sql.rsplit(" ORDER BY ", 1)[0]), {"phones": phones})
+            for row in rows:
                 digest.update(repr(tuple(row)).encode())
                 digest.update(b"\n")
                 n += 1

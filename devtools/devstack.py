@@ -30,6 +30,10 @@ AIRFLOW_WORKER_LOG_PORT (8793), AIRFLOW_TRIGGER_LOG_PORT (8794); with EXECUTOR=c
 DRILL_REDIS_PORT (63799) and DRILL_CELERY_LOG_PORT (8795: the log server of worker 2, then 3, ...;
 worker 1 serves on AIRFLOW_WORKER_LOG_PORT, which the scheduler does not use then). State folder:
 DRILL_STATE_DIR (default <repo>/.local).
+
+Shape: DRILL_DIALOG_SHARDS (2) is the shard count of the dialog event stream when the setup DAG
+creates it (an existing stream keeps its shards); DRILL_KEEP_PAUSED (empty) is a comma-separated
+list of DAG ids `up` leaves paused, e.g. dialog_event_ingest to load a backlog before ingestion.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from devtools.services import (
     find_redis_server,
     port_in_use,
     require_free_port,
+    stable_free_port,
     wait_for,
 )
 from drill_progress import config
@@ -103,6 +108,8 @@ class Settings:
     celery_workers: int = 2
     celery_concurrency: int = 2
     celery_log_port: int = 8795
+    dialog_shards: int = 2  # shards of a dialog event stream the setup DAG creates (DRILL_DIALOG_SHARDS)
+    keep_paused: tuple[str, ...] = ()  # DAGs `up` leaves paused (DRILL_KEEP_PAUSED, comma-separated)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -124,6 +131,8 @@ class Settings:
             celery_workers=int(env.get("DRILL_CELERY_WORKERS", 2)),
             celery_concurrency=int(env.get("DRILL_CELERY_CONCURRENCY", 2)),
             celery_log_port=int(env.get("DRILL_CELERY_LOG_PORT", 8795)),
+            dialog_shards=int(env.get("DRILL_DIALOG_SHARDS", 2)),
+            keep_paused=tuple(d.strip() for d in env.get("DRILL_KEEP_PAUSED", "").split(",") if d.strip()),
         )
 
     @property
@@ -256,6 +265,32 @@ def load_secrets(s: Settings) -> dict[str, str]:
 
 def conn_env_var(conn_id: str) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+PORT_VARIABLES = (
+    "DRILL_PG_PORT",
+    "DRILL_AWS_PORT",
+    "AIRFLOW_PORT",
+    "AIRFLOW_WORKER_LOG_PORT",
+    "AIRFLOW_TRIGGER_LOG_PORT",
+    "DRILL_REDIS_PORT",
+    "DRILL_CELERY_LOG_PORT",
+)
+
+
+def spare_stack_environment(state_dir: Path, environ: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a second stack beside any other (tests, benchmarks): every port a free
+    loopback port, its state in `state_dir`, the caller's own Airflow settings left out; `extra`
+    (e.g. EXECUTOR="celery", DRILL_DIALOG_SHARDS="4") on top."""
+    env = {
+        k: v
+        for k, v in (os.environ if environ is None else environ).items()
+        if not (k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) or k == "AIRFLOW_HOME")
+    }
+    env.update({name: str(stable_free_port()) for name in PORT_VARIABLES})
+    env.update({"DRILL_STATE_DIR": str(state_dir), "DRILL_REPO": str(REPO)})
+    env.update(extra)
+    return env
 
 
 def var_env_var(name: str) -> str:
@@ -732,10 +767,14 @@ def _wait_parsed_and_unpause(s: Settings, api: Api, parse_timeout: float) -> tup
         if running_pid(s, "dag-processor") is None:
             raise ServiceError(f"the dag-processor exited; see {_log_file(s, 'dag-processor')}")
         time.sleep(2)
+    unpaused = [d["dag_id"] for d in dags if d["dag_id"] not in s.keep_paused]
     for dag in dags:
-        if dag.get("is_paused"):
+        if dag.get("is_paused") and dag["dag_id"] in unpaused:
             api.unpause(dag["dag_id"])
-    _say(f"unpaused {len(dags)} DAGs: {', '.join(sorted(d['dag_id'] for d in dags))}")
+    _say(
+        f"unpaused {len(unpaused)} DAGs: {', '.join(sorted(unpaused))}"
+        + (f"; left paused: {', '.join(s.keep_paused)}" if s.keep_paused else "")
+    )
     return dags, errors
 
 
@@ -796,7 +835,8 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
     # starts after it, so no DAG runs against a database or stream that is not there yet.
     _start_airflow(s, states, env, ("dag-processor", "triggerer", "api-server"))
     _say(f"running the {SETUP_DAG_ID} DAG (migrations, catalog, streams and tables)")
-    _run_airflow(s, env, ["dags", "test", SETUP_DAG_ID], f"airflow dags test {SETUP_DAG_ID}")
+    setup_conf = json.dumps({"dialog_stream_shards": s.dialog_shards})
+    _run_airflow(s, env, ["dags", "test", SETUP_DAG_ID, "-c", setup_conf], f"airflow dags test {SETUP_DAG_ID}")
     if not states.get("moto"):
         stream = env[var_env_var(config.DIALOG_EVENT_STREAM)]
         if forget_emulator_checkpoints(drill_db_uri(s), stream):

@@ -14,6 +14,7 @@ import contextlib
 import glob
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stable_free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free loopback port below Linux's ephemeral range (32768+), so no outgoing connection of
+    another process can take it between now and the moment a stack started later binds it."""
+    for _ in range(200):
+        port = random.randint(low, high)  # noqa: S311 - not for security
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

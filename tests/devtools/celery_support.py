@@ -8,20 +8,14 @@ Import as `from celery_support import ...` from tests in this folder; the `celer
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import re
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
 import urllib.error
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools import chaos, devstack
@@ -29,6 +23,7 @@ from drill_progress import config
 
 ROOT = Path(__file__).resolve().parents[2]
 FINISHED = {"success", "failed"}
+INGEST_SHARDS = 4  # shards of the stack's dialog event stream
 # Faster recovery than production defaults, so a lost worker's task is retried within the test:
 # the scheduler fails a task whose heartbeat stopped after 30 s (default 300 s) and re-queues a
 # task stuck in "queued" after 60 s (default 600 s). The DAGs' own retries (30 s backoff) then
@@ -42,52 +37,16 @@ FAST_RECOVERY = {
 _EXECUTING = re.compile(r"Executing workload in Celery: .*?TaskInstanceDTO\(id=UUID\('([0-9a-f-]{36})'\)")
 
 
-def stable_free_port(low: int = 20000, high: int = 32000) -> int:
-    """A free loopback port below Linux's ephemeral range (32768+), so no outgoing connection of
-    another process can take it between now and the moment the stack binds it."""
-    for _ in range(200):
-        port = random.randint(low, high)  # not for security
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
-
-
 def stack_environment(state_dir: Path, workers: int = 2, concurrency: int = 2, **extra: str) -> dict[str, str]:
     """The environment of `python -m devtools.devstack` for a Celery stack on free ports in
     `state_dir`; the test session's own Airflow settings are left out."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) or k == "AIRFLOW_HOME")
-    }
-    ports = {
-        name: str(stable_free_port())
-        for name in (
-            "DRILL_PG_PORT",
-            "DRILL_AWS_PORT",
-            "AIRFLOW_PORT",
-            "AIRFLOW_WORKER_LOG_PORT",
-            "AIRFLOW_TRIGGER_LOG_PORT",
-            "DRILL_REDIS_PORT",
-            "DRILL_CELERY_LOG_PORT",
-        )
-    }
-    env.update(ports)
-    env.update(
-        {
-            "DRILL_STATE_DIR": str(state_dir),
-            "DRILL_REPO": str(ROOT),
-            "EXECUTOR": "celery",
-            "DRILL_CELERY_WORKERS": str(workers),
-            "DRILL_CELERY_CONCURRENCY": str(concurrency),
-        }
+    return devstack.spare_stack_environment(
+        state_dir,
+        EXECUTOR="celery",
+        DRILL_CELERY_WORKERS=str(workers),
+        DRILL_CELERY_CONCURRENCY=str(concurrency),
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -129,6 +88,16 @@ class CeleryStack:
         """A manual run (logical date: now), queued for the scheduler; returns its run id."""
         body = {"logical_date": None, "conf": conf or {}}
         return self.api._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.api._request("PATCH", f"/api/v2/dags/{dag_id}?update_mask=is_paused", {"is_paused": paused})
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true"
+        return self.api._request("GET", path)["value"]
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.api._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
@@ -234,49 +203,3 @@ class CeleryStack:
     def commands(self) -> list[dict]:
         """Every record on the command stream, parsed (see devtools.chaos.read_commands)."""
         return chaos.read_commands(self.kinesis(), config.VARIABLE_DEFAULTS[config.COMMAND_STREAM])
-
-    # ------------------------------------------------------------------ event -> command latency
-
-    def event_to_command_seconds(self, phone: str, timeout: float = 240) -> float:
-        """Publish one USER_VALIDATED batch for a new phone number on the dialog event stream and
-        wait for its START_DRILL on the command stream: the seconds in between, as the Dialog
-        Context sees them (the stack's own schedule decides when ingestion picks it up)."""
-        from devtools import simulator
-
-        sim = simulator.Simulator(users=1, seed=1, malformed_rate=0.0)
-        user = sim.users[0]
-        user.phone_number = phone
-        now = datetime.now(UTC)
-        batch = {
-            "batch_id": str(uuid.uuid4()),
-            "seq": str(int(now.timestamp() * 1_000_000)),
-            "phone_number": phone,
-            "created_time": now.isoformat(timespec="milliseconds"),
-            "events": [{**sim._validated(user, now), "event_id": str(uuid.uuid4())}],
-        }
-        stream = config.VARIABLE_DEFAULTS[config.DIALOG_EVENT_STREAM]
-        started = time.monotonic()
-        self.kinesis().put_record(StreamName=stream, Data=json.dumps(batch).encode(), PartitionKey=phone)
-        while time.monotonic() - started < timeout:
-            for cmd in self.commands():
-                if cmd["type"] == "START_DRILL" and cmd["payload"]["phone_number"] == phone:
-                    return time.monotonic() - started
-            time.sleep(0.5)
-        raise AssertionError(f"no START_DRILL for the probe within {timeout:.0f}s")
-
-    def latency_samples(self, samples: int, seed: int = 16) -> dict:
-        """`samples` probes at seeded random offsets within the minute (ingestion runs every
-        minute, so where an event lands in that minute matters): min / median / mean / max."""
-        rng = random.Random(seed)  # not for security
-        seconds = []
-        for i in range(samples):
-            time.sleep(rng.uniform(0, 60))
-            seconds.append(self.event_to_command_seconds(f"+1555{9_000_000 + seed * 100 + i:07d}"))
-        return {
-            "executor": self.s.executor,
-            "samples": samples,
-            "min_s": round(min(seconds), 1),
-            "median_s": round(statistics.median(seconds), 1),
-            "mean_s": round(statistics.fmean(seconds), 1),
-            "max_s": round(max(seconds), 1),
-        }

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from celery_support import FAST_RECOVERY, CeleryStack, stack_environment
+from celery_support import FAST_RECOVERY, INGEST_SHARDS, CeleryStack, stack_environment
 
 from devtools.services import ServiceError, find_redis_server
 
@@ -22,7 +22,10 @@ def celery_stack():
     # PostgreSQL runs as an unprivileged user when we are root: it must reach the folder.
     state = Path(tempfile.mkdtemp(prefix="drill-celery-stack-"))
     state.chmod(0o755)
-    stack = CeleryStack(stack_environment(state, **FAST_RECOVERY))
+    # Ingestion across 4 shards; `dialog_event_ingest` left paused until its own scenario (the last
+    # one): its continuous run holds a worker slot per shard, as it does in production.
+    extra = {"DRILL_DIALOG_SHARDS": str(INGEST_SHARDS), "DRILL_KEEP_PAUSED": "dialog_event_ingest"}
+    stack = CeleryStack(stack_environment(state, **FAST_RECOVERY, **extra))
     try:
         stack.up()
         yield stack

@@ -6,20 +6,29 @@ say which worker ran each task instance.
 Scenarios: `status` lists the workers; setup, reminders and a short paced scheduling run (deferred
 slots through the triggerer) run on both workers and send every command exactly once; a worker
 SIGKILLed in the middle of a task loses nothing, the task is retried on the other worker and no
-command goes out twice beyond the documented window (one PutRecords chunk, identical records).
+command goes out twice beyond the documented window (one PutRecords chunk, identical records);
+last, a burst ingested across 4 shards by the continuous `dialog_event_ingest` run survives a worker
+SIGKILLed mid-ingestion: the aggregate equals a reference apply, no command is lost, a command goes
+out twice only if it was in flight when the worker died.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
+import urllib.error
 from datetime import UTC, datetime
 
 import pytest
 import seed
-from celery_support import CeleryStack
+from celery_support import INGEST_SHARDS, CeleryStack
 
-from devtools import chaos, devstack
+from devtools import aggregate, chaos, devstack, simulator
 from devtools.services import port_in_use
+from drill_progress import config
+from drill_progress.ingest import pipeline
+from drill_progress.outbox import queue
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -153,3 +162,147 @@ def test_a_worker_killed_mid_task_loses_nothing_and_sends_nothing_twice(celery_s
     assert f"started {victim}" in again.stdout and "already running" in again.stdout
     assert {name: devstack.running_pid(stack.s, name) for name in pids} == pids
     assert stack.online_workers() == sorted(WORKERS)
+
+
+# --------------------------------------------------------------------------- ingestion across 4 shards
+
+BURST_EVENTS = 100_000  # about 50,000 records: several seconds per shard, for the kill to land in
+BURST_USERS = 2_500
+INGEST_DAG = "dialog_event_ingest"
+
+
+def burst_records() -> list[simulator.Record]:
+    """The simulator's traffic with its phone numbers moved to +15558… (the other scenarios' seeded
+    users are +15551…-+15553…): a burst of new users going through their drills."""
+    traffic = chaos.make_records(BURST_EVENTS, seed=16, users=BURST_USERS)
+    return [
+        simulator.Record(r.data.replace(b'"+15551', b'"+15558'), "+15558" + r.partition_key[6:], r.malformed)
+        for r in traffic.records
+    ]
+
+
+def reference_of(records, drill_db, aws) -> tuple[dict, dict[str, dict]]:
+    """The burst applied in-process, in order, into a fresh database, and its commands published to
+    the test session's emulator: the aggregate checksum and the commands (by key) to expect."""
+    raws = [pipeline.RawRecord(f"{i:021d}", r.partition_key, r.data) for i, r in enumerate(records)]
+    for start in range(0, len(raws), 500):
+        pipeline.apply_micro_batch(
+            drill_db.engine, "reference-events", "shardId-000000000000", raws[start : start + 500]
+        )
+    aws.kinesis.create_stream(StreamName="reference-commands", ShardCount=1)
+    aws.kinesis.get_waiter("stream_exists").wait(StreamName="reference-commands")
+    queue.publish_pending(drill_db.engine, aws.kinesis, "reference-commands")
+    commands = chaos.commands_by_key(chaos.read_commands(aws.kinesis, "reference-commands"))
+    return aggregate.aggregate_checksum(drill_db.engine, sorted({r.partition_key for r in records})), commands
+
+
+def phones_by_shard(phones, shards: list[dict]) -> dict[str, list[str]]:
+    """Where Kinesis puts each partition key: the shard whose hash key range holds its MD5."""
+    out: dict[str, list[str]] = {s["ShardId"]: [] for s in shards}
+    for phone in phones:
+        key = int.from_bytes(hashlib.md5(phone.encode(), usedforsecurity=False).digest(), "big")
+        shard = next(
+            s
+            for s in shards
+            if int(s["HashKeyRange"]["StartingHashKey"]) <= key <= int(s["HashKeyRange"]["EndingHashKey"])
+        )
+        out[shard["ShardId"]].append(phone)
+    return out
+
+
+def users_applied(engine, phones: list[str]) -> int:
+    return chaos.scalar(engine, "SELECT count(*) FROM phone_numbers WHERE phone_number = ANY(%(p)s)", {"p": phones})
+
+
+def pending_keys(engine) -> set[str]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT idempotency_key FROM command_outbox WHERE published_at IS NULL")
+        return {row[0] for row in rows}
+
+
+def choose_victim(stack: CeleryStack, engine, run_id: str, by_shard: dict[str, list[str]], timeout: float = 240):
+    """Wait until a running shard task is part-way through its shard's users (between 5% and 60%
+    applied); returns (the worker running it, the run's shard tasks, the run's shards by map index)."""
+    deadline = time.monotonic() + timeout
+    planned: list[str] = []
+    while time.monotonic() < deadline:
+        if not planned:
+            with contextlib.suppress(urllib.error.HTTPError):
+                planned = stack.xcom(INGEST_DAG, run_id, "plan_shards")
+        tasks = [t for t in stack.task_instances(INGEST_DAG, run_id) if t["task_id"] == "ingest_shard"]
+        for t in tasks:
+            if not planned or t["state"] != "running" or not (worker := stack.worker_of(t["id"])):
+                continue
+            phones = by_shard[planned[t["map_index"]]]
+            if 0.05 * len(phones) <= users_applied(engine, phones) <= 0.6 * len(phones):
+                return worker, tasks, planned
+        time.sleep(0.1)
+    raise AssertionError(f"no shard task was caught part-way:\n{stack.describe(INGEST_DAG, run_id)}")
+
+
+def test_ingestion_across_4_shards_survives_a_worker_killed_mid_ingestion(celery_stack, drill_db, aws):
+    """A burst of 2,500 new users (100,000 events) on the 4-shard dialog event stream, ingested by the
+    continuous `dialog_event_ingest` run (one ingest_shard task per shard, on both workers). One
+    worker is SIGKILLed while one of its shards is part-way through and then replaced (`make up`
+    starts what is missing): its shard tasks are retried from their checkpoints, the aggregate ends
+    equal to an in-process reference apply of the same records, every command is on the stream, and
+    a command is sent twice only if it was in flight when the worker died (byte-identical)."""
+    stack = celery_stack
+    records = burst_records()
+    phones = sorted({r.partition_key for r in records})
+    want_state, want_commands = reference_of(records, drill_db, aws)
+    stream = config.VARIABLE_DEFAULTS[config.DIALOG_EVENT_STREAM]
+    shards = stack.kinesis().list_shards(StreamName=stream)["Shards"]
+    by_shard = phones_by_shard(phones, shards)
+    # DRILL_DIALOG_SHARDS and DRILL_KEEP_PAUSED: 4 shards, and ingestion has not started yet
+    assert len(shards) == INGEST_SHARDS and all(by_shard.values())
+    assert stack.api._request("GET", f"/api/v2/dags/{INGEST_DAG}")["is_paused"] is True
+    assert stack.runs(INGEST_DAG) == []
+    chaos.put_records(stack.kinesis(), stream, records)
+    engine = stack.drill_engine()
+    try:
+        stack.set_paused(INGEST_DAG, False)  # the scheduler starts the continuous run at once
+        run_id = wait_for(lambda: next((r["dag_run_id"] for r in stack.runs(INGEST_DAG)), None), 60)
+        victim, shard_tasks, planned = choose_victim(stack, engine, run_id, by_shard)
+        stack.kill_worker(victim)
+        killed = sorted(t["map_index"] for t in shard_tasks if stack.worker_of(t["id"]) == victim)
+        left = {planned[i]: len(by_shard[planned[i]]) - users_applied(engine, by_shard[planned[i]]) for i in killed}
+        unconfirmed = pending_keys(engine) & {c["idempotency_key"] for c in stack.commands()}
+        assert any(left.values()), left
+
+        again = stack.up()  # a replacement machine
+        assert f"started {victim}" in again.stdout
+        deadline = time.monotonic() + 420
+        while not (
+            pending_keys(engine) == set()
+            and aggregate.aggregate_checksum(engine, phones) == want_state
+            and set(want_commands) <= {c["idempotency_key"] for c in stack.commands()}
+            and all(t["try_number"] >= 2 for t in stack.task_instances(INGEST_DAG, run_id) if t["map_index"] in killed)
+        ):
+            assert time.monotonic() < deadline, stack.describe(INGEST_DAG, run_id)
+            time.sleep(5)
+        assert chaos.scalar(engine, "SELECT count(*) FROM rejected_records") == 0
+        after = [t for t in stack.task_instances(INGEST_DAG, run_id) if t["task_id"] == "ingest_shard"]
+    finally:
+        stack.set_paused(INGEST_DAG, True)
+        engine.dispose()
+
+    # only the killed shards' tasks ran again (try 2); the others never stopped
+    assert sorted(t["map_index"] for t in after if t["try_number"] == 2) == killed
+    burst = [c for c in stack.commands() if c["idempotency_key"] in want_commands or c["_partition_key"] in phones]
+    audit = chaos.audit_commands(burst, want_commands)
+    duplicated = {k for k in want_commands if sum(c["idempotency_key"] == k for c in burst) > 1}
+    assert not (audit.missing or audit.unexpected or audit.payload_mismatch), audit.as_dict()
+    assert duplicated <= unconfirmed and audit.duplicates_identical, (audit.as_dict(), len(unconfirmed))
+    print(
+        f"\n4 shards, {len(records)} records, {len(phones)} users; killed {victim} running shard tasks {killed} "
+        f"with {left} users still to apply; {len(unconfirmed)} commands in flight; {audit.as_dict()}"
+    )
+
+
+def wait_for(check, timeout: float):
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+    return got

@@ -39,6 +39,13 @@ def state_dir():
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
+def test_stack_shape_settings_default_to_two_shards_and_every_dag_unpaused(tmp_path):
+    s = _settings(tmp_path)
+    assert (s.dialog_shards, s.keep_paused) == (2, ())
+    s = _settings(tmp_path, DRILL_DIALOG_SHARDS=4, DRILL_KEEP_PAUSED=" dialog_event_ingest, trigger_reminders ,")
+    assert (s.dialog_shards, s.keep_paused) == (4, ("dialog_event_ingest", "trigger_reminders"))
+
+
 SECRETS = {"api_secret_key": "k", "jwt_secret": "j", "fernet_key": "f"}
 
 

@@ -1,0 +1,184 @@
+"""Scale-out on CeleryExecutor (issue 16): the same backlog on a 4-shard dialog event stream,
+ingested by one `dialog_event_ingest` run started by hand, with 1 Celery worker and with 2 workers
+of CELERY_BENCH_CONCURRENCY (2) task slots each. Prints each configuration's throughput and the
+ratio 2 workers / 1 worker.
+
+Each configuration is a whole local stack (`EXECUTOR=celery make up`, devtools.devstack) on spare
+ports in a temporary folder, with the scheduler, triggerer, dag-processor, api-server, Redis and
+the workers. The run is started the way an operator starts a catch-up run while the continuous
+run is active (dialog_event_ingest's doc): trigger it, mark the scheduled run as success; here the
+DAG is paused in between, so the backlog is put on the stream before any consumer reads it. The
+figure is the apply window: from the first shard task's start to the last one's end (Airflow's
+own task instance times), the backlog's events divided by it. Both runs must end in the same state.
+
+With 1 worker of 2 slots, two shard tasks run and two wait for a slot; with 2 workers all four run
+at once. On a 2-core machine the two workers share the same two cores with PostgreSQL, the AWS
+emulator, Redis and Airflow's own processes: the ratio shows what spreading the shards buys when
+CPU is not added, not what a second machine buys.
+
+Sizes: CELERY_BENCH_EVENTS (100,000), CELERY_BENCH_USERS (2,500), CELERY_BENCH_CONCURRENCY (2).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+DAG_ID = "dialog_event_ingest"
+SHARDS = 4
+TERMINAL = {"success", "failed", "skipped", "upstream_failed", "removed"}
+
+
+def _wait(what: str, check, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(every)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class _Stack:
+    """One Celery stack for one configuration."""
+
+    def __init__(self, workers: int, concurrency: int):
+        from devtools import devstack
+
+        self.state = Path(tempfile.mkdtemp(prefix=f"drill-celery-bench-{workers}w-"))
+        self.state.chmod(0o755)
+        env = devstack.spare_stack_environment(
+            self.state,
+            EXECUTOR="celery",
+            DRILL_CELERY_WORKERS=str(workers),
+            DRILL_CELERY_CONCURRENCY=str(concurrency),
+            DRILL_DIALOG_SHARDS=str(SHARDS),
+        )
+        self.s = devstack.Settings.from_env(env)
+        self.api = devstack.Api(self.s.api_url)
+
+    def __enter__(self) -> _Stack:
+        from devtools import devstack
+
+        devstack.up(self.s, with_simulator=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from devtools import devstack
+
+        devstack.down(self.s)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        return self.api._request(method, path, body)
+
+    def runs(self) -> list[dict]:
+        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+
+    def set_paused(self, paused: bool) -> None:
+        self.call("PATCH", f"/api/v2/dags/{DAG_ID}?update_mask=is_paused", {"is_paused": paused})
+
+
+def _catch_up_run(stack: _Stack, records: list) -> str:
+    """Start a run by hand with the backlog on the stream and no consumer before it; its run id."""
+    from devtools import chaos
+    from drill_progress import config
+
+    scheduled = _wait(
+        "the continuous run",
+        lambda: next((r for r in stack.runs() if r["run_type"] == "scheduled" and r["state"] == "running"), None),
+        240,
+    )
+    stack.set_paused(True)
+    body = {"logical_date": None, "conf": {"max_records_per_shard": 10**9, "max_seconds": 3600}}
+    run_id = stack.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", body)["dag_run_id"]
+    stack.call("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{scheduled['dag_run_id']}", {"state": "success"})
+    _wait(
+        "the scheduled run's tasks to stop",
+        lambda: all(t["state"] in TERMINAL for t in stack.task_instances(scheduled["dag_run_id"])),
+        180,
+    )
+    kinesis = chaos.boto3_client("kinesis", stack.s.aws_endpoint_url)
+    chaos.put_records(kinesis, config.VARIABLE_DEFAULTS[config.DIALOG_EVENT_STREAM], records)
+    stack.set_paused(False)
+    return run_id
+
+
+def _finished(stack: _Stack, run_id: str) -> str | None:
+    state = stack.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+    return state if state in TERMINAL else None
+
+
+def _apply_window(tis: list[dict]) -> float:
+    shards = [t for t in tis if t["task_id"] == "ingest_shard"]
+    start = min(datetime.fromisoformat(t["start_date"]) for t in shards)
+    end = max(datetime.fromisoformat(t["end_date"]) for t in shards)
+    return (end - start).total_seconds()
+
+
+def _one(workers: int, concurrency: int, traffic) -> dict:
+    from devtools import aggregate, devstack
+    from drill_progress.db import make_engine
+
+    with _Stack(workers, concurrency) as stack:
+        started = time.monotonic()
+        run_id = _catch_up_run(stack, traffic.records)
+        state = _wait("the run by hand to finish", lambda: _finished(stack, run_id), 1800, every=2.0)
+        wall = time.monotonic() - started
+        tis = stack.task_instances(run_id)
+        if state != "success":
+            raise RuntimeError(
+                f"{workers} worker(s): the run ended {state}: {[(t['task_id'], t['state']) for t in tis]}"
+            )
+        engine = make_engine(devstack.drill_db_uri(stack.s))
+        try:
+            checksum = aggregate.aggregate_checksum(engine)
+        finally:
+            engine.dispose()
+    window = _apply_window(tis)
+    return {"window_s": window, "events_per_s": traffic.events / window, "wall_s": wall, "checksum": checksum}
+
+
+def run(ctx) -> list[dict]:
+    from devtools import chaos
+
+    events = ctx.size("CELERY_BENCH_EVENTS", 100_000)
+    users = ctx.size("CELERY_BENCH_USERS", 2_500)
+    concurrency = ctx.size("CELERY_BENCH_CONCURRENCY", 2)
+    traffic = chaos.make_records(events, seed=21, users=users)
+    one = _one(1, concurrency, traffic)
+    two = _one(2, concurrency, traffic)
+    if one["checksum"] != two["checksum"]:
+        raise RuntimeError("1 and 2 workers ended in different states")
+    common = {
+        "events": traffic.events,
+        "records": len(traffic.records),
+        "shards": SHARDS,
+        "slots_per_worker": concurrency,
+    }
+    return [
+        {
+            "metric": f"celery.ingest.{n}_worker.events_per_s",
+            "value": round(r["events_per_s"]),
+            "unit": "events/s",
+            "apply_window_s": round(r["window_s"], 1),
+            "wall_s_put_and_run": round(r["wall_s"], 1),
+            **common,
+        }
+        for n, r in ((1, one), (2, two))
+    ] + [
+        {
+            "metric": "celery.ingest.scale_out_ratio",
+            "value": round(two["events_per_s"] / one["events_per_s"], 2),
+            "unit": "x (2 workers / 1 worker)",
+            "cpus": os.cpu_count(),
+            "same_end_state": True,
+        }
+    ]
