@@ -96,7 +96,9 @@ def report_db(drill_db):
             "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, "
             "created_at, published_at) "
             "SELECT 'k' || g, CASE WHEN g %% 3 = 0 THEN 'TRIGGER_REMINDER' ELSE 'START_DRILL' END, %(p)s, "
-            "       jsonb_build_object('phone_number', %(p)s::text), 'test', now() - interval '3 days', "
+            "       jsonb_build_object('phone_number', %(p)s::text), 'test', "
+            "       CASE WHEN g <= 6 THEN now() - interval '1 minute' WHEN g <= 9 THEN now() - interval '1 day 1 minute' "
+            "            ELSE now() - interval '3 days' END, "
             "       CASE WHEN g <= 6 THEN now() WHEN g <= 9 THEN now() - interval '1 day' END "
             "FROM generate_series(1, 10) AS g",
             {"p": PHONE},
