@@ -17,9 +17,10 @@ CONTRACT_DAG_IDS = {
     "trigger_reminders",
     "drill_rollout",
     "drill_progress_report",
+    "drill_progress_maintenance",
 }
 # The project's own DAGs beside the contract's (documented in docs/dags.md).
-PROJECT_DAG_IDS = {"dialog_event_reapply"}
+PROJECT_DAG_IDS = {"dialog_event_reapply", "drill_progress_monitor"}
 
 
 class ParseTimeLookup(AssertionError):

@@ -70,7 +70,8 @@ CREATE TABLE ingestion_lag_samples (
     sampled_at  timestamptz      NOT NULL,
     lag_seconds double precision NOT NULL,  -- the worst shard: age of its oldest unread record
     shards      jsonb            NOT NULL,  -- {"shardId-...": seconds, ...}
-    above       boolean          NOT NULL,  -- lag_seconds above the alert threshold
+    threshold_seconds double precision NOT NULL,  -- the alert threshold when sampled
+    above       boolean          NOT NULL,  -- lag_seconds above that threshold
     alerted     boolean          NOT NULL DEFAULT false,  -- this sample raised the lag alert
     PRIMARY KEY (stream, sampled_at)
 );
