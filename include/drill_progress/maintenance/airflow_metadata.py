@@ -12,11 +12,12 @@ line or in a log. Without that connection, a process that has the metadata datab
 anything else skips this step, saying so.
 
 Never an unfinished run: `airflow db clean` deletes by age only (it keeps just the newest
-scheduled run per DAG). So the cutoff is never later than the start of the maintenance run
-itself, and a DAG with a queued or running run started before the cutoff (a long backfill, a
-cleared old run) is cleaned by a second call with its own cutoff: the earliest start among those
-runs and their task instances. The first call excludes those DAGs (`--exclude-dag-ids`); rows
-without a DAG id (scheduler jobs, CLI audit entries) wait for a day without such runs.
+scheduled run per DAG), so the cutoff is never later than the start of the maintenance run itself,
+nor than the earliest start of any queued or running run and its task instances (a long backfill,
+a cleared old run): rows that old are kept until that run finishes. The return value names the
+runs that held the cutoff back. One unscoped call, on purpose: in Airflow 3.3.2 `--dag-ids` and
+`--exclude-dag-ids` make `airflow db clean` fail on `task_reschedule`, `deadline` and
+`asset_event`, which have no `dag_id` column (apache/airflow#69030, fixed upstream by #73173).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -123,24 +124,22 @@ def metadata_url(conn_id: str = METADATA_CONN_ID) -> tuple[str | None, str]:
     )
 
 
-# ---- what to clean, protecting unfinished runs -----------------------------------------------------
+# ---- how far back, protecting unfinished runs -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cleanup:
-    """One `airflow db clean` call: rows older than `before`, of the given DAGs or of all but some."""
-
-    before: datetime
-    dag_ids: tuple[str, ...] = ()
-    exclude_dag_ids: tuple[str, ...] = ()
-
-
-ACTIVE_RUNS_SQL = """
-SELECT r.dag_id, r.start_date, r.queued_at,
+UNFINISHED_RUNS_SQL = """
+SELECT r.dag_id, r.run_id, r.start_date, r.queued_at,
        (SELECT min(ti.start_date) FROM task_instance ti WHERE ti.dag_id = r.dag_id AND ti.run_id = r.run_id)
 FROM dag_run r
 WHERE r.state IN ('queued', 'running')
 """
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    dag_id: str
+    run_id: str
+    since: datetime  # the earliest start among the run and its task instances
 
 
 def _as_utc(value: Any) -> datetime | None:
@@ -151,39 +150,40 @@ def _as_utc(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def active_run_starts(url: str, now: datetime) -> dict[str, datetime]:
-    """Per DAG with a queued or running run: the earliest start among those runs and their task
-    instances (a run not started yet counts from when it was queued, or from now). Read-only."""
+def unfinished_runs(url: str, now: datetime) -> list[UnfinishedRun]:
+    """Queued or running DAG runs, each with the earliest start among it and its task instances (a
+    run not started yet counts from when it was queued, or from now). A read-only query."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text(ACTIVE_RUNS_SQL)).all()
+            rows = conn.execute(text(UNFINISHED_RUNS_SQL)).all()
     finally:
         engine.dispose()
-    starts: dict[str, datetime] = {}
-    for dag_id, *moments in rows:
+    runs = []
+    for dag_id, run_id, *moments in rows:
         known = [m for m in (_as_utc(v) for v in moments) if m is not None]
-        earliest = min(known, default=now)
-        starts[dag_id] = min(earliest, starts.get(dag_id, earliest))
-    return starts
+        runs.append(UnfinishedRun(dag_id, run_id, min(known, default=now)))
+    return runs
 
 
-def plan(cutoff: datetime, active: Mapping[str, datetime]) -> list[Cleanup]:
-    """The calls to make: one for every DAG at `cutoff`, except DAGs with an unfinished run that
-    started before it, each cleaned only up to that start."""
-    protected = {dag_id: start for dag_id, start in active.items() if start <= cutoff}
-    calls = [Cleanup(cutoff, exclude_dag_ids=tuple(sorted(protected)))]
-    calls += [Cleanup(start, dag_ids=(dag_id,)) for dag_id, start in sorted(protected.items())]
-    return calls
+# `airflow db clean` deletes rows older than the cutoff; an unfinished run's rows must be newer
+# by a clear margin (SQLite compares timestamps as text: '…15.5' < '…15.5+00:00').
+PROTECTION_MARGIN = timedelta(seconds=1)
+
+
+def protected_cutoff(wanted: datetime, unfinished: list[UnfinishedRun]) -> tuple[datetime, list[UnfinishedRun]]:
+    """The cutoff that spares every unfinished run, and the runs that held it back from `wanted`."""
+    holding = sorted((r for r in unfinished if r.since - PROTECTION_MARGIN <= wanted), key=lambda r: r.since)
+    return (holding[0].since - PROTECTION_MARGIN if holding else wanted), holding
 
 
 # ---- running `airflow db clean` ---------------------------------------------------------------------
 
 
-def command(call: Cleanup, *, dry_run: bool, tables: Iterable[str] = TABLES, batch: int = BATCH_ROWS) -> list[str]:
+def command(before: datetime, *, dry_run: bool, tables: Iterable[str] = TABLES, batch: int = BATCH_ROWS) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -191,7 +191,7 @@ def command(call: Cleanup, *, dry_run: bool, tables: Iterable[str] = TABLES, bat
         "db",
         "clean",
         "--clean-before-timestamp",
-        call.before.astimezone(UTC).isoformat(),
+        before.astimezone(UTC).isoformat(),
         "--tables",
         ",".join(tables),
         "--batch-size",
@@ -200,10 +200,6 @@ def command(call: Cleanup, *, dry_run: bool, tables: Iterable[str] = TABLES, bat
         "--error-on-cleanup-failure",
         "--yes",
     ]
-    if call.dag_ids:
-        cmd += ["--dag-ids", ",".join(call.dag_ids)]
-    if call.exclude_dag_ids:
-        cmd += ["--exclude-dag-ids", ",".join(call.exclude_dag_ids)]
     if dry_run:
         cmd.append("--dry-run")
     return cmd
@@ -231,55 +227,40 @@ def child_environment(url: str) -> dict[str, str]:
     return env
 
 
-def run_clean(url: str, call: Cleanup, *, dry_run: bool, timeout: float = TIMEOUT_SECONDS) -> dict[str, int]:
+def run_clean(url: str, before: datetime, *, dry_run: bool, timeout: float = TIMEOUT_SECONDS) -> dict[str, int]:
     """One `airflow db clean` child process; the rows per table it found (and deleted, unless dry)."""
     result = subprocess.run(
-        command(call, dry_run=dry_run),
+        command(before, dry_run=dry_run),
         env=child_environment(url),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    output = result.stdout + "\n" + result.stderr
     if result.returncode != 0:
-        tail = "\n".join(output.strip().splitlines()[-15:])
+        tail = "\n".join((result.stdout + "\n" + result.stderr).strip().splitlines()[-15:])
         raise MetadataCleanupError(f"airflow db clean exited with {result.returncode}:\n{tail}")
     return rows_per_table(result.stdout)
 
 
-@dataclass
-class MetadataPrune:
-    cutoff: datetime
-    dry_run: bool
-    calls: list[dict] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
-
-    def summary(self, source: str) -> dict:
-        return {
-            "dry_run": self.dry_run,
-            "cutoff": self.cutoff.isoformat(),
-            "database": source,
-            "rows": dict(sorted(self.rows.items())),
-            "calls": self.calls,
-        }
-
-
-def prune_metadata(url: str, source: str, *, cutoff: datetime, now: datetime, dry_run: bool) -> dict:
-    """Clean Airflow's metadata older than `cutoff` (never a queued or running run); rows per table."""
-    result = MetadataPrune(cutoff, dry_run)
-    for call in plan(cutoff, active_run_starts(url, now)):
-        found = run_clean(url, call, dry_run=dry_run)
-        for table, rows in found.items():
-            result.rows[table] = result.rows.get(table, 0) + rows
-        result.calls.append(
-            {
-                "before": call.before.isoformat(),
-                "dag_ids": list(call.dag_ids),
-                "exclude_dag_ids": list(call.exclude_dag_ids),
-                "rows": sum(found.values()),
-            }
-        )
+def prune_metadata(
+    url: str, source: str, *, cutoff: datetime, now: datetime, dry_run: bool, own_run_id: str | None = None
+) -> dict:
+    """Clean Airflow's metadata older than `cutoff`, never a queued or running run; rows per table.
+    `own_run_id`: the maintenance run itself, protected like the others but not reported."""
+    before, holding = protected_cutoff(cutoff, unfinished_runs(url, now))
+    holding = [r for r in holding if r.run_id != own_run_id]
+    for run in holding:
+        since = run.since.isoformat()
+        log.warning("unfinished run %s of %s (since %s) holds Airflow's history back", run.run_id, run.dag_id, since)
+    found = run_clean(url, before, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    log.info("Airflow metadata older than %s: %s %s", cutoff.isoformat(), verb, result.rows)
-    return result.summary(source)
+    log.info("Airflow metadata older than %s: %s %s", before.isoformat(), verb, found)
+    return {
+        "dry_run": dry_run,
+        "cutoff": before.isoformat(),
+        "wanted_cutoff": cutoff.isoformat(),
+        "held_back_by": [{"dag_id": r.dag_id, "run_id": r.run_id, "since": r.since.isoformat()} for r in holding],
+        "database": source,
+        "rows": dict(sorted(found.items())),
+    }

@@ -61,7 +61,12 @@ def prune_airflow_metadata(params: dict, dag_run) -> dict:
     if url is None:
         raise AirflowSkipException(source)
     return airflow_metadata.prune_metadata(
-        url, source, cutoff=cutoff, now=now, dry_run=bool(params.get("dry_run", False))
+        url,
+        source,
+        cutoff=cutoff,
+        now=now,
+        dry_run=bool(params.get("dry_run", False)),
+        own_run_id=getattr(dag_run, "run_id", None),
     )
 
 
