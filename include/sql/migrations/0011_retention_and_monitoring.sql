@@ -40,8 +40,8 @@ CREATE INDEX command_outbox_created_at_idx ON command_outbox (created_at);
 
 -- Room on each page for the new versions of its rows when they are published (HOT needs the new
 -- version on the same page; a publish stamps every row of a page in one transaction). Measured
--- in bench/bench_maintenance.py: 100 % of publishes HOT at 50, about half at 70, none at 100.
--- Applies to pages written from now on.
+-- while choosing: 100 % of publishes HOT at 50, about half at 70, almost none at 100
+-- (bench/bench_maintenance.py reports the share). Applies to pages written from now on.
 ALTER TABLE command_outbox SET (fillfactor = 50);
 
 -- 2. "One reminder per (instance, prompt), ever" no longer depends on outbox rows, which are
