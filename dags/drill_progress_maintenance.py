@@ -18,7 +18,7 @@ locks, and keeps every promise of the contract (docs/operations.md). No catchup;
      while the table does not exist.
    - `ingestion_lag_samples`: older than 7 days.
 2. **prune_airflow_metadata**: `airflow db clean` (Airflow's own interface) for `dag_run`,
-   `task_instance`, `task_instance_history`, `task_reschedule`, `xcom`, `log` and `job` rows older
+   `task_instance`, `task_instance_history`, `task_reschedule`, `xcom` and `log` (audit) rows older
    than `metadata_retention_days`, in batches of 10,000, without archive tables. Never this run
    (the cutoff is at most its start) and never a queued or running run of another DAG. It needs
    the metadata database: connection **`airflow_metadata_db`** (`AIRFLOW_CONN_AIRFLOW_METADATA_DB`,

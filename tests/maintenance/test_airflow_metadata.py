@@ -78,7 +78,7 @@ def test_the_command_never_archives_asks_or_hides_a_failure():
     cmd = metadata.command(NOW, dry_run=True)
     assert cmd[:5] == [sys.executable, "-m", "airflow", "db", "clean"]
     assert cmd[cmd.index("--clean-before-timestamp") + 1] == "2026-03-02T03:00:00+00:00"
-    assert cmd[cmd.index("--tables") + 1] == "dag_run,task_instance,task_instance_history,task_reschedule,xcom,log,job"
+    assert cmd[cmd.index("--tables") + 1] == "dag_run,task_instance,task_instance_history,task_reschedule,xcom,log"
     assert {"--skip-archive", "--yes", "--error-on-cleanup-failure", "--dry-run"} <= set(cmd)
     assert "--dry-run" not in metadata.command(NOW, dry_run=False)
 

@@ -1,4 +1,4 @@
-"""Pruning Airflow's own metadata (DAG runs, task instances, XComs, the audit log, jobs) through
+"""Pruning Airflow's own metadata (DAG runs, task instances, XComs, the audit log) through
 Airflow's supported interface, the `airflow db clean` command.
 
 Why a subprocess with its own database URL: a task running on a worker has no database access
@@ -38,9 +38,11 @@ METADATA_CONN_ID = "airflow_metadata_db"
 BLOCKED_URL_PREFIX = "airflow-db-not-allowed"
 # What grows with every run. Not `dag`, `dag_version`, `asset_event`, `trigger`, `callback` or
 # `import_error`: they describe the DAGs and their scheduling, not history (`airflow db clean`
-# would delete every DAG not re-parsed since the cutoff). `dag_run` brings its dependants
-# (`task_state_store`, `deadline`) along, as `airflow db clean` always does.
-TABLES = ("dag_run", "task_instance", "task_instance_history", "task_reschedule", "xcom", "log", "job")
+# would delete every DAG not re-parsed since the cutoff). Not `job` either: it holds the running
+# scheduler's, triggerer's and dag-processor's own rows, which a cutoff of seconds ago deletes
+# between two heartbeats (and they stop); it grows by one row per component start. `dag_run`
+# brings its dependants (`task_state_store`, `deadline`) along, as `airflow db clean` always does.
+TABLES = ("dag_run", "task_instance", "task_instance_history", "task_reschedule", "xcom", "log")
 BATCH_ROWS = 10_000
 TIMEOUT_SECONDS = 3 * 3600
 # libpq settings a postgres connection's extra may carry into the URL

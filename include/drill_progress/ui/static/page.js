@@ -90,7 +90,7 @@
         String(Math.round(f * maxCum))));
     });
     var step = plotW / dates.length;
-    var barW = Math.max(2, step * 0.7);
+    var barW = Math.min(48, Math.max(2, step * 0.7));
     var slugs = Object.keys(data.by_drill);
     var liveDate = data.live ? data.live.date : null;
     dates.forEach(function (d, i) {
@@ -239,7 +239,7 @@
         (s.alerted ? " (alert sent)" : "")));
       root.appendChild(dot);
     });
-    [t0, t1].forEach(function (t, i) {
+    (t1 > t0 ? [t0, t1] : [t0]).forEach(function (t, i) {
       root.appendChild(svgEl("text", {x: x(t).toFixed(1), y: H - 8, "text-anchor": i ? "end" : "start",
         "font-size": 10, fill: "#5f6b7a"}, new Date(t).toISOString().slice(11, 16) + " UTC"));
     });
