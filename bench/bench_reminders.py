@@ -15,7 +15,8 @@ Measures: the plan (EXPLAIN (ANALYZE, BUFFERS), printed), the median server-side
 (EXPLAIN (ANALYZE, TIMING OFF)), the median time of the query as the task runs it
 (`reminders.find_due`: bound params, rows fetched into Python objects), the same without the
 partial index for contrast, and a whole `trigger_reminders` run (enqueue + publish to moto),
-then a re-run that finds nothing new.
+then a re-run that finds nothing new; and what `drill_instances.reminded_prompts` (the record of
+"reminded, ever" that survives the outbox's pruning) costs: bytes per reminded instance and a day.
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ FROM generate_series(1, %(outbox)s) h""",
 ]
 
 # steady state of a 5-minute schedule: every instance that was already due at the previous run
-# (prompt started more than 4 h 05 min ago) has its reminder; only the last 5 minutes' are new
+# (prompt started more than 4 h 05 min ago) has its reminder (its prompt in reminded_prompts, its
+# command in the outbox); only the last 5 minutes' are new
+REMINDED_SQL = """
+UPDATE drill_instances SET reminded_prompts = ARRAY[current_prompt_slug]
+WHERE is_valid AND completion_time IS NULL AND current_prompt_slug IS NOT NULL
+  AND current_prompt_start_time > %(ref)s::timestamptz - interval '24 hours'
+  AND current_prompt_start_time <= %(ref)s::timestamptz - interval '4 hours 5 minutes'
+"""
 SENT_SQL = """
 INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, published_at, attempts)
 SELECT 'reminder:' || drill_instance_id || ':' || current_prompt_slug, 'TRIGGER_REMINDER', phone_number,
@@ -111,6 +119,7 @@ def run(ctx) -> list[dict]:
         for statement in SEED_SQL:
             conn.exec_driver_sql(statement, params)
         conn.exec_driver_sql(SENT_SQL, {"ref": REF})
+        conn.exec_driver_sql(REMINDED_SQL, {"ref": REF})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE drill_instances")
         conn.exec_driver_sql("VACUUM ANALYZE command_outbox")
@@ -180,6 +189,8 @@ def run(ctx) -> list[dict]:
     )
 
     # a whole run: enqueue the new half, publish them to the emulator; then a re-run
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_stat_reset()")
     kinesis = ctx.boto3_client("kinesis")
     ensure_stream(kinesis, "bench-reminder-commands")
     for label in ("first_run", "rerun"):
@@ -193,5 +204,47 @@ def run(ctx) -> list[dict]:
                 **{k: summary[k] for k in ("candidates", "enqueued", "published", "failed")},
             }
         )
+    results += _reminded_prompts_cost(engine, instances)
     engine.dispose()
     return results
+
+
+def _reminded_prompts_cost(engine, instances: int) -> list[dict]:
+    """What keeping "reminded" on the instance costs: bytes per reminded instance, reminders a day in
+    this mix (prompts entering the window in a day), so bytes a day; and how many of the marking
+    updates were HOT (no index entry written)."""
+    engine.dispose()  # the backends that updated flush their statistics as they exit
+    time.sleep(1)
+    with engine.connect() as conn:
+        reminded, size = conn.exec_driver_sql(
+            "SELECT count(*), coalesce(sum(pg_column_size(reminded_prompts)), 0) FROM drill_instances "
+            "WHERE reminded_prompts IS NOT NULL"
+        ).one()
+        per_day = conn.exec_driver_sql(
+            "SELECT count(*) FROM drill_instances WHERE is_valid AND completion_time IS NULL "
+            "AND current_prompt_start_time > %(ref)s::timestamptz - interval '28 hours' "
+            "AND current_prompt_start_time <= %(ref)s::timestamptz - interval '4 hours'",
+            {"ref": REF},
+        ).scalar()
+        updates, hot = conn.exec_driver_sql(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'drill_instances'"
+        ).one()
+    per_instance = size / max(1, reminded)
+    scale = 1_000_000 / max(1, instances)
+    return [
+        {
+            "metric": "reminders.reminded_prompts_bytes_per_instance",
+            "value": round(per_instance, 1),
+            "unit": "B",
+            "reminded_instances": reminded,
+        },
+        {
+            "metric": "reminders.reminded_prompts_bytes_per_day_at_1m_instances",
+            "value": round(per_day * scale * per_instance),
+            "unit": "B",
+            "reminders_per_day": round(per_day * scale),
+            "note": "prompts entering the reminder window in a day, in this mix",
+        },
+        {"metric": "reminders.mark_hot_share", "value": round(hot / max(1, updates), 3), "unit": "ratio",
+         "updates": updates},
+    ]  # fmt: skip

@@ -6,14 +6,16 @@ prompt), ever, to users stuck on a prompt (contract §6). No catchup; one active
 
 **What it does** (task `send_reminders`, one transaction then one publish):
 
-1. **Records the key.** Finds the valid (`is_valid`; an opted-out instance is invalid), incomplete
-   drill instances whose current prompt started in the window
+1. **Records the reminder.** Finds the valid (`is_valid`; an opted-out instance is invalid),
+   incomplete drill instances whose current prompt started in the window
    `(reference - ceil_minutes, reference - floor_minutes]` — a prompt started exactly 4 h before
-   is due, one started exactly 24 h before is not — and writes a reminder for each into the
-   PostgreSQL outbox `command_outbox` under the key `reminder:<drill_instance_id>:<prompt_slug>`
-   (`INSERT … ON CONFLICT DO NOTHING`). A key already there writes nothing: retries, overlapping
-   runs and re-runs never send twice. A prompt advanced since its reminder has a new key and gets
-   its own reminder.
+   is due, one started exactly 24 h before is not — adds the prompt to the instance's
+   `drill_instances.reminded_prompts` where it is not there yet, and writes a reminder for each
+   prompt marked into the PostgreSQL outbox `command_outbox` under the key
+   `reminder:<drill_instance_id>:<prompt_slug>`, in one transaction. A prompt already marked
+   writes nothing: retries, overlapping runs and re-runs never send twice, even after
+   `drill_progress_maintenance` pruned the outbox. A prompt advanced since its reminder is a new
+   prompt and gets its own reminder.
 2. **Publishes.** Sends every pending reminder row to the command stream (PutRecords ≤ 500, failed
    records retried with backoff) as `{"type": "TRIGGER_REMINDER", "payload": {"phone_number",
    "drill_instance_id", "prompt_slug"}, "idempotency_key"}`, partition key = phone number, and stamps
@@ -27,10 +29,9 @@ reference time; `floor_minutes` must be less than `ceil_minutes` (the task fails
 otherwise).
 
 **Reads**: `drill_instances`, `command_outbox` (connection `drill_progress_db`).
-**Writes**: `command_outbox`; the Kinesis stream named by Variable `command_stream`
-(connection `aws_default`). Rows of `command_outbox` are kept (never pruned here), so a key
-outlives the 24 h window. The task returns a summary: candidates in the window, already
-recorded, newly enqueued, published, failed.
+**Writes**: `drill_instances.reminded_prompts`, `command_outbox`; the Kinesis stream named by
+Variable `command_stream` (connection `aws_default`). The task returns a summary: candidates in
+the window, already recorded, newly enqueued, published, failed.
 
 **Re-run / backfill**: safe at any time — a re-run sends only reminders never recorded before, plus
 any still pending. A manual run (`airflow dags trigger trigger_reminders`, or

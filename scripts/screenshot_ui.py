@@ -6,8 +6,10 @@
 Logs in the way the Airflow UI does (POST /auth/token with the user's password), then opens the
 page through its login bridge, `/drill-progress/login#token=...`: the token rides in the URL
 fragment, which is never sent to a server or written to access logs, and the bridge trades it for
-Airflow's own `_token` cookie. Needs Debian's `chromium` package (/usr/bin/chromium). Also used
-by tests/report/test_page_browser.py.
+Airflow's own `_token` cookie. The bridge is off unless the api-server runs with the Airflow
+setting `[drill_progress] ui_login_bridge = True` (AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE=true);
+the account needs read access to the page's DAGs. Needs Debian's `chromium` package
+(/usr/bin/chromium). Also used by tests/ui/test_page_browser.py.
 """
 
 from __future__ import annotations

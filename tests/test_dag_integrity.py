@@ -17,9 +17,10 @@ CONTRACT_DAG_IDS = {
     "trigger_reminders",
     "drill_rollout",
     "drill_progress_report",
+    "drill_progress_maintenance",
 }
 # The project's own DAGs beside the contract's (documented in docs/dags.md).
-PROJECT_DAG_IDS = {"dialog_event_reapply"}
+PROJECT_DAG_IDS = {"dialog_event_reapply", "drill_progress_monitor"}
 
 
 class ParseTimeLookup(AssertionError):
@@ -93,3 +94,14 @@ def test_dag_ids_are_the_contracts(airflow_db):
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors
     assert set(bag.dag_ids) == CONTRACT_DAG_IDS | PROJECT_DAG_IDS
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_every_task_alerts_when_it_fails(path, airflow_db):
+    from drill_progress import alerting
+
+    for dag in _bag(path).dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert alerting.on_task_failure in callbacks, f"{dag.dag_id}.{task.task_id}: no failure alert"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from drill_progress import config
+from drill_progress import alerting, config
 from drill_progress.config import OWNER
 
 # include/sql as the DAGs' template_searchpath, so that a SQL operator's `sql="report/x.sql"` is found
@@ -19,6 +19,8 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    # one SNS alert per task that failed its last attempt (topic: Variable alert_topic_arn)
+    "on_failure_callback": alerting.on_task_failure,
 }
 
 TAGS_BASE = ["drill-progress"]

@@ -216,3 +216,75 @@ def test_invalid_window_touches_nothing(drill_db, aws):
     with pytest.raises(reminders.InvalidWindow):
         _run(drill_db, aws, floor_minutes=1440, ceil_minutes=240)
     assert outbox_rows(drill_db.engine) == []
+
+
+# ---------------------------------------------------------------------------- "ever", without outbox rows
+
+
+def _reminded(engine, instance_id: str):
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT reminded_prompts FROM drill_instances WHERE drill_instance_id = %(d)s", {"d": instance_id}
+        ).scalar()
+
+
+def test_a_reminded_prompt_is_never_reminded_again_once_the_outbox_is_pruned(drill_db, aws):
+    ensure_stream(aws.kinesis, STREAM)
+    inst = add_instance(drill_db.engine, started=REF - timedelta(hours=5))
+    assert _run(drill_db, aws)["published"] == 1
+    assert _reminded(drill_db.engine, inst) == ["q1"]
+    with drill_db.engine.begin() as conn:  # what drill_progress_maintenance does with retention 0
+        conn.exec_driver_sql("DELETE FROM command_outbox WHERE published_at IS NOT NULL")
+    for ref in (REF, REF + timedelta(minutes=5), REF + timedelta(hours=10)):
+        again = _run(drill_db, aws, ref=ref)
+        assert (again["candidates"], again["already_enqueued"], again["enqueued"], again["published"]) == (1, 1, 0, 0)
+    advance(drill_db.engine, inst, "q2", REF + timedelta(hours=1))
+    assert _run(drill_db, aws, ref=REF + timedelta(hours=6))["published"] == 1
+    assert _reminded(drill_db.engine, inst) == ["q1", "q2"]
+    prompts = [json.loads(r["Data"])["payload"]["prompt_slug"] for r in read_stream(aws.kinesis, STREAM)]
+    assert prompts == ["q1", "q2"]
+
+
+def test_a_prompt_that_moved_on_or_finished_since_it_was_found_is_not_reminded(drill_db):
+    moved = add_instance(drill_db.engine, started=REF - timedelta(hours=5))
+    finished = add_instance(drill_db.engine, started=REF - timedelta(hours=5))
+    opted_out = add_instance(drill_db.engine, started=REF - timedelta(hours=5))
+    with drill_db.engine.connect() as conn:
+        found = reminders.find_due(conn, REF, reminders.window())
+    advance(drill_db.engine, moved, "q2", REF)  # ingestion committed meanwhile
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE drill_instances SET completion_time = %(t)s WHERE drill_instance_id = %(d)s",
+            {"t": REF, "d": finished},
+        )
+        conn.exec_driver_sql(
+            "UPDATE drill_instances SET is_valid = false WHERE drill_instance_id = %(d)s", {"d": opted_out}
+        )
+    with drill_db.engine.begin() as conn:
+        assert reminders.mark_reminded(conn, found) == set()
+    assert [_reminded(drill_db.engine, i) for i in (moved, finished, opted_out)] == [None, None, None]
+
+
+def test_overlapping_runs_mark_a_prompt_once(drill_db):
+    """Two runs found the same prompt; the second one's conditional UPDATE waits for the first,
+    then re-checks the row's new version and marks (so enqueues) nothing."""
+    import threading
+
+    inst = add_instance(drill_db.engine, started=REF - timedelta(hours=5))
+    with drill_db.engine.connect() as conn:
+        found = reminders.find_due(conn, REF, reminders.window())
+    second: list = []
+    with drill_db.engine.begin() as first:
+        assert reminders.mark_reminded(first, found) == {(inst, "q1")}
+
+        def other_run():
+            with drill_db.engine.begin() as conn:
+                second.append(reminders.mark_reminded(conn, found))
+
+        thread = threading.Thread(target=other_run)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()  # waiting for the first run's row lock
+    thread.join(30)
+    assert second == [set()]
+    assert _reminded(drill_db.engine, inst) == ["q1"]

@@ -28,7 +28,9 @@ from drill_progress.report import daily as report
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 PHONE = "+15551239876"
-FIRST_DAY, LAST_DAY = date(2026, 3, 1), date(2026, 3, 14)
+# two weeks of finished report days up to yesterday, and today in progress (drill_progress_monitor)
+TODAY = datetime.now(UTC).date()
+FIRST_DAY, LAST_DAY = TODAY - timedelta(days=14), TODAY - timedelta(days=1)
 
 pytestmark = [
     pytest.mark.browser,
@@ -93,7 +95,13 @@ def page_db(pg_server, migrated_template):
     engine = make_engine(url)
     dataset.load(engine, synthetic_users())
     day = FIRST_DAY
-    while day <= LAST_DAY:
+    with engine.begin() as conn:  # a few drills completed in the last hour: today's live bars
+        conn.exec_driver_sql(
+            "UPDATE drill_statuses SET completed_time = now() - interval '20 minutes' WHERE id IN ("
+            "SELECT id FROM drill_statuses WHERE started_time IS NOT NULL AND completed_time IS NULL "
+            "ORDER BY id LIMIT 6)"
+        )
+    while day <= TODAY:  # today's rows are computed before it ends: the page shows them live
         report.build_day(engine, report.ReportDay(day))
         day += timedelta(days=1)
     with engine.begin() as conn:
@@ -109,6 +117,12 @@ def page_db(pg_server, migrated_template):
             "ELSE 'schema: ' || %(p)s || ' seq is not a decimal string' END, now() - g * interval '2 hours' "
             "FROM generate_series(1, 5) AS g",
             {"p": PHONE, "raw": json.dumps({"phone_number": PHONE})},
+        )
+        conn.exec_driver_sql(  # six hours of lag samples with a 25-minute episode above 5 minutes
+            "INSERT INTO ingestion_lag_samples (stream, sampled_at, lag_seconds, shards, threshold_seconds, above, "
+            "alerted) SELECT 'dialog-events', now() - g * interval '5 minutes', lag, '{}'::jsonb, 300, lag > 300, "
+            "g = 30 FROM (SELECT g, CASE WHEN g BETWEEN 27 AND 31 THEN 420 + (31 - g) * 40 ELSE 4 + g %% 7 END AS lag "
+            "FROM generate_series(0, 71) AS g) AS s"
         )
         conn.exec_driver_sql(
             "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, "
@@ -141,6 +155,7 @@ def api_server(airflow_db, page_db, tmp_path_factory):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE": "True",  # the screenshots sign in through it
         }
     )
     log = (tmp / "api-server.log").open("w")
@@ -239,9 +254,17 @@ def test_page_renders_with_data_in_chromium(api_server):
         "***9876",
         "START_DRILL",
         "TRIGGER_REMINDER",
+        f"framed: {TODAY.isoformat()}, today so far (live, updated",
+        f"Funnel on {TODAY.isoformat()} (today so far, live)",
+        "Ingestion lag behind the stream, last 6 h",
+        "dialog-events: ",
+        "(alert above 5 min)",
+        "(alert sent)",
     ):
         assert text in dom, text
     assert dom.count("<rect") >= 10  # the completion bars were drawn
+    assert dom.count('class="live-day"') == 3  # today's column framed in each employer's chart (7, 12, unknown)
+    assert 'class="lag-line"' in dom and dom.count("<circle") >= 72
     assert PHONE not in dom
     assert "#token=" not in dom  # the bridge removed the token from the address
 

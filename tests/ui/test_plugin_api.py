@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import report_dataset as dataset
@@ -26,7 +27,9 @@ PRIVATE_ROUTES = [
     "/api/health/checkpoints",
     "/api/health/rejections",
     "/api/health/commands",
+    "/api/health/lag",
 ]
+BRIDGE_SETTING = "AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE"
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,9 @@ def report_db(drill_db):
             "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, "
             "created_at, published_at) "
             "SELECT 'k' || g, CASE WHEN g %% 3 = 0 THEN 'TRIGGER_REMINDER' ELSE 'START_DRILL' END, %(p)s, "
-            "       jsonb_build_object('phone_number', %(p)s::text), 'test', now() - interval '3 days', "
+            "       jsonb_build_object('phone_number', %(p)s::text), 'test', "
+            "       CASE WHEN g <= 6 THEN now() - interval '1 minute' WHEN g <= 9 THEN now() - interval '1 day 1 minute' "
+            "            ELSE now() - interval '3 days' END, "
             "       CASE WHEN g <= 6 THEN now() WHEN g <= 9 THEN now() - interval '1 day' END "
             "FROM generate_series(1, 10) AS g",
             {"p": PHONE},
@@ -147,7 +152,55 @@ def test_valid_airflow_credentials_are_accepted_as_bearer_or_cookie(client, repo
     assert page.headers["x-content-type-options"] == "nosniff"
 
 
-def test_login_bridge_is_static_and_session_needs_a_bearer_token(client):
+class _DagPermissions:
+    """The auth manager's is_authorized_dag, except that `user` may not read `dag_id`; records the
+    DAG ids it was asked about."""
+
+    def __init__(self, original, user: str, dag_id: str):
+        self.original, self.user, self.dag_id = original, user, dag_id
+        self.asked: set[str] = set()
+
+    def __call__(self, *, method, user, access_entity=None, details=None):
+        self.asked.add(details.id if details else None)
+        if user.get_name() == self.user and details is not None and details.id == self.dag_id:
+            return False
+        return self.original(method=method, user=user, access_entity=access_entity, details=details)
+
+
+@pytest.mark.parametrize("route", PRIVATE_ROUTES)
+def test_every_route_needs_read_access_to_the_pages_dags(client, report_db, monkeypatch, route):
+    from airflow.api_fastapi.app import get_auth_manager
+
+    from drill_progress.ui.app import PAGE_DAG_IDS
+
+    manager = get_auth_manager()
+    permissions = _DagPermissions(manager.is_authorized_dag, "no-ingest", "dialog_event_ingest")
+    monkeypatch.setattr(manager, "is_authorized_dag", permissions)
+    # a viewer may see the UI, but not one of the DAGs whose data the page shows: refused
+    refused = client.get(PREFIX + route, headers=auth(mint_token(username="no-ingest", role="viewer")))
+    assert refused.status_code == 403, refused.text
+    assert "read access to the DAGs" in refused.text
+    # the same role with every DAG readable: served, after asking about each of the page's DAGs
+    permissions.asked.clear()
+    allowed = client.get(PREFIX + route, headers=auth(mint_token(username="reader", role="viewer")))
+    assert allowed.status_code == 200, allowed.text
+    assert permissions.asked == set(PAGE_DAG_IDS)
+
+
+@pytest.mark.parametrize(("method", "route"), [("GET", "/login"), ("GET", "/login.js"), ("POST", "/session")])
+def test_login_bridge_is_off_unless_the_setting_turns_it_on(client, monkeypatch, method, route):
+    monkeypatch.delenv(BRIDGE_SETTING, raising=False)
+    assert client.request(method, PREFIX + route, headers=auth()).status_code == 404
+    assert "_token" not in client.cookies
+    monkeypatch.setenv(BRIDGE_SETTING, "False")
+    assert client.request(method, PREFIX + route, headers=auth()).status_code == 404
+    monkeypatch.setenv(BRIDGE_SETTING, "True")
+    assert client.request(method, PREFIX + route, headers=auth()).status_code in (200, 204)
+    client.cookies.clear()
+
+
+def test_login_bridge_is_static_and_session_needs_a_bearer_token(client, monkeypatch):
+    monkeypatch.setenv(BRIDGE_SETTING, "True")
     page = client.get(PREFIX + "/login")
     assert page.status_code == 200 and "login.js" in page.text
     assert client.get(PREFIX + "/login.js").status_code == 200
@@ -185,6 +238,7 @@ def test_completions_over_time(client, report_db):
         "completed": [2, 0],  # C's 01 and A's 02 on 03-10
         "completed_cumulative": [4, 4],  # 01: A, C, E; 02: A
         "by_drill": {"01-sample-drill": [1, 0], "02-sample-drill": [1, 0], "03-sample-drill": [0, 0]},
+        "live": None,  # both days were computed after they ended
     }
     one = client.get(PREFIX + "/api/completions?employer_id=unknown&days=1", headers=auth()).json()
     assert one["dates"] == ["2026-03-11"] and one["completed"] == [1]
@@ -212,6 +266,52 @@ def test_funnel_per_drill(client, report_db):
     day = client.get(PREFIX + "/api/funnel?employer_id=unknown&report_date=2026-03-10", headers=auth()).json()
     assert day["report_date"] == "2026-03-10"
     assert [(d["started_day"], d["completed_day"]) for d in day["drills"]] == [(1, 0), (0, 0), (0, 0)]
+
+
+def test_today_so_far_is_shown_live_until_the_day_is_reported(client, report_db):
+    """drill_progress_monitor writes today's report rows before the day ends: the page shows
+    that day as live; the same rows computed after the day ended are a whole day."""
+    today = datetime.now(UTC).date()
+    report.build_day(report_db.engine, report.ReportDay(today))
+    body = client.get(PREFIX + "/api/completions?employer_id=7&days=1", headers=auth()).json()
+    assert body["dates"] == [today.isoformat()]
+    assert (body["completed"], body["completed_cumulative"]) == ([0], [4])  # nothing new since 03-11
+    assert body["live"]["date"] == today.isoformat()
+    assert datetime.fromisoformat(body["live"]["computed_at"]) > datetime.now(UTC) - timedelta(minutes=5)
+    funnel = client.get(PREFIX + "/api/funnel?employer_id=7", headers=auth()).json()
+    assert (funnel["report_date"], funnel["live"]) == (today.isoformat(), True)
+    assert [d["completed_cumulative"] for d in funnel["drills"]] == [3, 1, 0]
+    employers = client.get(PREFIX + "/api/employers", headers=auth()).json()["employers"]
+    assert {e["latest_report_date"] for e in employers} == {today.isoformat()}
+
+    # once the day is over its rows are recomputed (drill_progress_report): no longer live
+    with report_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE drill_progress_daily SET computed_at = report_date + interval '1 day 5 minutes' "
+            "WHERE report_date = %(d)s",
+            {"d": today},
+        )
+    assert client.get(PREFIX + "/api/completions?employer_id=7&days=1", headers=auth()).json()["live"] is None
+    assert client.get(PREFIX + "/api/funnel?employer_id=7", headers=auth()).json()["live"] is False
+
+
+def test_ingestion_lag_of_the_last_hours(client, drill_db):
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO ingestion_lag_samples (stream, sampled_at, lag_seconds, shards, threshold_seconds, above, "
+            "alerted) SELECT 'dialog-events', now() - g * interval '5 minutes', g * 60, '{}'::jsonb, 300, g * 60 > 300, "
+            "g = 7 FROM generate_series(0, 100) AS g"
+        )
+    body = client.get(PREFIX + "/api/health/lag?hours=1", headers=auth()).json()
+    samples = body["streams"]["dialog-events"]
+    assert body["hours"] == 1 and len(samples) == 12  # 0, 5, ..., 55 minutes ago
+    assert [s["lag_seconds"] for s in samples] == [g * 60.0 for g in range(11, -1, -1)]  # oldest first
+    assert [s["above"] for s in samples] == [g > 5 for g in range(11, -1, -1)]
+    assert [s["alerted"] for s in samples].count(True) == 1
+    assert {s["threshold_seconds"] for s in samples} == {300.0}
+    assert len(client.get(PREFIX + "/api/health/lag", headers=auth()).json()["streams"]["dialog-events"]) == 72
+    assert client.get(PREFIX + "/api/health/lag?hours=49", headers=auth()).status_code == 422
+    assert client.get(PREFIX + "/api/health/lag", headers=auth()).status_code == 200
 
 
 def test_employer_ids_are_query_values_of_any_shape(client, drill_db):

@@ -5,14 +5,20 @@ causes the command; the unique `idempotency_key` makes a second enqueue of the s
 no-op, so re-delivered events, task retries, re-runs and backfills add nothing. After commit,
 `publish_pending()` sends unpublished rows with PutRecords and stamps `published_at`.
 
+Pending rows are tracked in `command_outbox_pending` (migration 0011), filled by a trigger from
+every insert into `command_outbox` whatever its producer, and emptied as rows are published: no
+index of `command_outbox` mentions `published_at`, so publishing is a HOT update. Published rows
+older than a retention are pruned by drill_progress_maintenance; no promise depends on them
+(docs/operations.md).
+
 Delivery is at-least-once with a narrow window, bounded by one PutRecords chunk (<= 500
 commands) per incident, always with the same `idempotency_key` and the same bytes (the Dialog
 Context tolerates it). The incidents that open it, each measured by the chaos suite
 (tests/chaos): the process dies after Kinesis accepted a chunk but before `published_at`
 commits; the PutRecords response is lost and the AWS client resends the call; PostgreSQL fails
-while PutRecords is in flight (the claimed rows stay locked inside that transaction, so its
-rollback makes them pending again). Rows are locked FOR UPDATE SKIP LOCKED while being sent, so
-overlapping publishers never send the same row concurrently.
+while PutRecords is in flight (the claimed pending rows stay locked inside that transaction, so
+its rollback makes them pending again). Pending rows are locked FOR UPDATE SKIP LOCKED while being
+sent, so overlapping publishers never send the same row concurrently.
 """
 
 from __future__ import annotations

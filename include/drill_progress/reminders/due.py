@@ -3,13 +3,15 @@ instance, prompt), ever.
 
 Order of operations, and why nothing is lost or doubled:
 
-1. **Record the key.** In one transaction, `reminders/due_reminders.sql` finds the valid,
+1. **Record the reminder.** In one transaction, `reminders/due_reminders.sql` finds the valid,
    incomplete drill instances whose current prompt started in the window
-   (reference - ceil_minutes, reference - floor_minutes], and the reminders not yet in the
-   outbox are enqueued with the key `reminder:<drill_instance_id>:<prompt_slug>`
-   (INSERT … ON CONFLICT DO NOTHING: the conditional write). A re-run, a retry or an
-   overlapping run finds the key already there and adds nothing. A prompt advanced since the
-   last reminder has a new key, so it gets its own reminder.
+   (reference - ceil_minutes, reference - floor_minutes], `reminders/mark_reminded.sql` adds the
+   prompt to the instance's `reminded_prompts` (a conditional UPDATE: only a prompt not yet
+   there is added, and PostgreSQL re-checks that on a concurrently updated row), and exactly the
+   prompts marked now are enqueued with the key `reminder:<drill_instance_id>:<prompt_slug>`
+   (INSERT … ON CONFLICT DO NOTHING). A re-run, a retry or an overlapping run finds the prompt
+   already marked and adds nothing. A prompt advanced since the last reminder is a new prompt,
+   so it gets its own reminder.
 2. **Publish.** After commit, every pending reminder row is sent (PutRecords ≤ 500 per call,
    failed records retried with backoff) and stamped `published_at`. A row whose publish kept
    failing stays pending and is sent by the task's retry or the next run; this run raises
@@ -18,9 +20,12 @@ Order of operations, and why nothing is lost or doubled:
 A reminder left pending by a failed publish is sent by the next successful run even if its
 prompt has been answered meanwhile (it names the prompt, so the Dialog Context can tell).
 
+"Ever" does not depend on the outbox: its rows are pruned by drill_progress_maintenance, the
+`reminded_prompts` of an instance are not (they go only with the instance itself).
+
 Residual risk: a crash after Kinesis accepted a chunk but before `published_at` committed makes
 the next run send that chunk (≤ 500 reminders) again, with the same `idempotency_key`, which the
-Dialog Context tolerates (contract §5). Outbox rows are kept, so a key outlives the window.
+Dialog Context tolerates (contract §5).
 """
 
 from __future__ import annotations
@@ -129,14 +134,29 @@ def explain_due(conn, reference: datetime, win: Window, options: str = "") -> st
     return "\n".join(row[0] for row in rows)
 
 
+def mark_reminded(conn, candidates: list[Candidate]) -> set[tuple[str, str]]:
+    """Add each candidate's prompt to its instance's `reminded_prompts` where it is not there yet
+    (one statement); return the (drill_instance_id, prompt_slug) pairs marked by this call."""
+    if not candidates:
+        return set()
+    params = {
+        "instance_ids": [c.drill_instance_id for c in candidates],
+        "prompt_slugs": [c.prompt_slug for c in candidates],
+    }
+    return {(row[0], row[1]) for row in run(conn, "reminders/mark_reminded.sql", params).all()}
+
+
 def enqueue_due(engine: Engine, reference: datetime, win: Window) -> dict:
-    """Step 1: find the due reminders and record the new ones in the outbox (one transaction)."""
+    """Step 1: find the due reminders, mark their prompts reminded and enqueue exactly the ones
+    marked now (one transaction)."""
     with engine.begin() as conn:
         due = find_due(conn, reference, win)
         fresh = [c for c in due if not c.already_enqueued]
-        new_keys = outbox.enqueue(conn, [c.command() for c in fresh], SOURCE)
+        marked = mark_reminded(conn, fresh)
+        to_send = [c for c in fresh if (c.drill_instance_id, c.prompt_slug) in marked]
+        new_keys = outbox.enqueue(conn, [c.command() for c in to_send], SOURCE)
     new = set(new_keys)
-    for c in [c for c in fresh if c.idempotency_key in new][:LOGGED_PER_RUN]:
+    for c in [c for c in to_send if c.idempotency_key in new][:LOGGED_PER_RUN]:
         log.info(
             "reminder for %s: instance %s prompt %s (waiting since %s)",
             mask_phone(c.phone_number),

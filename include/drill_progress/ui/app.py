@@ -3,14 +3,21 @@
 Built on the api-server's first request to the prefix (see drill_progress.ui.LazyASGIApp), so
 Airflow's server modules are imported here freely.
 
-Authentication: Airflow does not protect plugin routes, so every data route and the page itself
-depend on Airflow's own `requires_access_view(AccessView.WEBSITE)`: the caller must present the
-JWT the api-server issued, as `Authorization: Bearer <token>` or as the `_token` cookie the
-Airflow UI keeps (the same two ways Airflow's own API accepts), and be allowed to see the UI.
-Missing credentials -> 401, an invalid token -> 403. The only public routes are `login` and
-`login.js`: a static page without data that trades a token from the URL *fragment* (never sent
-to the server, never logged) for Airflow's `_token` cookie via `POST session`, which itself
-requires the token as a Bearer header (so it cannot be driven cross-site).
+Authentication: Airflow does not protect plugin routes, so the page and every data route depend
+on Airflow's own checks: the caller must present the JWT the api-server issued, as
+`Authorization: Bearer <token>` or as the `_token` cookie the Airflow UI keeps (the same two ways
+Airflow's own API accepts), be allowed to see the UI (`requires_access_view(AccessView.WEBSITE)`)
+**and** be allowed to read every DAG whose data the page shows (`PAGE_DAG_IDS`, checked with the
+auth manager's `batch_is_authorized_dag`, method GET: the same permission as opening those DAGs
+in the UI). Missing credentials -> 401, an invalid token or a missing permission -> 403.
+
+The login bridge (`login`, `login.js`, `POST session`) is off unless the Airflow setting
+`[drill_progress] ui_login_bridge` is true (environment variable
+`AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE=true`); off, its routes answer 404. It exists for
+screenshots (scripts/screenshot_ui.py): a static page without data that trades a token from the
+URL *fragment* (never sent to the server, never logged) for Airflow's `_token` cookie via
+`POST session`, which itself requires the token as a Bearer header (so it cannot be driven
+cross-site).
 
 The drill database is read through the `drill_progress_db` connection, resolved at request
 time (never at import) by `drill_progress.connections` (the package's one engine cache).
@@ -33,6 +40,17 @@ from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from drill_progress.ui import PAGE_NAME, queries
+
+# The DAGs whose data the page shows (progress report, today's figures, ingestion health,
+# commands): reading the page requires read access to each of them.
+PAGE_DAG_IDS = (
+    "dialog_event_ingest",
+    "drill_progress_monitor",
+    "drill_progress_report",
+    "schedule_next_drills",
+    "trigger_reminders",
+)
+LOGIN_BRIDGE_SETTING = ("drill_progress", "ui_login_bridge")
 
 STATIC = Path(__file__).resolve().parent / "static"
 PUBLIC_ASSETS = {"login.js": "text/javascript"}
@@ -65,14 +83,21 @@ def _login_url(request: Request) -> str:
         return "/"
 
 
+def login_bridge_enabled() -> bool:
+    """`[drill_progress] ui_login_bridge` (AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE), read on each request."""
+    from airflow.configuration import conf
+
+    return conf.getboolean(*LOGIN_BRIDGE_SETTING, fallback=False)
+
+
 def _asset(name: str) -> str:
     return (STATIC / name).read_text(encoding="utf-8")
 
 
 def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
-    from airflow.api_fastapi.app import get_cookie_path
+    from airflow.api_fastapi.app import get_auth_manager, get_cookie_path
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
-    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView, DagDetails
     from airflow.api_fastapi.core_api.security import GetUserDep, bearer_scheme, requires_access_view
     from airflow.configuration import conf
 
@@ -100,17 +125,21 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
             return HTMLResponse(body, status_code=exc.status_code)
         return await http_exception_handler(request, exc)
 
-    # ---- public: the static login bridge (no data) ----------------------------------------
-    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    # ---- public, when enabled: the static login bridge (no data) -----------------------------
+    def login_bridge_on() -> None:
+        if not login_bridge_enabled():
+            raise HTTPException(404, "not found")
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False, dependencies=[Depends(login_bridge_on)])
     def login_page(request: Request) -> HTMLResponse:
         link = html.escape(_login_url(request), quote=True)
         return HTMLResponse(assets["login.html"].replace("{{LOGIN_URL}}", link))
 
-    @app.get("/login.js", include_in_schema=False)
+    @app.get("/login.js", include_in_schema=False, dependencies=[Depends(login_bridge_on)])
     def login_js() -> Response:
         return Response(assets["login.js"], media_type=PUBLIC_ASSETS["login.js"])
 
-    @app.post("/session", status_code=204)
+    @app.post("/session", status_code=204, dependencies=[Depends(login_bridge_on)])
     def session(
         request: Request,
         user: GetUserDep,
@@ -131,8 +160,14 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
         )
         return response
 
-    # ---- everything else requires an authenticated Airflow user allowed to see the UI -----
-    private = APIRouter(dependencies=[Depends(requires_access_view(AccessView.WEBSITE))])
+    # ---- everything else: an authenticated Airflow user allowed to see the UI and to read the
+    # ---- DAGs whose data the page shows --------------------------------------------------------
+    def requires_page_dags(user: GetUserDep) -> None:
+        wanted = [{"method": "GET", "details": DagDetails(id=dag_id)} for dag_id in PAGE_DAG_IDS]
+        if not get_auth_manager().batch_is_authorized_dag(wanted, user=user):
+            raise HTTPException(403, f"Forbidden: {PAGE_NAME} needs read access to the DAGs {', '.join(PAGE_DAG_IDS)}")
+
+    private = APIRouter(dependencies=[Depends(requires_access_view(AccessView.WEBSITE)), Depends(requires_page_dags)])
 
     @private.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -175,6 +210,10 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
         hours: Annotated[int, Query(ge=1, le=24 * 14)] = 24, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> JSONResponse:
         return JSONResponse(queries.rejections(get_engine(), hours, limit))
+
+    @private.get("/api/health/lag")
+    def ingestion_lag(hours: Annotated[int, Query(ge=1, le=48)] = 6) -> JSONResponse:
+        return JSONResponse(queries.lag(get_engine(), hours))
 
     @private.get("/api/health/commands")
     def commands(days: Annotated[int, Query(ge=1, le=90)] = 14) -> JSONResponse:

@@ -7,19 +7,17 @@
 -- WHERE is_valid AND completion_time IS NULL (migration 0001): a range scan over the window only.
 --
 -- The idempotency key of a reminder is defined here and only here: one per (instance, prompt).
--- already_enqueued tells which ones the outbox already holds (sent, or pending after a failed
--- publish); the outbox's unique key stays the guard against concurrent runs.
+-- already_enqueued: the prompt is in the instance's reminded_prompts (migration 0011), written in
+-- the transaction that enqueued its reminder (reminders/mark_reminded.sql). It does not depend on
+-- outbox rows, which drill_progress_maintenance prunes; the outbox's unique key stays the guard
+-- against concurrent runs while its rows are there.
 SELECT di.drill_instance_id::text                                              AS drill_instance_id,
        di.phone_number,
        di.current_prompt_slug                                                  AS prompt_slug,
        di.current_prompt_start_time,
-       k.idempotency_key,
-       EXISTS (SELECT 1 FROM command_outbox o WHERE o.idempotency_key = k.idempotency_key)
-                                                                               AS already_enqueued
+       'reminder:' || di.drill_instance_id::text || ':' || di.current_prompt_slug AS idempotency_key,
+       coalesce(di.current_prompt_slug = ANY (di.reminded_prompts), false)     AS already_enqueued
 FROM drill_instances di
-CROSS JOIN LATERAL (
-    SELECT 'reminder:' || di.drill_instance_id::text || ':' || di.current_prompt_slug AS idempotency_key
-) k
 WHERE di.is_valid
   AND di.completion_time IS NULL
   AND di.current_prompt_slug IS NOT NULL

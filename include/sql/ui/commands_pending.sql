@@ -1,6 +1,6 @@
--- Pipeline health: commands enqueued but not yet published, per type.
-SELECT command_type, count(*) AS pending, min(created_at) AS oldest_created_at
-FROM command_outbox
-WHERE published_at IS NULL
-GROUP BY command_type
-ORDER BY command_type
+-- Pipeline health: commands enqueued but not yet published, per type (the pending table is small).
+SELECT o.command_type, count(*) AS pending, min(o.created_at) AS oldest_created_at
+FROM command_outbox_pending AS p
+JOIN command_outbox AS o ON o.id = p.id
+GROUP BY o.command_type
+ORDER BY o.command_type

@@ -90,19 +90,26 @@
         String(Math.round(f * maxCum))));
     });
     var step = plotW / dates.length;
-    var barW = Math.max(2, step * 0.7);
+    var barW = Math.min(48, Math.max(2, step * 0.7));
     var slugs = Object.keys(data.by_drill);
+    var liveDate = data.live ? data.live.date : null;
     dates.forEach(function (d, i) {
       var x = L + i * step + (step - barW) / 2;
       var y = T + plotH;
+      var live = d === liveDate;
+      if (live) {  // today so far: a frame around the day's column
+        root.appendChild(svgEl("rect", {x: (x - 2).toFixed(1), y: T, width: (barW + 4).toFixed(1), height: plotH,
+          fill: "none", stroke: "#017cee", "stroke-dasharray": "3 2", "class": "live-day"}));
+      }
       slugs.forEach(function (slug) {
         var v = data.by_drill[slug][i];
         if (!v) { return; }
         var h = v / maxDay * plotH;
         y -= h;
         var rect = svgEl("rect", {x: x.toFixed(1), y: y.toFixed(1), width: barW.toFixed(1), height: h.toFixed(1),
-          fill: colorFor(slug)});
-        rect.appendChild(svgEl("title", {}, d + " · " + slug + ": " + v + " completed"));
+          fill: colorFor(slug), "fill-opacity": live ? 0.6 : 1});
+        rect.appendChild(svgEl("title", {}, d + (live ? " (today so far)" : "") + " · " + slug + ": " + v +
+          " completed"));
         root.appendChild(rect);
       });
     });
@@ -124,6 +131,10 @@
     });
     legend.appendChild(el("span", {}, el("span", {"class": "swatch", style: {background: "#2d3748"}}),
       "cumulative (right axis)"));
+    if (data.live) {
+      legend.appendChild(el("span", {"class": "live", text: "framed: " + data.live.date + ", today so far (live, " +
+        "updated " + fmtTime(data.live.computed_at) + ")"}));
+    }
     return el("div", {"class": "chart"}, root, legend);
   }
 
@@ -167,7 +178,8 @@
       body.textContent = "";
       body.appendChild(el("h4", {"class": "muted", text: "Completions per day (last " + days + " report days)"}));
       body.appendChild(completionsChart(res[0]));
-      body.appendChild(el("h4", {"class": "muted", text: "Funnel on " + res[1].report_date}));
+      body.appendChild(el("h4", {"class": "muted", text: "Funnel on " + res[1].report_date +
+        (res[1].live ? " (today so far, live)" : "")}));
       body.appendChild(funnelView(res[1]));
       return card;
     }, function (err) {
@@ -195,6 +207,58 @@
     });
     t.appendChild(tbody);
     return t;
+  }
+
+  // ---- ingestion lag over the last hours: one line per stream, the alert threshold dashed -----
+  function lagChart(stream, samples) {
+    var W = 600, H = 170, L = 52, R = 12, T = 10, B = 26;
+    var plotW = W - L - R, plotH = H - T - B;
+    var times = samples.map(function (s) { return Date.parse(s.sampled_at); });
+    var t0 = Math.min.apply(null, times), t1 = Math.max.apply(null, times);
+    var span = Math.max(1, t1 - t0);
+    var threshold = samples[samples.length - 1].threshold_seconds;
+    var maxLag = Math.max(threshold * 1.2, Math.max.apply(null, samples.map(function (s) { return s.lag_seconds; })), 1);
+    function x(t) { return L + (t - t0) / span * plotW; }
+    function y(v) { return T + plotH - v / maxLag * plotH; }
+    var root = svgEl("svg", {viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Ingestion lag of " + stream});
+    [0, 0.5, 1].forEach(function (f) {
+      var v = f * maxLag;
+      root.appendChild(svgEl("line", {x1: L, x2: L + plotW, y1: y(v), y2: y(v), stroke: "#e2e8f0"}));
+      root.appendChild(svgEl("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "#5f6b7a"},
+        fmtDuration(v)));
+    });
+    root.appendChild(svgEl("line", {x1: L, x2: L + plotW, y1: y(threshold).toFixed(1), y2: y(threshold).toFixed(1),
+      stroke: "#c53030", "stroke-dasharray": "5 3"}));
+    root.appendChild(svgEl("polyline", {fill: "none", stroke: "#017cee", "stroke-width": 1.5, "class": "lag-line",
+      points: samples.map(function (s, i) { return x(times[i]).toFixed(1) + "," + y(s.lag_seconds).toFixed(1); })
+        .join(" ")}));
+    samples.forEach(function (s, i) {
+      var dot = svgEl("circle", {cx: x(times[i]).toFixed(1), cy: y(s.lag_seconds).toFixed(1), r: s.above ? 3 : 2,
+        fill: s.above ? "#c53030" : "#017cee"});
+      dot.appendChild(svgEl("title", {}, fmtTime(s.sampled_at) + ": " + fmtDuration(s.lag_seconds) + " behind" +
+        (s.alerted ? " (alert sent)" : "")));
+      root.appendChild(dot);
+    });
+    (t1 > t0 ? [t0, t1] : [t0]).forEach(function (t, i) {
+      root.appendChild(svgEl("text", {x: x(t).toFixed(1), y: H - 8, "text-anchor": i ? "end" : "start",
+        "font-size": 10, fill: "#5f6b7a"}, new Date(t).toISOString().slice(11, 16) + " UTC"));
+    });
+    var last = samples[samples.length - 1];
+    return el("div", {"class": "chart"},
+      el("p", {"class": last.above ? "error" : "muted", text: stream + ": " + fmtDuration(last.lag_seconds) +
+        " behind at " + fmtTime(last.sampled_at) + " (alert above " + fmtDuration(threshold) + ")"}),
+      root);
+  }
+
+  function renderLag(data, target) {
+    target.textContent = "";
+    var streams = Object.keys(data.streams).sort();
+    if (!streams.length) {
+      target.appendChild(el("p", {"class": "empty", text: "No lag samples in the last " + data.hours +
+        " h: drill_progress_monitor records one every 5 minutes."}));
+      return;
+    }
+    streams.forEach(function (stream) { target.appendChild(lagChart(stream, data.streams[stream])); });
   }
 
   function lagPill(cp) {
@@ -278,7 +342,8 @@
     var container = document.getElementById("employers");
     container.textContent = "";
     if (!employers.length) {
-      container.appendChild(el("p", {"class": "empty", text: "No report rows yet: run the drill_progress_report DAG."}));
+      container.appendChild(el("p", {"class": "empty", text: "No progress yet: drill_progress_monitor adds today's " +
+        "figures every 5 minutes once users arrive, drill_progress_report each finished day."}));
       return Promise.resolve();
     }
     var shown = employers.filter(function (e) { return !filter || e.employer_id === filter; });
@@ -314,6 +379,7 @@
       document.getElementById("days").addEventListener("change", rerender);
       return Promise.all([
         renderEmployers(employers),
+        section("api/health/lag?hours=6", "lag", renderLag),
         section("api/health/checkpoints", "checkpoints", renderCheckpoints),
         section("api/health/rejections?hours=24", "rejections", renderRejections),
         section("api/health/commands?days=14", "commands", renderCommands),
