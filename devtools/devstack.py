@@ -65,6 +65,8 @@ from devtools.services import (
     wait_for,
 )
 from drill_progress import config
+from drill_progress.alerting import ALERT_TOPIC_VARIABLE
+from drill_progress.maintenance.airflow_metadata import METADATA_CONN_ID
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP_DAG_ID = "drill_progress_setup"
@@ -73,6 +75,7 @@ ADMIN_PASSWORD = "admin"  # noqa: S105 - local development login, printed by `ma
 DRILL_DB, DRILL_DB_USER, DRILL_DB_PASSWORD = "drill_progress", "drill", "drill"
 AIRFLOW_DB, AIRFLOW_DB_USER, AIRFLOW_DB_PASSWORD = "airflow", "airflow", "airflow"
 AWS_DUMMY_KEY = "testing"  # the emulator accepts any credentials
+LOCAL_ALERT_TOPIC_ARN = f"arn:aws:sns:{config.DEFAULT_AWS_REGION}:123456789012:drill-progress-alerts"  # moto's account
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 WORKER_PREFIX = "celery-worker-"  # component names celery-worker-1, -2, ...; also their Celery node names
@@ -307,7 +310,8 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.plugins_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        # continuous ingestion holds one slot per shard; four more for everything else
+        "AIRFLOW__CORE__PARALLELISM": str(s.dialog_shards + 4),
         "AIRFLOW__CORE__FERNET_KEY": secret_values["fernet_key"],
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
@@ -327,6 +331,8 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         conn_env_var(config.DB_CONN_ID): drill_db_uri(s),
         conn_env_var(config.AWS_CONN_ID): aws_conn(s),
+        # drill_progress_maintenance prunes Airflow's metadata through this connection
+        conn_env_var(METADATA_CONN_ID): airflow_db_uri(s),
         "AWS_DEFAULT_REGION": config.DEFAULT_AWS_REGION,
         "AWS_ACCESS_KEY_ID": AWS_DUMMY_KEY,
         "AWS_SECRET_ACCESS_KEY": AWS_DUMMY_KEY,
@@ -338,7 +344,19 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
         env.update(celery_env(s))
     for name, default in config.VARIABLE_DEFAULTS.items():
         env[var_env_var(name)] = outer.get(var_env_var(name), default)
+    # alerts go to a topic on the emulator (created by `up`) unless the caller names another
+    env[var_env_var(ALERT_TOPIC_VARIABLE)] = outer.get(var_env_var(ALERT_TOPIC_VARIABLE), LOCAL_ALERT_TOPIC_ARN)
     return env
+
+
+def _ensure_alert_topic(s: Settings, env: dict[str, str]) -> None:
+    """The local alert topic exists on the emulator (which forgets everything when it stops)."""
+    if env[var_env_var(ALERT_TOPIC_VARIABLE)] != LOCAL_ALERT_TOPIC_ARN:
+        return
+    import boto3
+
+    sns = boto3.client("sns", endpoint_url=s.aws_endpoint_url, region_name=config.DEFAULT_AWS_REGION)
+    sns.create_topic(Name=LOCAL_ALERT_TOPIC_ARN.rsplit(":", 1)[-1])  # idempotent
 
 
 def celery_env(s: Settings) -> dict[str, str]:
@@ -825,6 +843,7 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
 
     _start_postgres(s, running)
     _start_moto(s, running, env)
+    _ensure_alert_topic(s, env)
     if s.celery:
         _start_redis(s, running, env)
     if not any(states.get(comp) for comp in AIRFLOW_COMPONENTS):

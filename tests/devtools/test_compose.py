@@ -23,6 +23,8 @@ import yaml
 
 from devtools import devstack
 from drill_progress import config
+from drill_progress.alerting import ALERT_TOPIC_VARIABLE
+from drill_progress.maintenance.airflow_metadata import METADATA_CONN_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
@@ -144,9 +146,12 @@ def test_connections_and_variables_are_the_local_stacks(services, local_env):
     """Same AIRFLOW_CONN_* / AIRFLOW_VAR_* names as `make up`, the contract's defaults, and
     connections that point at the compose services."""
     wanted = {k for k in local_env if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
-    assert wanted == {f"AIRFLOW_CONN_{config.DB_CONN_ID.upper()}", f"AIRFLOW_CONN_{config.AWS_CONN_ID.upper()}"} | {
-        f"AIRFLOW_VAR_{name.upper()}" for name in config.VARIABLE_DEFAULTS
-    }
+    assert wanted == {
+        f"AIRFLOW_CONN_{config.DB_CONN_ID.upper()}",
+        f"AIRFLOW_CONN_{config.AWS_CONN_ID.upper()}",
+        f"AIRFLOW_CONN_{METADATA_CONN_ID.upper()}",
+        f"AIRFLOW_VAR_{ALERT_TOPIC_VARIABLE.upper()}",
+    } | {f"AIRFLOW_VAR_{name.upper()}" for name in config.VARIABLE_DEFAULTS}
     drill_db = _env(services["drill-db"])
     for name in (*AIRFLOW_SERVICES, "airflow-init", "simulator"):
         env = _env(services[name])
@@ -165,6 +170,17 @@ def test_connections_and_variables_are_the_local_stacks(services, local_env):
         assert set(aws["extra"]) == set(local_aws["extra"]) == {"region_name", "endpoint_url"}
         assert aws["extra"]["region_name"] == local_aws["extra"]["region_name"]
         assert aws["extra"]["endpoint_url"] == "http://aws:5000"
+        airflow_db = _env(services["postgres"])
+        assert (
+            env[f"AIRFLOW_CONN_{METADATA_CONN_ID.upper()}"]
+            == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+            == (
+                f"postgresql+psycopg2://{airflow_db['POSTGRES_USER']}:{airflow_db['POSTGRES_PASSWORD']}"
+                f"@postgres/{airflow_db['POSTGRES_DB']}"
+            )
+        )
+        topic = f"AIRFLOW_VAR_{ALERT_TOPIC_VARIABLE.upper()}"
+        assert env[topic] == local_env[topic] == devstack.LOCAL_ALERT_TOPIC_ARN
 
 
 def test_airflow_settings_match_the_local_stack_and_exist(services, local_env):

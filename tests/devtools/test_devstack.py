@@ -73,6 +73,14 @@ def test_env_has_the_contract_connections_variables_and_folders(tmp_path):
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:6003/execution/"
     assert env["AIRFLOW__API__PORT"] == "6003"
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    # maintenance reaches the metadata database through its connection; alerts go to the emulator's topic
+    assert env["AIRFLOW_CONN_AIRFLOW_METADATA_DB"] == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW_VAR_ALERT_TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:drill-progress-alerts"
+    mine = "arn:aws:sns:eu-west-1:000000000000:ops"
+    assert (
+        devstack.airflow_env(s, SECRETS, environ={"AIRFLOW_VAR_ALERT_TOPIC_ARN": mine})["AIRFLOW_VAR_ALERT_TOPIC_ARN"]
+        == mine
+    )
 
 
 def test_every_airflow_option_set_exists_in_the_installed_airflow(tmp_path):
@@ -175,7 +183,10 @@ def test_the_default_stack_stays_on_local_executor(tmp_path):
     s = _settings(tmp_path, DRILL_PG_PORT=6001, DRILL_AWS_PORT=6002, AIRFLOW_PORT=6003)
     assert s.executor == "local" and s.worker_names == ()
     env = devstack.airflow_env(s, SECRETS, environ={})
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and env["AIRFLOW__CORE__PARALLELISM"] == "4"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and env["AIRFLOW__CORE__PARALLELISM"] == "6"
+    # one slot per shard held by continuous ingestion, and four more
+    more_shards = _settings(tmp_path, DRILL_DIALOG_SHARDS=4)
+    assert devstack.airflow_env(more_shards, SECRETS, environ={})["AIRFLOW__CORE__PARALLELISM"] == "8"
     assert not [k for k in env if "CELERY" in k]
     assert s.ports() == {
         "postgres": (6001, "DRILL_PG_PORT"),
