@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 
 from drill_progress.privacy import mask_phone
+from drill_progress.retry import backoff
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def publish(
                     mask_phone(failed_now[0][0].phone_number),
                 )
                 break
-            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+            delay = backoff(attempt, base=base_delay, cap=max_delay)
             log.info(
                 "%d of %d records failed (%s); retrying in %.2fs", len(pending), len(chunk), failed_now[0][1], delay
             )
