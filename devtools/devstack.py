@@ -954,20 +954,13 @@ def _print_celery_workers(s: Settings, states: dict[str, int | None]) -> None:
 
 
 def load_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (the same file docker compose reads); comments skipped."""
-    values: dict[str, str] = {}
+    """KEY=VALUE lines of a .env file (the same file docker compose reads), read by python-dotenv:
+    comments, quotes, `export` and ${VAR} references handled; a key without a value is skipped."""
+    from dotenv import dotenv_values
+
     if not path.is_file():
-        return values
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.removeprefix("export ").split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+        return {}
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -434,3 +434,10 @@ def test_a_fresh_emulator_resets_the_dialog_stream_checkpoints(drill_db, empty_d
         left = conn.exec_driver_sql("SELECT stream FROM stream_checkpoints").scalars().all()
     assert left == ["other"]
     assert devstack.forget_emulator_checkpoints(empty_db.url, "dialog-events") == 0  # no schema yet: no-op
+
+
+def test_dotenv_is_read_as_docker_compose_reads_it(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("# a comment\nA=1\nexport B=\"two words\"\nC='x'  # trailing\nD\nE=${A}2\n")
+    assert devstack.load_dotenv(env_file) == {"A": "1", "B": "two words", "C": "x", "E": "12"}
+    assert devstack.load_dotenv(tmp_path / "missing.env") == {}
