@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, date, datetime, timedelta
@@ -28,9 +29,27 @@ from drill_progress.report import daily as report
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 PHONE = "+15551239876"
-# two weeks of finished report days up to yesterday, and today in progress (drill_progress_monitor)
-TODAY = datetime.now(UTC).date()
-FIRST_DAY, LAST_DAY = TODAY - timedelta(days=14), TODAY - timedelta(days=1)
+# two weeks of finished report days up to yesterday, and today in progress (drill_progress_monitor);
+# the days are fixed by `page_db` when it seeds (the session may have started on the day before)
+MIDNIGHT_GUARD_SECONDS = 300  # seeding to the last check takes about a minute
+
+
+class Days:
+    today: date
+    first: date
+    last: date
+
+    @classmethod
+    def set(cls) -> None:
+        """The page computes "today" when it renders: seed for the day the checks will see, waiting
+        out the last minutes of a UTC day rather than seeding a day that ends before the page renders."""
+        now = datetime.now(UTC)
+        to_midnight = (datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC) - now).total_seconds()
+        if to_midnight < MIDNIGHT_GUARD_SECONDS:
+            time.sleep(to_midnight + 1)
+        cls.today = datetime.now(UTC).date()
+        cls.first, cls.last = cls.today - timedelta(days=14), cls.today - timedelta(days=1)
+
 
 pytestmark = [
     pytest.mark.browser,
@@ -58,7 +77,7 @@ def synthetic_users(seed: int = 7) -> dict:
     users = {}
     for employer, count in (("7", 24), ("12", 14), (None, 5)):
         for i in range(count):
-            created = FIRST_DAY + timedelta(days=rng.randrange(0, 5))
+            created = Days.first + timedelta(days=rng.randrange(0, 5))
             profile = (
                 {"validated": True, "account_info": {"employer_id": int(employer), "unit_id": 1}}
                 if employer
@@ -70,13 +89,13 @@ def synthetic_users(seed: int = 7) -> dict:
                 if rng.random() > 0.8:
                     break
                 start_day = moment + timedelta(days=rng.randrange(0, 3))
-                if start_day > LAST_DAY:
+                if start_day > Days.last:
                     break
                 started = _at(start_day, rng.uniform(8, 20))
                 completed = None
                 if rng.random() < 0.75:
                     done_day = start_day + timedelta(days=rng.randrange(0, 3))
-                    if done_day <= LAST_DAY:
+                    if done_day <= Days.last:
                         completed = _at(done_day, rng.uniform(20.5, 23.5))
                 drills[slug] = (started, completed)
                 last = completed or started
@@ -93,15 +112,16 @@ def page_db(pg_server, migrated_template):
     pg_server.create_database(name, template=migrated_template)
     url = pg_server.uri(name)
     engine = make_engine(url)
+    Days.set()
     dataset.load(engine, synthetic_users())
-    day = FIRST_DAY
+    day = Days.first
     with engine.begin() as conn:  # a few drills completed in the last hour: today's live bars
         conn.exec_driver_sql(
             "UPDATE drill_statuses SET completed_time = now() - interval '20 minutes' WHERE id IN ("
             "SELECT id FROM drill_statuses WHERE started_time IS NOT NULL AND completed_time IS NULL "
             "ORDER BY id LIMIT 6)"
         )
-    while day <= TODAY:  # today's rows are computed before it ends: the page shows them live
+    while day <= Days.today:  # today's rows are computed before it ends: the page shows them live
         report.build_day(engine, report.ReportDay(day))
         day += timedelta(days=1)
     with engine.begin() as conn:
@@ -254,8 +274,8 @@ def test_page_renders_with_data_in_chromium(api_server):
         "***9876",
         "START_DRILL",
         "TRIGGER_REMINDER",
-        f"framed: {TODAY.isoformat()}, today so far (live, updated",
-        f"Funnel on {TODAY.isoformat()} (today so far, live)",
+        f"framed: {Days.today.isoformat()}, today so far (live, updated",
+        f"Funnel on {Days.today.isoformat()} (today so far, live)",
         "Ingestion lag behind the stream, last 6 h",
         "dialog-events: ",
         "(alert above 5 min)",
