@@ -105,18 +105,19 @@ def test_a_backfill_of_an_old_day_plans_for_that_day_and_sends_nothing_late(reso
 def test_the_logical_date_is_the_reference_time_and_a_manual_run_without_one_uses_its_trigger_time(resources):
     db, aws = resources["db"], resources["aws"]
     phones = _due_users(db, 3)
-    logical = (datetime.now(UTC) - timedelta(minutes=30)).replace(microsecond=0)
+    # both runs in the past and on the same UTC day ("never twice" is per day), whenever this runs
+    triggered = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    logical = max(triggered - timedelta(minutes=20), triggered.replace(hour=0, minute=0, second=0))
     dag_run = _dag().test(logical_date=logical, run_conf={"spread_minutes": 0})  # run_after: now
     assert _state(dag_run) == "success"
     items = scan_table(aws.dynamodb, TABLE)
-    assert {s.planned for s in planned_sends(aws.dynamodb, TABLE).values()} == {logical.timestamp()}  # 30 min ago
+    assert {s.planned for s in planned_sends(aws.dynamodb, TABLE).values()} == {logical.timestamp()}  # the past
     assert {i["pk"] for i in items} == {Window.for_run(logical, 0).slot_pk(0)}
     assert sorted(r["partition_key"] for r in read_stream(aws.kinesis, STREAM)) == sorted(phones.values())
     [result] = _slot_results(dag_run)
     assert result["late_dropped"] == 0 and result["published"] == 3 and result["deferred"] is False
 
     # a manual trigger without a logical date (the UI's default in Airflow 3): its trigger time
-    triggered = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
     with db.engine.begin() as conn:
         phones[add_user(conn, phone="+15551239999")] = "+15551239999"
     manual = _dag().test(logical_date=None, run_after=triggered, run_conf={"spread_minutes": 0})
