@@ -355,7 +355,13 @@ def _ensure_alert_topic(s: Settings, env: dict[str, str]) -> None:
         return
     import boto3
 
-    sns = boto3.client("sns", endpoint_url=s.aws_endpoint_url, region_name=config.DEFAULT_AWS_REGION)
+    sns = boto3.client(  # the stack's own dummy credentials: the caller's environment may have none
+        "sns",
+        endpoint_url=s.aws_endpoint_url,
+        region_name=config.DEFAULT_AWS_REGION,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
     sns.create_topic(Name=LOCAL_ALERT_TOPIC_ARN.rsplit(":", 1)[-1])  # idempotent
 
 

@@ -441,3 +441,33 @@ def test_dotenv_is_read_as_docker_compose_reads_it(tmp_path):
     env_file.write_text("# a comment\nA=1\nexport B=\"two words\"\nC='x'  # trailing\nD\nE=${A}2\n")
     assert devstack.load_dotenv(env_file) == {"A": "1", "B": "two words", "C": "x", "E": "12"}
     assert devstack.load_dotenv(tmp_path / "missing.env") == {}
+
+
+def test_the_local_alert_topic_is_created_without_aws_credentials_in_the_environment(
+    tmp_path, moto_server, monkeypatch
+):
+    """`make up` on a machine with no AWS credentials at all: the stack's dummy ones are used."""
+    from urllib.parse import urlparse
+
+    import boto3
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    moto_server.reset()
+    s = _settings(tmp_path, DRILL_AWS_PORT=urlparse(moto_server.endpoint_url).port)
+    env = devstack.airflow_env(s, SECRETS, environ={})
+
+    devstack._ensure_alert_topic(s, env)
+    devstack._ensure_alert_topic(s, env)  # again: idempotent
+
+    sns = boto3.client(
+        "sns",
+        endpoint_url=moto_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    assert [t["TopicArn"] for t in sns.list_topics()["Topics"]] == [devstack.LOCAL_ALERT_TOPIC_ARN]
