@@ -66,6 +66,16 @@ def require_free_port(port: int, what: str, env_var: str) -> None:
         )
 
 
+def stop_child(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Terminate a child server this process started, killing it if it outlives `timeout`."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -290,12 +300,7 @@ class MotoServer:
             pass
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_child(self.process)
         self.process = None
 
 
@@ -378,10 +383,5 @@ class RedisServer:
         wait_for(self.healthy, 30, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_child(self.process)
         self.process = None

@@ -243,17 +243,8 @@ def test_executor_names(value, expected):
 def _isolated_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of `devstack up` in `state_dir` on free ports: a regression that starts
     something does not take the default ports of a developer's stack."""
-    ports = (
-        "DRILL_PG_PORT",
-        "DRILL_AWS_PORT",
-        "AIRFLOW_PORT",
-        "AIRFLOW_WORKER_LOG_PORT",
-        "AIRFLOW_TRIGGER_LOG_PORT",
-        "DRILL_REDIS_PORT",
-        "DRILL_CELERY_LOG_PORT",
-    )
     env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), "DRILL_REPO": str(ROOT)}
-    env.update({name: str(free_port()) for name in ports})
+    env.update({name: str(free_port()) for name in devstack.PORT_VARIABLES})
     env.update(extra)
     return env
 
