@@ -441,7 +441,10 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.counts: Counter = Counter()
         self.outage_until = 0.0
-        self.throttle: dict[str, float] = {}  # Kinesis operation -> share answered with HTTP 400 throttling
+        # Kinesis operation -> n: its 1st, (n+1)th, (2n+1)th... call is answered with HTTP 400 throttling.
+        # A fixed pattern, not a chance: a run that makes a single call of the operation is still throttled.
+        self.throttle: dict[str, int] = {}
+        self.calls: Counter = Counter()  # Kinesis calls that reached the throttling check, per operation
         self.put_record_failure = 0.0  # share of PutRecords records failed with an ErrorCode
         self.lose_put_responses = 0  # the next n PutRecords responses are lost after moto accepted the call
         self.server: ThreadingHTTPServer | None = None
@@ -477,6 +480,13 @@ class FaultProxy:
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
             self.counts[name] += n
+
+    def throttled(self, operation: str) -> bool:
+        """Whether this call of `operation` is answered with throttling (see `throttle`)."""
+        every = self.throttle.get(operation, 0)
+        with self.lock:
+            self.calls[operation] += 1
+            return bool(every) and (self.calls[operation] - 1) % every == 0
 
     def chance(self, p: float) -> bool:
         with self.lock:
@@ -542,8 +552,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         operation = (self.headers.get("X-Amz-Target") or "").rpartition(".")[2]
         is_kinesis = (self.headers.get("X-Amz-Target") or "").startswith("Kinesis_")
-        share = proxy.throttle.get(operation, 0.0) if is_kinesis else 0.0
-        if share and proxy.chance(share):
+        if is_kinesis and proxy.throttled(operation):
             proxy.count(f"throttled_{operation}")
             self._send(
                 400,

@@ -217,7 +217,8 @@ def test_aws_unreachable_and_throttling(make_db, kinesis, moto_server, proxy, tr
     db = make_db()
     events, commands = new_streams(kinesis, "outage")
     chaos.put_records(kinesis, events, traffic.records)  # the producer side is not disturbed
-    proxy.throttle = {"GetRecords": 0.10, "PutRecords": 0.10}  # whole calls: HTTP 400, botocore retries
+    # 1 call in 10, the first included, is answered HTTP 400 throttling; botocore retries it
+    proxy.throttle = {"GetRecords": 10, "PutRecords": 10}
     proxy.put_record_failure = 0.10  # records of a PutRecords call: ErrorCode, commands.publish retries
     outage_at = 0.2
 
@@ -243,7 +244,8 @@ def test_aws_unreachable_and_throttling(make_db, kinesis, moto_server, proxy, tr
         verified={"checksum_equal": got["all"][:16], **audit.as_dict()},
     )
     assert proxy.counts["requests_dropped_in_outage"] > 0, "the outage should have hit the run"
-    assert proxy.counts["throttled_GetRecords"] > 0
+    assert proxy.counts["throttled_GetRecords"] > 0, "the first GetRecords call is always throttled"
+    assert proxy.counts["throttled_PutRecords"] > 0, "the first PutRecords call is always throttled"
     assert audit.exactly_once, audit.as_dict()
 
 
