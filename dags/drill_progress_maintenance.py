@@ -14,8 +14,7 @@ locks, and keeps every promise of the contract (docs/operations.md). No catchup;
      answers) set aside more than `rejected_retention_days` ago, resolved or not; a record locked
      by a running `dialog_event_reapply` waits for the next run.
    - `sent_start_drills` (schedule_next_drills' "one START_DRILL per user, drill and day"): send
-     dates before today - 2 (UTC), whatever the params: such a day can no longer send. Skipped
-     while the table does not exist.
+     dates before today - 2 (UTC), whatever the params: such a day can no longer send.
    - `ingestion_lag_samples`: older than 7 days.
 2. **prune_airflow_metadata**: `airflow db clean` (Airflow's own interface) for `dag_run`,
    `task_instance`, `task_instance_history`, `task_reschedule`, `xcom` and `log` (audit) rows older

@@ -7,8 +7,8 @@ Interface (used by the DAGs and their tasks):
 - `on_task_failure`: the `on_failure_callback` of every DAG's default_args (dag_defaults.DEFAULT_ARGS):
   one alert per failed task (after its last retry), naming the DAG, the run, the task and the
   error's first line, phone numbers masked.
-- `deadline_missed`: the callback of the DAGs' Deadline Alerts (`SyncCallback`, run by the
-  executor when a DAG run has not finished in time).
+- `deadline_missed`: a Deadline Alert callback (`SyncCallback`) for a DAG run not finished in time.
+  Tested, but no DAG attaches a Deadline Alert yet (apache/airflow#73428: docs/operations.md).
 
 The other alerts are raised where their facts are known: ingestion lag by drill_progress_monitor
 (drill_progress.maintenance.lag), a scheduling run that sent far fewer commands than it planned by
@@ -51,10 +51,9 @@ def notify(subject: str, message: str) -> bool:
 
     from drill_progress import config
 
-    SnsNotifier(aws_conn_id=config.AWS_CONN_ID, target_arn=arn, subject=subject_line(subject), message=message).notify(
-        {}
-    )
-    log.info("alert sent to %s: %s", arn, subject_line(subject))
+    subject = subject_line(subject)
+    SnsNotifier(aws_conn_id=config.AWS_CONN_ID, target_arn=arn, subject=subject, message=message).notify({})
+    log.info("alert sent to %s: %s", arn, subject)
     return True
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from drill_progress import alerting
 from drill_progress.db import run
+from drill_progress.ingest import reader
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +61,17 @@ def settings() -> tuple[timedelta, timedelta]:
 # ---- measuring ---------------------------------------------------------------------------------------
 
 
-def _shards(kinesis, stream: str) -> list[dict]:
-    shards, kwargs = [], {"StreamName": stream}
-    while True:
-        response = kinesis.list_shards(**kwargs)
-        shards += response["Shards"]
-        if not response.get("NextToken"):
-            return shards
-        kwargs = {"NextToken": response["NextToken"]}
-
-
 def _iterator(kinesis, stream: str, shard_id: str, after: str | None) -> str:
+    """Right after the checkpoint, or from the shard's start when there is none or its record has
+    left the stream (everything there is unread then)."""
     from botocore.exceptions import ClientError
 
-    kwargs = {"StreamName": stream, "ShardId": shard_id, "ShardIteratorType": "TRIM_HORIZON"}
     if after:
         try:
-            return kinesis.get_shard_iterator(
-                **kwargs | {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after}
-            )["ShardIterator"]
-        except ClientError:  # the checkpoint's record has left the stream: everything there is unread
+            return reader.shard_iterator(kinesis, stream, shard_id, after)
+        except ClientError:
             pass
-    return kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+    return reader.shard_iterator(kinesis, stream, shard_id, None)
 
 
 def oldest_unread_age(kinesis, iterator: str | None, now: datetime) -> float:
@@ -104,8 +94,8 @@ def oldest_unread_age(kinesis, iterator: str | None, now: datetime) -> float:
 def shard_lags(kinesis, stream: str, checkpoints: dict[str, tuple[str | None, bool]], now: datetime) -> dict:
     """Seconds behind per listed shard (see the module's docstring)."""
     lags = {}
-    for shard in _shards(kinesis, stream):
-        shard_id = shard["ShardId"]
+    for shard in reader.list_shards(kinesis, stream):
+        shard_id = shard.shard_id
         sequence_number, drained = checkpoints.get(shard_id, (None, False))
         if drained:
             lags[shard_id] = 0.0

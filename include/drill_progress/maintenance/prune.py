@@ -96,11 +96,6 @@ def prune_keyset(engine: Engine, spec: KeysetPrune, cutoff: datetime | date, *, 
     return {"rows": rows, "bytes": size, "batches": batches, "cutoff": cutoff.isoformat()}
 
 
-def table_exists(engine: Engine, table: str) -> bool:
-    with engine.connect() as conn:
-        return conn.exec_driver_sql("SELECT to_regclass(%(t)s) IS NOT NULL", {"t": table}).scalar()
-
-
 def prune_lag_samples(engine: Engine, cutoff: datetime, *, dry_run: bool) -> dict:
     with engine.begin() as conn:
         result = run(conn, "maintenance/prune_lag_samples.sql", {"cutoff": cutoff, "dry_run": dry_run}).mappings().one()
@@ -123,18 +118,13 @@ def prune_drill_database(
     now = now.astimezone(UTC)
     outbox_days = retention_days(outbox_retention_days, "outbox_retention_days")
     rejected_days = retention_days(rejected_retention_days, "rejected_retention_days")
+    guard_cutoff = now.date() - timedelta(days=START_DRILL_GUARD_DAYS)
     tables = {
         OUTBOX.table: prune_keyset(engine, OUTBOX, now - timedelta(days=outbox_days), dry_run=dry_run, batch=batch),
         REJECTED.table: prune_keyset(
             engine, REJECTED, now - timedelta(days=rejected_days), dry_run=dry_run, batch=batch
         ),
+        SENT_START_DRILLS.table: prune_keyset(engine, SENT_START_DRILLS, guard_cutoff, dry_run=dry_run, batch=batch),
     }
-    if table_exists(engine, SENT_START_DRILLS.table):
-        guard_cutoff = now.date() - timedelta(days=START_DRILL_GUARD_DAYS)
-        tables[SENT_START_DRILLS.table] = prune_keyset(
-            engine, SENT_START_DRILLS, guard_cutoff, dry_run=dry_run, batch=batch
-        )
-    else:
-        tables[SENT_START_DRILLS.table] = {"skipped": "no such table (migration 0010 not applied)"}
     tables["ingestion_lag_samples"] = prune_lag_samples(engine, now - timedelta(days=LAG_HISTORY_DAYS), dry_run=dry_run)
     return {"dry_run": dry_run, "tables": tables}
