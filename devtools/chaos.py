@@ -47,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from devtools import streams
+from devtools.services import boto3_client
 
 log = logging.getLogger(__name__)
 
@@ -175,22 +176,6 @@ def put_records(kinesis, stream: str, records: list) -> None:
     stats = simulator.publish(kinesis, stream, list(records))
     if stats.failed:
         raise RuntimeError(f"{stats.failed} records could not be put on {stream}")
-
-
-def boto3_client(service: str, endpoint_url: str):
-    """A boto3 client configured like `connections.aws_client` (adaptive retries, 10 attempts)."""
-    import boto3
-    from botocore.config import Config
-
-    retry = Config(retries={"max_attempts": 10, "mode": "adaptive"}, connect_timeout=5, read_timeout=30)
-    return boto3.client(
-        service,
-        endpoint_url=endpoint_url,
-        region_name="us-east-1",
-        config=retry,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - the emulator accepts any credentials
-    )
 
 
 # --------------------------------------------------------------------------- driving killable workers

@@ -58,6 +58,7 @@ from devtools.services import (
     PostgresServer,
     RedisServer,
     ServiceError,
+    boto3_client,
     find_redis_server,
     port_in_use,
     require_free_port,
@@ -353,15 +354,7 @@ def _ensure_alert_topic(s: Settings, env: dict[str, str]) -> None:
     """The local alert topic exists on the emulator (which forgets everything when it stops)."""
     if env[var_env_var(ALERT_TOPIC_VARIABLE)] != LOCAL_ALERT_TOPIC_ARN:
         return
-    import boto3
-
-    sns = boto3.client(  # the stack's own dummy credentials: the caller's environment may have none
-        "sns",
-        endpoint_url=s.aws_endpoint_url,
-        region_name=config.DEFAULT_AWS_REGION,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    sns = boto3_client("sns", s.aws_endpoint_url)  # dummy credentials: the caller's environment may have none
     sns.create_topic(Name=LOCAL_ALERT_TOPIC_ARN.rsplit(":", 1)[-1])  # idempotent
 
 

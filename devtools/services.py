@@ -304,6 +304,23 @@ class MotoServer:
         self.process = None
 
 
+def boto3_client(service: str, endpoint_url: str):
+    """A boto3 client of the emulator, with its dummy credentials (never the caller's environment)
+    and retries configured like `connections.aws_client` (adaptive, 10 attempts)."""
+    import boto3
+    from botocore.config import Config
+
+    retry = Config(retries={"max_attempts": 10, "mode": "adaptive"}, connect_timeout=5, read_timeout=30)
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        config=retry,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - the emulator accepts any credentials
+    )
+
+
 # --------------------------------------------------------------------------- Redis (Celery broker)
 
 REDIS_PACKAGE = "redis-server"  # Debian's package

@@ -8,23 +8,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from devtools import services
 from devtools.streams import read_all
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 PROFILE = {"validated": True, "opted_out": False, "is_demo": False, "name": None, "language": "en",
            "account_info": {"employer_id": 7, "unit_id": 1}}  # fmt: skip
-
-
-def boto3_client(moto_server, service: str):
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=moto_server.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @dataclass
@@ -50,7 +39,7 @@ class AlertTopic:
 
 
 def alert_topic(moto_server, name: str = "drill-alerts") -> AlertTopic:
-    sns, sqs = boto3_client(moto_server, "sns"), boto3_client(moto_server, "sqs")
+    sns, sqs = (services.boto3_client(name, moto_server.endpoint_url) for name in ("sns", "sqs"))
     arn = sns.create_topic(Name=name)["TopicArn"]
     queue_url = sqs.create_queue(QueueName=f"{name}-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
