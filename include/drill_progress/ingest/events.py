@@ -160,7 +160,10 @@ _decode = msgspec.json.Decoder().decode
 # ---- the schema as typed structs (fast path, checked in C) -------------------------------------
 
 _UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-_SEQ_PATTERN = r"^[0-9]{1,30}$"
+# 1 to 129 digits: in production a Kinesis sequence number (56 digits today, up to 129). \Z, not $:
+# Python's $ also matches before a final newline, which JSON Schema's (ECMA 262) $ does not.
+MAX_SEQ_DIGITS = 129
+_SEQ_PATTERN = rf"^[0-9]{{1,{MAX_SEQ_DIGITS}}}\Z"
 _Uuid = Annotated[str, msgspec.Meta(pattern=_UUID_PATTERN)]
 _Phone = Annotated[str, msgspec.Meta(min_length=3, max_length=32)]
 _Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -168,7 +171,7 @@ _Seq = Annotated[str, msgspec.Meta(pattern=_SEQ_PATTERN)]
 # msgspec's messages name the regex; operators read what it means instead
 _PATTERN_WORDS = {
     f"`str` matching regex {_UUID_PATTERN!r}": "a UUID (8-4-4-4-12 hexadecimal digits)",
-    f"`str` matching regex {_SEQ_PATTERN!r}": "a string of 1 to 30 decimal digits",
+    f"`str` matching regex {_SEQ_PATTERN!r}": f"a string of 1 to {MAX_SEQ_DIGITS} decimal digits",
 }
 
 
