@@ -174,6 +174,17 @@ def run_dag(airflow_env):
     return _run
 
 
+@pytest.fixture
+def statsd_metrics():
+    """Airflow's metrics on (StatsD) towards a real UDP listener on loopback, for this test only;
+    yields the listener (statsd_support.StatsdListener)."""
+    from statsd_support import MetricsOn
+
+    on = MetricsOn()
+    yield on.listener
+    on.close()
+
+
 # Hypothesis: the same examples on every run (CI must not flake), no example database written
 # into the repository. HYPOTHESIS_PROFILE=explore draws new, more examples.
 from hypothesis import settings as _hypothesis_settings  # noqa: E402

@@ -73,9 +73,10 @@ def _summary(recorded: int) -> dict:
     return {"due_users": recorded + 7, "late_dropped": 7, "recorded": recorded, "slots": 3}
 
 
-def _result(enqueued=0, already=0, late=0, active=0, stale=0) -> dict:
+def _result(enqueued=0, already=0, late=0, active=0, stale=0, lateness=0.0) -> dict:
     items = enqueued + already + late + active + stale
     return {
+        "max_lateness_s": lateness,
         "items": items,
         "enqueued": enqueued,
         "already_enqueued": already,
@@ -87,7 +88,7 @@ def _result(enqueued=0, already=0, late=0, active=0, stale=0) -> dict:
 
 
 def test_planned_against_sent_counts_legitimate_drops_and_alerts_on_the_missing():
-    results = [_result(enqueued=90, late=5), _result(enqueued=80, already=10, active=3, stale=2)]
+    results = [_result(enqueued=90, late=5, lateness=0.4), _result(enqueued=80, already=10, active=3, stale=2, lateness=1.25)]
     report = shortfall.compare(_summary(190), results)
     assert report == {
         "planned": 197,
@@ -102,6 +103,7 @@ def test_planned_against_sent_counts_legitimate_drops_and_alerts_on_the_missing(
         "stale": 2,
         "missing": 0,
         "sent_share_of_expected": 1.0,
+        "max_lateness_s": 1.25,
         "alert": False,
     }
     # the third send task failed: its 100 requests are unaccounted for

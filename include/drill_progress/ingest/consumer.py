@@ -35,6 +35,7 @@ from drill_progress import outbox
 from drill_progress.db import run
 from drill_progress.ingest import reader, store
 from drill_progress.ingest.pipeline import Applier, Fault, RawRecord, ShardStats
+from drill_progress.metrics import ShardMetrics
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class Publisher:
         self._queue: queue.Queue = queue.Queue()
         self.published = 0
         self.failed = 0
+        self._metrics = ShardMetrics(shard_id)
         self._thread = threading.Thread(target=self._run, name=f"publish-{shard_id}", daemon=True)
         self._thread.start()
 
@@ -166,9 +168,11 @@ class Publisher:
                 "shard %s: publishing commands failed; they stay in the outbox for the next sweep", self._shard_id
             )
             self.failed += len(keys or ())
+            self._metrics.published(0, len(keys or ()))
             return
         self.published += result["published"]
         self.failed += result["failed"]
+        self._metrics.published(result["published"], result["failed"])
 
 
 def consume_shard(
@@ -224,6 +228,7 @@ def consume_shard(
         at=at,
         readable=set(reader.readable_shards(shards, checkpoints)),
         publisher=publisher,
+        metrics=applier.metrics,
     )
     try:
         applier.apply_pages(reading.pages(micro_batch_records))
@@ -255,6 +260,7 @@ class _ShardReading:
     at: datetime | None
     readable: set[str]
     publisher: Publisher | None = None
+    metrics: ShardMetrics | None = None
     drained: bool = False  # a closed shard read to its end
     stopped_because: str = ""
 
@@ -308,6 +314,8 @@ class _ShardReading:
             return None
         self.stats.timings["get_records"] += time.perf_counter() - started
         self.stats.behind_ms = page.behind_ms
+        if self.metrics is not None:
+            self.metrics.behind(page.behind_ms)
         return page
 
     def _raws(self, page: reader.Page) -> list[RawRecord]:

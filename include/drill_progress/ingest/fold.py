@@ -88,6 +88,7 @@ class CatalogDrill:
 @dataclass(slots=True)
 class FoldResult:
     applied: int = 0  # event batches applied
+    events: int = 0  # events in the batches applied
     skipped: int = 0  # event batches skipped by the seq guard
     commands: list[Command] = field(default_factory=list)
 
@@ -321,5 +322,6 @@ def fold(users: dict[str, User], batches: Iterable[ev.Batch], catalog: Sequence[
             result.skipped += 1
         else:
             result.applied += 1
+            result.events += len(batch.events)
             result.commands += produced
     return result

@@ -41,6 +41,7 @@ from drill_progress import db
 from drill_progress.ingest import events as ev
 from drill_progress.ingest import store
 from drill_progress.ingest.fold import FoldResult, fold
+from drill_progress.metrics import ShardMetrics
 from drill_progress.retry import backoff
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class ShardStats:
     shard_id: str
     records_read: int = 0
     batches_applied: int = 0
+    events_applied: int = 0
     duplicates_skipped: int = 0
     records_rejected: int = 0
     commands_emitted: int = 0
@@ -100,6 +102,7 @@ class ShardStats:
             "shard_id": self.shard_id,
             "records_read": self.records_read,
             "batches_applied": self.batches_applied,
+            "events_applied": self.events_applied,
             "duplicates_skipped": self.duplicates_skipped,
             "records_rejected": self.records_rejected,
             "commands_emitted": self.commands_emitted,
@@ -172,6 +175,7 @@ class _Prepared:
 
     parsed: list[Parsed]
     behind_ms: int | None
+    started: float  # perf_counter when its transaction began (micro_batch_duration)
     conn: Connection
     transaction: RootTransaction
     result: FoldResult
@@ -253,6 +257,7 @@ class Applier:
         self.shard_id = shard_id
         self.parents = tuple(parents)
         self.stats = stats or ShardStats(shard_id)
+        self.metrics = ShardMetrics(shard_id)
         self.fault = fault
         self.on_commit = on_commit  # called with a committed micro-batch's new outbox keys (any thread)
 
@@ -455,6 +460,7 @@ class Applier:
             for p in parsed
             if p.batch is None
         ]
+        began = time.perf_counter()
         conn = self.engine.connect()
         try:
             transaction = conn.begin()
@@ -473,7 +479,7 @@ class Applier:
         except BaseException:
             conn.close()
             raise
-        return _Prepared(parsed, behind_ms, conn, transaction, result, plan, rejections)
+        return _Prepared(parsed, behind_ms, began, conn, transaction, result, plan, rejections)
 
     def _write(self, prepared: _Prepared) -> list[str]:
         """Execute a prepared micro-batch's write and commit; returns the new outbox keys. Runs on
@@ -497,9 +503,11 @@ class Applier:
         stats, result = self.stats, prepared.result
         stats.transactions += 1
         stats.batches_applied += result.applied
+        stats.events_applied += result.events
         stats.duplicates_skipped += result.skipped
         stats.records_rejected += len(prepared.rejections)
         stats.commands_emitted += len(keys)
+        self.metrics.committed(result.events, len(prepared.rejections), time.perf_counter() - prepared.started)
         for rejection in prepared.rejections:
             log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number, rejection.reason)
 
@@ -512,6 +520,7 @@ class Applier:
             store.execute_write(conn, plan)
         self.stats.transactions += 1
         self.stats.records_rejected += 1
+        self.metrics.set_aside(1)
 
 
 def apply_micro_batch(

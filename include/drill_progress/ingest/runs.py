@@ -14,7 +14,14 @@ from drill_progress.ingest import consumer, reader, store
 
 log = logging.getLogger(__name__)
 
-TOTAL_KEYS = ("records_read", "batches_applied", "duplicates_skipped", "records_rejected", "commands_emitted")
+TOTAL_KEYS = (
+    "records_read",
+    "batches_applied",
+    "events_applied",
+    "duplicates_skipped",
+    "records_rejected",
+    "commands_emitted",
+)
 
 
 def plan_shards(

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from drill_progress import metrics
+
 log = logging.getLogger(__name__)
 
 METADATA_CONN_ID = "airflow_metadata_db"
@@ -258,6 +260,9 @@ def prune_metadata(
     found = run_clean(url, before, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     log.info("Airflow metadata older than %s: %s %s", before.isoformat(), verb, found)
+    if not dry_run:
+        for table, rows in found.items():
+            metrics.airflow_rows_pruned(table, rows)
     return {
         "dry_run": dry_run,
         "cutoff": before.isoformat(),

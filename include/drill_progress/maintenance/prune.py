@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from drill_progress import metrics
 from drill_progress.db import run
 
 log = logging.getLogger(__name__)
@@ -127,4 +128,7 @@ def prune_drill_database(
         SENT_START_DRILLS.table: prune_keyset(engine, SENT_START_DRILLS, guard_cutoff, dry_run=dry_run, batch=batch),
     }
     tables["ingestion_lag_samples"] = prune_lag_samples(engine, now - timedelta(days=LAG_HISTORY_DAYS), dry_run=dry_run)
+    if not dry_run:
+        for table, figures in tables.items():
+            metrics.rows_pruned(table, figures["rows"])
     return {"dry_run": dry_run, "tables": tables}

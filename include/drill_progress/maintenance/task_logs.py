@@ -14,6 +14,8 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from drill_progress import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -56,4 +58,6 @@ def prune_logs(folder: Path, cutoff: datetime, *, dry_run: bool) -> dict:
             touched.add(directory.parent)
     verb = "would delete" if dry_run else "deleted"
     log.info("task logs under %s older than %s: %s %d files (%d bytes)", folder, cutoff.isoformat(), verb, files, size)
+    if not dry_run:
+        metrics.log_files_pruned(files)
     return {"folder": str(folder), "files": files, "bytes": size, "directories": directories, "dry_run": dry_run}

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 
 from sqlalchemy.engine import Connection, Engine
 
+from drill_progress import metrics
 from drill_progress.db import run
 from drill_progress.outbox.commands import Command, publish
 
@@ -91,4 +92,5 @@ def publish_pending(
             break  # don't spin on a failing stream; the rest stays pending for the next attempt
     if sent or failed:
         log.info("outbox: published %d commands, %d still failing", sent, failed)
+        metrics.outbox_published(source or "any", sent, failed)
     return {"published": sent, "failed": failed}

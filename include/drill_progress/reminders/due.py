@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from drill_progress import outbox
+from drill_progress import metrics, outbox
 from drill_progress.db import load_sql, run
 from drill_progress.outbox import commands
 from drill_progress.privacy import mask_phone
@@ -191,6 +191,7 @@ def trigger_reminders(
         "window_end_inclusive": end.isoformat(),
     }
     summary.update(enqueue_due(engine, reference, win))
+    metrics.reminders_enqueued(summary["enqueued"])
     summary.update(outbox.publish_pending(engine, kinesis, stream, source=SOURCE, max_attempts=max_attempts))
     log.info(
         "reminders at %s: %d in window, %d already recorded, %d new, %d published, %d failing",

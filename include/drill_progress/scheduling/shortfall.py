@@ -36,6 +36,8 @@ def compare(summary: dict | None, results: list[dict]) -> dict:
         "stale": totals["stale"],
         "missing": missing,
         "sent_share_of_expected": round(sent / expected, 4) if expected > 0 else None,
+        # the pacing error: the latest a send task sent a request after its planned second
+        "max_lateness_s": max((float(r.get("max_lateness_s") or 0.0) for r in results), default=0.0),
         "alert": missing >= MIN_MISSING and missing > TOLERANCE * recorded,
     }
 

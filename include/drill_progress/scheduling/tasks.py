@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from drill_progress import config, connections
+from drill_progress import config, connections, metrics
 from drill_progress.db import masked_errors
 from drill_progress.scheduling import planning, sending, shortfall
 
@@ -59,6 +59,7 @@ def check_sends(ti, dag_run) -> dict:
     results = [r for r in ti.xcom_pull(task_ids=["send_slot"]) or [] if isinstance(r, dict)]
     report = shortfall.compare(summary, results)
     log.info("planned against sent: %s", report)
+    metrics.scheduling_run(report)
     if report["alert"]:
         subject, message = shortfall.alert_text(report, dag_run.run_id)
         alerting.notify(subject, message)
