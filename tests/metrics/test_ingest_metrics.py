@@ -116,9 +116,9 @@ def test_an_ingest_run_sends_its_per_shard_metrics(run_dag, airflow_env, statsd_
     assert _by_shard(counters, "records_set_aside") == dict(set_aside)
     assert {s: r["records_rejected"] for s, r in results.items() if r["records_rejected"]} == dict(set_aside)
     # caught up: the last lag each shard reported is 0 ms, as in its result
-    assert _by_shard(gauges, "ms_behind_tip") == {s: r["behind_ms"] for s, r in results.items()} == {
-        s: 0 for s in results
-    }
+    assert (
+        _by_shard(gauges, "ms_behind_tip") == {s: r["behind_ms"] for s, r in results.items()} == {s: 0 for s in results}
+    )
     # one duration per micro-batch (one transaction each here: nothing was bisected)
     durations = _by_shard(timings, "micro_batch_duration")
     assert {s: len(d) for s, d in durations.items()} == {s: r["micro_batches"] for s, r in results.items()}

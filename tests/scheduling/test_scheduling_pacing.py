@@ -88,7 +88,10 @@ def _result(enqueued=0, already=0, late=0, active=0, stale=0, lateness=0.0) -> d
 
 
 def test_planned_against_sent_counts_legitimate_drops_and_alerts_on_the_missing():
-    results = [_result(enqueued=90, late=5, lateness=0.4), _result(enqueued=80, already=10, active=3, stale=2, lateness=1.25)]
+    results = [
+        _result(enqueued=90, late=5, lateness=0.4),
+        _result(enqueued=80, already=10, active=3, stale=2, lateness=1.25),
+    ]
     report = shortfall.compare(_summary(190), results)
     assert report == {
         "planned": 197,
