@@ -11,7 +11,10 @@
 - Airflow 3 as separate processes: api-server, scheduler (LocalExecutor), dag-processor, triggerer,
   with AIRFLOW_HOME=.local/airflow, the repository's dags/ and plugins/, and the contract's
   connections `drill_progress_db` and `aws_default` as AIRFLOW_CONN_* environment variables;
-- the simulated Dialog Context (devtools.simulator --follow).
+- the simulated Dialog Context (devtools.simulator --follow);
+- a StatsD receiver (devtools.metrics_sink) on UDP 127.0.0.1:DRILL_STATSD_PORT (58125): Airflow's
+  metrics are on (`[metrics] statsd_on`), its own and the pipeline's (docs/metrics.md), and every
+  line that arrives is appended to .local/metrics.log.
 
 With EXECUTOR=celery (`EXECUTOR=celery make up`) the same stack runs on CeleryExecutor: a Redis
 server (Debian's redis-server, installed when missing and we are root; in memory, loopback) as the
@@ -46,6 +49,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +87,7 @@ WORKER_PREFIX = "celery-worker-"  # component names celery-worker-1, -2, ...; al
 # A task's broker message is redelivered after this long unacknowledged; a lost worker's tasks are
 # recovered sooner by the scheduler (task_instance_heartbeat_timeout), see docs/celery.md.
 CELERY_VISIBILITY_TIMEOUT = 86400
+METRICS_PREFIX = "airflow"  # [metrics] statsd_prefix: Airflow's default, as in the Helm chart
 
 
 def parse_executor(value: str) -> str:
@@ -113,6 +118,7 @@ class Settings:
     celery_concurrency: int = 2
     celery_log_port: int = 8795
     dialog_shards: int = 2  # shards of a dialog event stream the setup DAG creates (DRILL_DIALOG_SHARDS)
+    statsd_port: int = 58125  # UDP: the local StatsD receiver Airflow's metrics go to (DRILL_STATSD_PORT)
     keep_paused: tuple[str, ...] = ()  # DAGs `up` leaves paused (DRILL_KEEP_PAUSED, comma-separated)
 
     @classmethod
@@ -136,6 +142,7 @@ class Settings:
             celery_concurrency=int(env.get("DRILL_CELERY_CONCURRENCY", 2)),
             celery_log_port=int(env.get("DRILL_CELERY_LOG_PORT", 8795)),
             dialog_shards=int(env.get("DRILL_DIALOG_SHARDS", 2)),
+            statsd_port=int(env.get("DRILL_STATSD_PORT", 58125)),
             keep_paused=tuple(d.strip() for d in env.get("DRILL_KEEP_PAUSED", "").split(",") if d.strip()),
         )
 
@@ -182,6 +189,11 @@ class Settings:
     @property
     def plugins_folder(self) -> Path:
         return self.repo / "plugins"
+
+    @property
+    def metrics_log(self) -> Path:
+        """Where the local StatsD receiver writes the metrics it gets."""
+        return self.state / "metrics.log"
 
     @property
     def aws_endpoint_url(self) -> str:
@@ -279,6 +291,7 @@ PORT_VARIABLES = (
     "AIRFLOW_TRIGGER_LOG_PORT",
     "DRILL_REDIS_PORT",
     "DRILL_CELERY_LOG_PORT",
+    "DRILL_STATSD_PORT",
 )
 
 
@@ -330,6 +343,11 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(s.worker_log_port),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(s.trigger_log_port),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # Airflow's metrics (its own and the pipeline's, docs/metrics.md) to the local StatsD receiver
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(s.statsd_port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": METRICS_PREFIX,
         conn_env_var(config.DB_CONN_ID): drill_db_uri(s),
         conn_env_var(config.AWS_CONN_ID): aws_conn(s),
         # drill_progress_maintenance prunes Airflow's metadata through this connection
@@ -610,7 +628,7 @@ def component_states(s: Settings) -> dict[str, int | None]:
             pg_pid = int((s.pgdata / "postmaster.pid").read_text().split()[0])
     states["postgres"] = pg_pid
     redis, workers = celery_components(s)
-    for name in ("moto", *redis, *AIRFLOW_COMPONENTS, *workers, "simulator"):
+    for name in ("metrics", "moto", *redis, *AIRFLOW_COMPONENTS, *workers, "simulator"):
         states[name] = running_pid(s, name)
     return states
 
@@ -679,6 +697,45 @@ def _start_moto(s: Settings, running: set[str], env: dict[str, str]) -> None:
         marker="devtools.moto_server",
     )
     wait_for(lambda: _http_ok(f"{s.aws_endpoint_url}/moto-api/"), 60, f"moto on {s.aws_endpoint_url}")
+
+
+def udp_port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _start_metrics_sink(s: Settings, running: set[str], env: dict[str, str]) -> None:
+    where = f"udp 127.0.0.1:{s.statsd_port}"
+    if "metrics" in running:
+        _say(f"StatsD receiver already running on {where}")
+        return
+    if udp_port_in_use(s.statsd_port):
+        raise ServiceError(
+            f"port {s.statsd_port} (udp, the local StatsD receiver) is already in use on 127.0.0.1; stop whatever "
+            "holds it or choose another port with DRILL_STATSD_PORT=<port>"
+        )
+    cmd = [str(s.python), "-m", "devtools.metrics_sink", "--port", str(s.statsd_port), "--out", str(s.metrics_log)]
+    pid = spawn(s, "metrics", cmd, env, marker="devtools.metrics_sink")
+    wait_for(lambda: udp_port_in_use(s.statsd_port), 30, f"the StatsD receiver on {where}", interval=0.2)
+    _say(f"started the StatsD receiver (pid {pid}) on {where}: Airflow's metrics go to {s.metrics_log}")
+
+
+def metrics_summary(s: Settings, prefix: str = f"{METRICS_PREFIX}.drill_progress.", tail_bytes: int = 1 << 20) -> str:
+    """Where the metrics go, and what the last MiB of the metrics log holds of the pipeline's."""
+    where = f"Airflow's StatsD metrics ([metrics] statsd_on) -> udp 127.0.0.1:{s.statsd_port} -> {s.metrics_log}"
+    try:
+        with open(s.metrics_log, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - tail_bytes))
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return f"{where} (nothing received yet)"
+    ours = [line for line in lines if f" {prefix}" in line]
+    last = f", the latest at {ours[-1].split(' ', 1)[0]}" if ours else ""
+    return f"{where}: {len(lines)} recent lines, {len(ours)} of them the pipeline's ({prefix}*){last}"
 
 
 def redis_server(s: Settings) -> RedisServer:
@@ -841,6 +898,7 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
     _executor_file(s).write_text(s.executor + "\n")
 
     _start_postgres(s, running)
+    _start_metrics_sink(s, running, env)
     _start_moto(s, running, env)
     _ensure_alert_topic(s, env)
     if s.celery:
@@ -878,6 +936,7 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         + "\n"
         f"  PostgreSQL     {drill_db_uri(s)}\n"
         f"  AWS emulator   {s.aws_endpoint_url}\n"
+        f"  metrics        StatsD on udp 127.0.0.1:{s.statsd_port} -> {s.metrics_log} (docs/metrics.md)\n"
         f"  logs           {s.log_dir}\n"
         f"  by hand        source {env_sh} && .venv/bin/airflow dags test <dag_id>\n"
         f"  stop           make down\n",
@@ -890,7 +949,8 @@ def down(s: Settings) -> list[str]:
     stopped = []
     redis, workers = celery_components(s)
     # the scheduler before the workers (nothing new is queued), the broker after them
-    for name in ("simulator", "api-server", "triggerer", "dag-processor", "scheduler", *workers, *redis, "moto"):
+    order = ("simulator", "api-server", "triggerer", "dag-processor", "scheduler", *workers, *redis, "moto", "metrics")
+    for name in order:
         if stop_process(s, name):
             stopped.append(name)
             _say(f"stopped {name}")
@@ -914,9 +974,12 @@ def status(s: Settings) -> dict[str, int | None]:
     for name, pid in states.items():
         shown = name in ports and name not in {"scheduler", "triggerer"} and not name.startswith(WORKER_PREFIX)
         where = f"port {ports[name][0]}" if shown else ""
+        if name == "metrics":
+            where = f"udp {s.statsd_port}"
         state = f"running (pid {pid})" if pid else "stopped"
         log = postgres(s).logfile if name == "postgres" else _log_file(s, name)
         print(f"  {name:<{width}} {state:<22} {where:<11} log {log}")
+    print(f"\n  metrics: {metrics_summary(s)}")
     if executor == "celery":
         _print_celery_workers(s, states)
     if states.get("api-server"):

@@ -173,7 +173,9 @@ def test_a_recycled_pid_is_not_mistaken_for_ours(tmp_path):
 def test_status_and_down_on_an_empty_state_folder(tmp_path, capsys):
     s = _settings(tmp_path, DRILL_PG_PORT=free_port())
     states = devstack.status(s)
-    assert set(states) == {"postgres", "moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator"}
+    assert set(states) == {
+        *("postgres", "metrics", "moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator")
+    }
     assert not any(states.values())
     assert devstack.down(s) == []
     assert "nothing was running" in capsys.readouterr().out
@@ -279,8 +281,8 @@ def test_status_of_a_stopped_celery_stack_lists_its_workers(tmp_path, capsys):
     s = _settings(tmp_path, EXECUTOR="celery", DRILL_PG_PORT=free_port(), DRILL_REDIS_PORT=free_port())
     states = devstack.status(s)
     assert set(states) == {
-        *("postgres", "moto", "redis", "scheduler", "dag-processor", "triggerer", "api-server", "simulator"),
-        *("celery-worker-1", "celery-worker-2"),
+        *("postgres", "metrics", "moto", "redis", "scheduler", "dag-processor", "triggerer", "api-server"),
+        *("simulator", "celery-worker-1", "celery-worker-2"),
     }
     assert not any(states.values())
     out = capsys.readouterr().out
@@ -336,6 +338,55 @@ def test_a_missing_redis_server_says_how_to_install_it(monkeypatch):
         services.find_redis_server(install=False)
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_metrics_are_on_towards_the_local_statsd_receiver(tmp_path):
+    s = _settings(tmp_path, DRILL_STATSD_PORT=6011)
+    env = devstack.airflow_env(s, SECRETS, environ={})
+    assert {k: v for k, v in env.items() if k.startswith("AIRFLOW__METRICS__")} == {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": "6011",
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+    }
+    assert devstack.Settings.from_env({}).statsd_port == 58125
+    assert "DRILL_STATSD_PORT" in devstack.PORT_VARIABLES
+
+
+def test_the_statsd_receiver_writes_what_it_gets_and_status_says_where(state_dir, capsys):
+    s = _settings(state_dir, DRILL_STATSD_PORT=_free_udp_port())
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'include'}:{ROOT}"}
+    devstack._prepare_state(s)
+    devstack._start_metrics_sink(s, set(), env)
+    try:
+        pid = devstack.running_pid(s, "metrics")
+        assert pid
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(
+                b"airflow.drill_progress.reminders.enqueued:3|c\nairflow.scheduler_heartbeat:1|c",
+                ("127.0.0.1", s.statsd_port),
+            )
+        devstack.wait_for(lambda: s.metrics_log.exists() and "heartbeat" in s.metrics_log.read_text(), 10, "the log")
+        lines = s.metrics_log.read_text().splitlines()
+        assert [line.split(" ", 1)[1] for line in lines] == [
+            "airflow.drill_progress.reminders.enqueued:3|c",
+            "airflow.scheduler_heartbeat:1|c",
+        ]
+        with pytest.raises(services.ServiceError, match="DRILL_STATSD_PORT"):  # the port is taken now
+            devstack._start_metrics_sink(s, set(), env)
+        devstack.status(s)
+        out = capsys.readouterr().out
+        assert any(line.split()[:3] == ["metrics", "running", "(pid"] for line in out.splitlines()), out
+        assert f"-> udp 127.0.0.1:{s.statsd_port} -> {s.metrics_log}: 2 recent lines, 1 of them the pipeline's" in out
+    finally:
+        devstack.stop_process(s, "metrics")
+    assert devstack.running_pid(s, "metrics") is None
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_up_status_down_for_real(state_dir):
@@ -347,6 +398,7 @@ def test_up_status_down_for_real(state_dir):
         "AIRFLOW_PORT": free_port(),
         "AIRFLOW_WORKER_LOG_PORT": free_port(),
         "AIRFLOW_TRIGGER_LOG_PORT": free_port(),
+        "DRILL_STATSD_PORT": _free_udp_port(),
     }
     env = {**os.environ, "DRILL_STATE_DIR": str(state_dir), **{k: str(v) for k, v in ports.items()}}
     for name in list(env):  # the test session's Airflow settings must not leak into the stack
@@ -370,7 +422,7 @@ def test_up_status_down_for_real(state_dir):
         assert f"http://localhost:{ports['AIRFLOW_PORT']}" in first.stdout and "admin / admin" in first.stdout
         pids = {
             name: devstack.running_pid(s, name)
-            for name in ("moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator")
+            for name in ("metrics", "moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator")
         }
         assert all(pids.values()), pids
 
@@ -393,9 +445,26 @@ def test_up_status_down_for_real(state_dir):
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert json.loads(resp.read())["version"].startswith("3.3")
 
+        # the continuous ingestion run applies the simulator's traffic: its metrics reach the receiver
+        ours = f"{devstack.METRICS_PREFIX}.drill_progress.ingest.events_applied."
+        devstack.wait_for(
+            lambda: s.metrics_log.exists() and ours in s.metrics_log.read_text(), 180, "ingest metrics", interval=2
+        )
+
         status = stack("status", timeout=60)
         assert status.returncode == 0
-        for name in ("postgres", "moto", "scheduler", "dag-processor", "triggerer", "api-server", "simulator"):
+        assert f"-> udp 127.0.0.1:{ports['DRILL_STATSD_PORT']} -> {s.metrics_log}" in status.stdout, status.stdout
+        assert "the pipeline's (airflow.drill_progress.*), the latest at" in status.stdout, status.stdout
+        for name in (
+            "metrics",
+            "postgres",
+            "moto",
+            "scheduler",
+            "dag-processor",
+            "triggerer",
+            "api-server",
+            "simulator",
+        ):
             assert any(line.split()[:2] == [name, "running"] for line in status.stdout.splitlines()), status.stdout
         assert "0 import errors" in status.stdout
         env_sh = (state_dir / "env.sh").read_text()
