@@ -209,6 +209,24 @@ def test_airflow_settings_match_the_local_stack_and_exist(services, local_env):
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] in init_script
 
 
+def test_metrics_are_on_in_both_stacks_towards_a_statsd_receiver(services, local_env):
+    """Airflow's StatsD metrics (its own and the pipeline's, docs/metrics.md): to the statsd-exporter
+    service here, to the local stack's receiver there; the same prefix, which the exporter's
+    mappings (helm/statsd-mappings.yaml) expect."""
+    for name in AIRFLOW_SERVICES:
+        env = _env(services[name])
+        assert env["AIRFLOW__METRICS__STATSD_ON"].lower() == local_env["AIRFLOW__METRICS__STATSD_ON"].lower() == "true"
+        assert env["AIRFLOW__METRICS__STATSD_PREFIX"] == local_env["AIRFLOW__METRICS__STATSD_PREFIX"] == "airflow"
+        assert (env["AIRFLOW__METRICS__STATSD_HOST"], env["AIRFLOW__METRICS__STATSD_PORT"]) == (
+            "statsd-exporter",
+            "9125",
+        )
+    exporter = services["statsd-exporter"]
+    assert exporter["image"].startswith("prom/statsd-exporter:")
+    assert "--statsd.listen-udp=:9125" in exporter["command"]
+    assert exporter["ports"] == ["127.0.0.1:9102:9102"]  # DRILL_STATSD_EXPORTER_PORT, loopback only
+
+
 def test_project_folders_are_mounted_into_every_airflow_container(services):
     for folder in ("dags", "include", "plugins"):
         assert (ROOT / folder).is_dir(), folder

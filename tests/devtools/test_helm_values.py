@@ -104,3 +104,21 @@ def test_the_image_is_the_pinned_airflow(values):
     pinned = _pinned_airflow()
     assert values["airflowVersion"] == pinned
     assert values["images"]["airflow"]["tag"].startswith(f"{pinned}-")
+
+
+def test_the_pipelines_metrics_get_the_statsd_exporter_mappings_compose_uses(values):
+    """statsd.extraMappings turn the shard id, outbox source and table segments of the pipeline's
+    metric names into labels (docs/metrics.md); docker-compose.yaml mounts the same rules."""
+    from drill_progress import metrics
+
+    assert values["statsd"]["enabled"] is True
+    mapped = yaml.safe_load((ROOT / "helm" / "statsd-mappings.yaml").read_text())["mappings"]
+    assert values["statsd"]["extraMappings"] == mapped
+    assert [m["match"] for m in mapped][:3] == [
+        f"airflow.{metrics.PREFIX}.ingest.*.*",
+        f"airflow.{metrics.PREFIX}.outbox.*.*",
+        f"airflow.{metrics.PREFIX}.maintenance.*.*",
+    ]
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    exporter = compose["services"]["statsd-exporter"]
+    assert "./helm/statsd-mappings.yaml:/etc/statsd-exporter/mappings.yaml:ro" in exporter["volumes"]
