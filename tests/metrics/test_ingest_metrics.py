@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from airflow_support import run_state
 
-from drill_progress.ingest import consumer
+from drill_progress.ingest import consumer, pipeline
+from drill_progress.ingest import events as ev
 from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM, COMMANDS = "dialog-events", "dialog-commands"
@@ -151,3 +152,23 @@ def test_commands_that_cannot_be_published_are_counted_as_failures(airflow_env, 
     assert counters[f"{PREFIX}outbox.publish_failures.ingest"] == 3
     assert f"{PREFIX}ingest.commands_published.{shard}" not in counters
     assert counters[f"{PREFIX}ingest.events_applied.{shard}"] == stats.events_applied == 6
+
+
+def test_a_record_the_database_refuses_is_counted_when_set_aside(drill_db, statsd_metrics):
+    """Past the edge (a NUL in a phone number, which psycopg refuses): the micro-batch is retried,
+    bisected, and that one record set aside on its own; the counters say so."""
+    phones = [f"+1555222{n:04d}" for n in range(3)]
+    raws = [pipeline.RawRecord(f"{n:030d}", phone, validated_and_started(phone)) for n, phone in enumerate(phones, 1)]
+    parsed = pipeline.parse_records(raws)
+    poisoned = ev.parse_record(raws[1].data)
+    poisoned.phone_number = "+1555\x002222"
+    parsed[1] = pipeline.Parsed(raws[1], poisoned)
+    applier = pipeline.Applier(drill_db.engine, STREAM, "shardId-000000000007")
+    applier.apply(parsed)
+    statsd_metrics.settle()
+    counters = statsd_metrics.counters(PREFIX)
+    assert (applier.stats.records_rejected, applier.stats.events_applied) == (1, 4)
+    assert counters == {
+        f"{PREFIX}ingest.records_set_aside.shardId-000000000007": 1,
+        f"{PREFIX}ingest.events_applied.shardId-000000000007": 4,
+    }
