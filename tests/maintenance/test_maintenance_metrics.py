@@ -65,5 +65,5 @@ def test_rows_pruned_per_table_arrive_as_counters(run_dag, airflow_env, statsd_m
     assert {k: v for k, v in counters.items() if k.startswith(f"{PREFIX}airflow_rows_pruned.")} == {
         f"{PREFIX}airflow_rows_pruned.{table}": rows for table, rows in airflow_rows.items() if rows
     }
-    assert airflow_rows["dag_run"] >= 3  # the ingest, reminders and dry maintenance runs
+    assert airflow_rows["dag_run"] >= 1  # runs of this test (airflow db clean keeps some, e.g. the latest)
     assert counters[f"{PREFIX}log_files_pruned"] == summary["task_logs"]["files"] >= 3
