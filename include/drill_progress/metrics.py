@@ -13,8 +13,10 @@ StatsD). Same for the table of `maintenance.rows_pruned.<table>` and the source 
 `outbox.published.<source>`. A value is reduced to Airflow's allowed characters (letters, digits,
 `_`, `-`; a `.` would split the segment) before it becomes a name segment.
 
-Cost: an emit is a dictionary lookup and, with StatsD on, one UDP datagram (about 5 µs); ingestion
-emits a handful per micro-batch (never per event), the other DAGs a few per run.
+Cost (bench/bench_metrics.py): an emit is one call into Airflow's facade, a few µs with metrics off;
+with StatsD on, Airflow's name checks and one UDP datagram make it some 25-50 µs. Ingestion emits
+three per usual micro-batch (never per event): about 1 % of a 500-record micro-batch at 37,000
+events/s, less for larger batches; the other DAGs a few per run.
 """
 
 from __future__ import annotations
