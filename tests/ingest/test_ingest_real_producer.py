@@ -152,3 +152,47 @@ def test_the_middle_of_a_real_drill_is_exact(drill_db):
     apply("advanced_to_next_prompt")  # the same batch again: skipped whole by the seq guard
     assert rows(drill_db.engine, instance) == [("2 -", t("2020-04-07T16:38:13.600695+00:00"), None, None, True)]
     assert rows(drill_db.engine, "SELECT count(*) FROM stream_checkpoints") == [(1,)]
+
+
+def test_real_batches_set_aside_by_the_old_limit_are_reapplied_as_if_live(drill_db):
+    """Before migration 0012 every real batch was set aside (`seq: Expected a string of 1 to 30
+    decimal digits`). After the fix, dialog_event_reapply applies them in stream order: the
+    aggregate is the one a live apply of the same records gives, the seqs exact."""
+    from devtools.aggregate import AGGREGATE_QUERIES
+    from drill_progress.ingest import pipeline, reapply
+    from drill_progress.ingest.pipeline import RawRecord
+
+    engine = drill_db.engine
+    base = 49606593837744405372328183282036461982495705134159739085  # the stream's own positions
+    names = _in_stream_order()
+    with engine.begin() as conn:
+        for n, name in enumerate(names):
+            conn.exec_driver_sql(
+                "INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason) "
+                "VALUES ('dialog-events', 'shardId-000000000000', %(s)s, %(p)s, %(d)s, "
+                "'seq: Expected a string of 1 to 30 decimal digits')",
+                {"s": str(base + n), "p": real(name)["phone_number"], "d": (REAL / f"{name}.json").read_bytes()},
+            )
+    done = reapply.reapply(engine, "dialog-events")
+    assert (done.examined, done.reapplied, done.superseded, done.still_bad, done.failed) == (11, 10, 1, 0, 0)
+
+    def aggregate():
+        with engine.connect() as conn:
+            return {name: conn.exec_driver_sql(sql).all() for name, sql in AGGREGATE_QUERIES.items()}
+
+    reapplied = aggregate()
+    seqs = "SELECT p.phone_number, u.seq::text FROM users u JOIN phone_numbers p USING (user_id)"
+    assert dict(rows(engine, seqs)) == {
+        A: real("drill_completed")["seq"],
+        B: real("next_drill_requested")["seq"],
+        C: real("reminder_triggered")["seq"],
+        D: real("opted_out")["seq"],
+    }
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE users, command_outbox, stream_checkpoints CASCADE")
+    raws = [
+        RawRecord(str(base + n), real(name)["phone_number"], (REAL / f"{name}.json").read_bytes())
+        for n, name in enumerate(names)
+    ]
+    pipeline.apply_micro_batch(engine, "dialog-events", "shardId-000000000000", raws)
+    assert aggregate() == reapplied
