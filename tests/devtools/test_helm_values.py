@@ -22,12 +22,22 @@ VALUES = ROOT / "helm" / "values.yaml"
 CHART_VERSION = "1.22.0"
 
 # Keys the official chart renamed or deprecated, up to CHART_VERSION: old path -> (new path, the
-# chart release whose release notes list it, the chart PR). From the chart's release notes and
-# newsfragments (chart/newsfragments/<PR>.significant.rst); "<=1.22.0" where the newsfragment was
-# read but the release notes seen did not name the release. The deprecated keys "are still
-# working, but are deprecated and will be removed in a future version" (1.20.0 release notes).
+# chart release whose release notes deprecate it, the chart PR or 0 if none is named). From the
+# chart's RELEASE_NOTES.rst (1.22.0 deprecates no key), checked against its values.schema.json:
+# every key the schema describes as deprecated is here, only the top of each deprecated section
+# (what is under it goes with it). The deprecated keys "are still working, but are deprecated and
+# will be removed in a future version".
 _RENAMED: dict[str, tuple[str, str, int]] = {
-    # Celery worker settings moved under workers.celery (and workers.kubernetes for the pod template)
+    # chart 1.19.0: the Celery worker settings (pod-template ones: also workers.kubernetes)
+    "workers.replicas": ("workers.celery.replicas", "1.19.0", 59730),
+    "workers.revisionHistoryLimit": ("workers.celery.revisionHistoryLimit", "1.19.0", 60056),
+    "workers.args": ("workers.celery.args", "1.19.0", 60163),
+    "workers.livenessProbe": ("workers.celery.livenessProbe", "1.19.0", 60186),
+    "workers.updateStrategy": ("workers.celery.updateStrategy", "1.19.0", 60351),
+    "workers.strategy": ("workers.celery.strategy", "1.19.0", 60354),
+    "workers.podManagementPolicy": ("workers.celery.podManagementPolicy", "1.19.0", 60359),
+    "workers.persistence": ("workers.celery.persistence", "1.19.0", 60238),
+    # chart 1.20.0: the Celery worker settings (pod-template ones: also workers.kubernetes)
     "workers.command": ("workers.celery.command", "1.20.0", 60067),
     "workers.securityContexts": ("workers.celery.securityContexts", "1.20.0", 60396),
     "workers.containerLifecycleHooks": ("workers.celery.containerLifecycleHooks", "1.20.0", 61369),
@@ -35,13 +45,10 @@ _RENAMED: dict[str, tuple[str, str, int]] = {
     "workers.kerberosInitContainer": ("workers.celery.kerberosInitContainer", "1.20.0", 60751),
     "workers.terminationGracePeriodSeconds": ("workers.celery.terminationGracePeriodSeconds", "1.20.0", 61892),
     "workers.nodeSelector": ("workers.celery.nodeSelector", "1.20.0", 61957),
-    "workers.keda": ("workers.celery.keda", "<=1.22.0", 61820),
-    "workers.resources": ("workers.celery.resources", "<=1.22.0", 61890),
-    "workers.persistence": ("workers.celery.persistence", "<=1.22.0", 60238),
-    "workers.args": ("workers.celery.args", "<=1.22.0", 60163),
-    "workers.livenessProbe": ("workers.celery.livenessProbe", "<=1.22.0", 60186),
-    "workers.strategy": ("workers.celery.strategy", "<=1.22.0", 60354),
-    "workers.podDisruptionBudget": ("workers.celery.podDisruptionBudget", "<=1.22.0", 61414),
+    "workers.podDisruptionBudget": ("workers.celery.podDisruptionBudget", "1.20.0", 61414),
+    "workers.keda": ("workers.celery.keda", "1.20.0", 61820),
+    "workers.resources": ("workers.celery.resources", "1.20.0", 61890),
+    # chart 1.21.0: the Celery worker settings (pod-template ones: also workers.kubernetes)
     "workers.safeToEvict": ("workers.celery.safeToEvict", "1.21.0", 61915),
     "workers.hostAliases": ("workers.celery.hostAliases", "1.21.0", 61960),
     "workers.priorityClassName": ("workers.celery.priorityClassName", "1.21.0", 61961),
@@ -52,22 +59,48 @@ _RENAMED: dict[str, tuple[str, str, int]] = {
     "workers.extraInitContainers": ("workers.celery.extraInitContainers", "1.21.0", 64741),
     "workers.extraVolumes": ("workers.celery.extraVolumes", "1.21.0", 64746),
     "workers.affinity": ("workers.celery.affinity", "1.21.0", 64860),
+    "workers.tolerations": ("workers.celery.tolerations", "1.21.0", 64976),
+    "workers.topologySpreadConstraints": ("workers.celery.topologySpreadConstraints", "1.21.0", 64980),
+    "workers.podAnnotations": ("workers.celery.podAnnotations", "1.21.0", 65027),
+    "workers.labels": ("workers.celery.labels", "1.21.0", 65030),
+    "workers.env": ("workers.celery.env", "1.21.0", 65056),
+    "workers.extraVolumeMounts": ("workers.celery.extraVolumeMounts", "1.21.0", 65059),
+    "workers.extraPorts": ("workers.celery.extraPorts", "1.21.0", 61919),
+    "workers.volumeClaimTemplates": ("workers.celery.volumeClaimTemplates", "1.21.0", 62048),
+    "workers.waitForMigrations": ("workers.celery.waitForMigrations", "1.21.0", 62054),
     "workers.hpa": ("workers.celery.hpa", "1.21.0", 64734),
-    "workers.tolerations": ("workers.celery.tolerations", "<=1.22.0", 64976),
-    "workers.topologySpreadConstraints": ("workers.celery.topologySpreadConstraints", "<=1.22.0", 64980),
-    "workers.annotations": ("workers.celery.annotations", "<=1.22.0", 64982),
-    "workers.podAnnotations": ("workers.celery.podAnnotations", "<=1.22.0", 65027),
-    "workers.labels": ("workers.celery.labels", "<=1.22.0", 65030),
-    "workers.logGroomerSidecar": ("workers.celery.logGroomerSidecar", "<=1.22.0", 65033),
-    "workers.env": ("workers.celery.env", "<=1.22.0", 65056),
-    "workers.extraVolumeMounts": ("workers.celery.extraVolumeMounts", "<=1.22.0", 65059),
-    # older renames (release notes 1.2.0, 1.4.0, 1.6.0), marked deprecated in the schema's descriptions
+    "workers.annotations": ("workers.celery.annotations", "1.21.0", 64982),
+    "workers.logGroomerSidecar": ("workers.celery.logGroomerSidecar", "1.21.0", 65033),
+    # other sections
+    "workers.securityContext": ("workers.celery.securityContexts", "1.20.0", 62729),
+    "webserver.defaultUser": ("createUserJob", "1.19.0", 59767),
+    "registry.secretName": ("imagePullSecrets", "1.19.0", 58094),
+    "registry.connection": ("imagePullSecrets (a Secret made beforehand)", "1.19.0", 58094),
+    "dags.gitSync.readinessProbe": ("dags.gitSync.recommendedProbeSetting", "1.20.0", 62334),
     "ingress.enabled": ("ingress.web.enabled / ingress.flower.enabled", "1.6.0", 0),
     "ingress.web.host": ("ingress.web.hosts", "1.2.0", 0),
     "ingress.flower.host": ("ingress.flower.hosts", "1.2.0", 0),
     "ingress.web.tls": ("ingress.web.hosts[*].tls", "1.4.0", 0),
     "ingress.flower.tls": ("ingress.flower.hosts[*].tls", "1.4.0", 0),
-    "securityContext": ("securityContexts.pod", "schema", 0),
+    "ingress.apiServer.host": ("ingress.apiServer.hosts", "1.20.0", 62490),
+    "ingress.apiServer.tls": ("ingress.apiServer.hosts[*].tls", "1.20.0", 62490),
+    "ingress.statsd.host": ("ingress.statsd.hosts", "1.20.0", 62490),
+    "ingress.pgbouncer.host": ("ingress.pgbouncer.hosts", "1.20.0", 62490),
+    "webserver.extraNetworkPolicies": ("webserver.networkPolicy.ingress.from", "1.1.0", 0),
+    "flower.extraNetworkPolicies": ("flower.networkPolicy.ingress.from", "1.1.0", 0),
+    # every pod's securityContext: securityContexts (.pod / .container) instead (warned since 1.20.0)
+    "securityContext": ("securityContexts", "1.20.0", 62729),
+    "scheduler.securityContext": ("scheduler.securityContexts", "1.20.0", 62729),
+    "triggerer.securityContext": ("triggerer.securityContexts", "1.20.0", 62729),
+    "dagProcessor.securityContext": ("dagProcessor.securityContexts", "1.20.0", 62729),
+    "webserver.securityContext": ("webserver.securityContexts", "1.20.0", 62729),
+    "flower.securityContext": ("flower.securityContexts", "1.20.0", 62729),
+    "statsd.securityContext": ("statsd.securityContexts", "1.20.0", 62729),
+    "redis.securityContext": ("redis.securityContexts", "1.20.0", 62729),
+    "cleanup.securityContext": ("cleanup.securityContexts", "1.20.0", 62729),
+    "createUserJob.securityContext": ("createUserJob.securityContexts", "1.20.0", 62729),
+    "migrateDatabaseJob.securityContext": ("migrateDatabaseJob.securityContexts", "1.20.0", 62729),
+    "dags.gitSync.securityContext": ("dags.gitSync.securityContexts", "1.20.0", 62729),
 }
 
 
