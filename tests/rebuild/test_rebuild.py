@@ -319,3 +319,38 @@ def test_rebuild_dag_reports_then_repairs_one_user(run_dag, airflow_env):
     again = return_value(run_dag("drill_progress_rebuild", {"all_users": True, "dry_run": False}), "rebuild_users")
     assert (again["examined"], again["changed"]) == (2, 0)
     assert run_state(run_dag("drill_progress_rebuild", {})) == "failed"  # neither phone numbers nor all_users
+
+
+# ---- retention --------------------------------------------------------------------------------------------
+
+
+def test_history_months_past_the_retention_are_dropped_and_the_coverage_moves(drill_db):
+    from datetime import UTC, datetime
+
+    from drill_progress.maintenance import history
+
+    engine = drill_db.engine
+    phone = "+15557770007"
+    apply_stream(engine, user_story(phone))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT event_history_ensure_partitions('2025-01-15', 2)")  # Jan and Feb 2025
+        conn.exec_driver_sql(
+            "INSERT INTO event_history (recorded_at, phone_number, stream, shard_id, sequence_number, raw_data) "
+            "VALUES ('2025-01-20', %(p)s, 's', 'x', '1', 'a'), ('2025-02-20', %(p)s, 's', 'x', '2', 'b')",
+            {"p": phone},
+        )
+    now = datetime(2026, 3, 20, tzinfo=UTC)  # 400 days before: 2025-02-13, inside February
+    dry = history.keep_history(engine, now=now, retention_days=400, dry_run=True)
+    assert [d["partition"] for d in dry["dropped"]] == ["event_history_202501"]
+    assert rows(engine, "SELECT count(*) FROM event_history WHERE recorded_at < '2025-03-01'") == [(2,)]
+
+    done = history.keep_history(engine, now=now, retention_days=400, dry_run=False)
+    assert [(d["partition"], d["month_end"]) for d in done["dropped"]] == [
+        ("event_history_202501", "2025-02-01T00:00:00+00:00")
+    ]
+    assert rows(engine, "SELECT sequence_number FROM event_history WHERE recorded_at < '2025-03-01'") == [("2",)]
+    [(since,)] = rows(engine, "SELECT complete_since FROM event_history_coverage")
+    assert since >= datetime(2025, 2, 1, tzinfo=UTC)
+    assert rows(engine, "SELECT count(*) FROM event_history WHERE phone_number = %(p)s", {"p": phone}) == [(6,)]
+    again = history.keep_history(engine, now=now, retention_days=400, dry_run=False)
+    assert (again["dropped"], again["partitions_created"]) == ([], 0)

@@ -63,3 +63,53 @@ END
 $$;
 
 SELECT event_history_ensure_partitions(current_date, 3);
+
+-- Retention (drill_progress_maintenance, history_retention_days): drops each monthly partition
+-- whose whole month is older than `cutoff` (and deletes the DEFAULT partition's rows older than
+-- it), then records that the history is complete only since then. A dry run reports the same
+-- partitions and drops nothing. Dropping a partition locks event_history for a moment: the lock
+-- timeout keeps ingestion from queueing behind it (the next day's run tries again).
+CREATE FUNCTION event_history_drop_before(cutoff timestamptz, dry_run boolean)
+RETURNS TABLE (partition_name text, month_end timestamptz, row_estimate bigint, bytes bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    part record;
+    deleted bigint;
+BEGIN
+    SET LOCAL lock_timeout = '2s';
+    FOR part IN
+        SELECT c.oid, c.relname::text AS name, greatest(c.reltuples, 0)::bigint AS estimate,
+               (to_date(substr(c.relname, 15), 'YYYYMM') + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS upper
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'event_history'::regclass AND c.relname ~ '^event_history_[0-9]{6}$'
+        ORDER BY c.relname
+    LOOP
+        CONTINUE WHEN part.upper > cutoff;
+        partition_name := part.name;
+        month_end := part.upper;
+        row_estimate := part.estimate;
+        bytes := pg_total_relation_size(part.oid);
+        IF NOT dry_run THEN
+            EXECUTE format('DROP TABLE %I', part.name);
+            UPDATE event_history_coverage SET complete_since = greatest(complete_since, part.upper);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF dry_run THEN
+        SELECT count(*) INTO deleted FROM event_history_default WHERE recorded_at < cutoff;
+    ELSE
+        DELETE FROM event_history_default WHERE recorded_at < cutoff;
+        GET DIAGNOSTICS deleted = ROW_COUNT;
+        IF deleted > 0 THEN
+            UPDATE event_history_coverage SET complete_since = greatest(complete_since, cutoff);
+        END IF;
+    END IF;
+    IF deleted > 0 THEN
+        partition_name := 'event_history_default';
+        month_end := cutoff;
+        row_estimate := deleted;
+        bytes := NULL;
+        RETURN NEXT;
+    END IF;
+END
+$$;
