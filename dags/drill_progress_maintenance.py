@@ -26,13 +26,19 @@ locks, and keeps every promise of the contract (docs/operations.md). No catchup;
    without it: the task then runs in-process with Airflow's own database).
 3. **prune_task_logs**: files under `[logging] base_log_folder` last written more than
    `metadata_retention_days` ago, then emptied directories; never a log of this run.
-4. **summary**: everything above in one return value (XCom `return_value`): rows per table and the
+4. **keep_event_history**: the event history (`event_history`, the records `drill_progress_rebuild`
+   folds again) is partitioned by UTC month: this month's and the next two months' partitions are
+   created if missing, and each month wholly older than `history_retention_days` is dropped whole
+   (no row-by-row delete). Users created before the history's new start can then no longer be
+   rebuilt (docs/history.md).
+5. **summary**: everything above in one return value (XCom `return_value`): rows per table and the
    bytes of the deleted rows (space reusable by new rows; files do not shrink), Airflow rows per
    table, log files and bytes freed.
 
 **Params** (whole days, ≥ 0; **0 means everything older than now**): `outbox_retention_days`
 (30), `rejected_retention_days` (30), `metadata_retention_days` (30, Airflow's history and task
-logs); `dry_run` (false): count what would go, delete nothing.
+logs), `history_retention_days` (400, the event history); `dry_run` (false): count what would go,
+delete nothing.
 
 **Promises that survive pruning** (tested with every retention at 0): a prompt already reminded is
 never reminded again (`drill_instances.reminded_prompts`), a drill already sent today is never sent
@@ -49,6 +55,9 @@ user's `seq`), so nothing a prune deletes can cause a command to be sent twice.
   `airflow_metadata_db` connection (it must point at the metadata database Airflow itself uses),
   then clear the task. A table it could not clean fails the task (`--error-on-cleanup-failure`).
 - *prune_task_logs*: usually permissions on the log folder; fix them and clear the task.
+- *keep_event_history*: a lock timeout (2 s) while dropping a month means ingestion held the table:
+  clear the task or let the next day's run drop it. Until the partitions ahead exist, ingestion
+  writes into `event_history_default` (never fails); the next run creates them.
 - Invalid params (a negative retention) fail without retries: trigger again with valid ones.
 
 A failed task sends an alert (Variable `alert_topic_arn`). A task that overruns (2 h for the drill
@@ -92,6 +101,15 @@ def _retention(title: str, description: str) -> Param:
             "DAG runs, task instances, XComs, audit log rows and task log files older than this are "
             "deleted (0 = all but this run and unfinished runs).",
         ),
+        "history_retention_days": Param(
+            400,
+            type="integer",
+            minimum=0,
+            maximum=3650,
+            title="Event history retention (days)",
+            description="Months of the event history wholly older than this are dropped; users created "
+            "before the history's new start can no longer be rebuilt.",
+        ),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Count what would go; delete nothing."),
     },
 )
@@ -114,13 +132,24 @@ def drill_progress_maintenance():
 
         return tasks.prune_task_logs(params or {}, dag_run)
 
-    @task(trigger_rule="all_done")
-    def summary(drill_database: dict | None, airflow_metadata: dict | None, task_logs: dict | None) -> dict:
+    @task(execution_timeout=timedelta(minutes=30))
+    def keep_event_history(params: dict | None = None) -> dict:
         from drill_progress.maintenance import tasks
 
-        return tasks.summary(drill_database, airflow_metadata, task_logs)
+        return tasks.keep_event_history(params or {})
 
-    summary(prune_drill_database(), prune_airflow_metadata(), prune_task_logs())
+    @task(trigger_rule="all_done")
+    def summary(
+        drill_database: dict | None,
+        airflow_metadata: dict | None,
+        task_logs: dict | None,
+        event_history: dict | None,
+    ) -> dict:
+        from drill_progress.maintenance import tasks
+
+        return tasks.summary(drill_database, airflow_metadata, task_logs, event_history)
+
+    summary(prune_drill_database(), prune_airflow_metadata(), prune_task_logs(), keep_event_history())
 
 
 drill_progress_maintenance()

@@ -18,6 +18,7 @@ CONTRACT_DAG_IDS = {
     "drill_rollout",
     "drill_progress_report",
     "drill_progress_maintenance",
+    "drill_progress_rebuild",
 }
 # The project's own DAGs beside the contract's (documented in docs/dags.md).
 PROJECT_DAG_IDS = {"dialog_event_reapply", "drill_progress_monitor"}

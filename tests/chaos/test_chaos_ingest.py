@@ -47,6 +47,21 @@ def _assert_same_state(engine, clean) -> dict:
     return got
 
 
+def _assert_history_complete(engine, records) -> dict:
+    """Every record whose effects are committed is in the event history (they are all committed
+    once the runs caught up), a duplicate is harmless, and a rebuild of every user from it finds
+    nothing to change: the history holds exactly what ingestion applied."""
+    from drill_progress import rebuild
+
+    with engine.connect() as conn:
+        kept = [bytes(r[0]) for r in conn.exec_driver_sql("SELECT raw_data FROM event_history").all()]
+    missing = {r.data for r in records} - set(kept)
+    assert not missing, f"{len(missing)} records applied but missing from the event history"
+    check = rebuild.rebuild(engine, all_users=True, dry_run=True)
+    assert (check.changed, check.incomplete_history, check.no_history) == (0, 0, 0), check.as_dict()
+    return {"history_rows": len(kept), "history_duplicates": len(kept) - len(set(kept)), "rebuilt_equal": True}
+
+
 def _sum(report, key: str) -> int:
     return sum(int((a.result or {}).get(key) or 0) for a in report.attempts)
 
@@ -69,6 +84,7 @@ def test_ingest_worker_killed_at_random_points(make_db, kinesis, moto_server, tr
         kill_plan=plan,
     )
     got = _assert_same_state(db.engine, clean_run)
+    history = _assert_history_complete(db.engine, traffic.records)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
     _say(
         "1 sigkill",
@@ -82,7 +98,12 @@ def test_ingest_worker_killed_at_random_points(make_db, kinesis, moto_server, tr
         failed_attempts=report.failures,
         events=traffic.events,
         records=len(traffic.records),
-        verified={"checksum_equal": got["all"][:16], "unconfirmed_puts": report.unconfirmed_puts(), **audit.as_dict()},
+        verified={
+            "checksum_equal": got["all"][:16],
+            "unconfirmed_puts": report.unconfirmed_puts(),
+            **history,
+            **audit.as_dict(),
+        },
     )
     assert report.kills == KILLS, "every planned kill lands inside a run"
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
@@ -114,6 +135,7 @@ def test_continuous_consumers_killed_while_traffic_arrives(make_db, kinesis, mot
     producer.join()
     report = chaos.drive(argv, done=chaos.ingest_caught_up)
     got = _assert_same_state(db.engine, clean_run)
+    history = _assert_history_complete(db.engine, traffic.records)
     audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
     unconfirmed = sum(a.unconfirmed_puts() for a in killed) + report.unconfirmed_puts()
     _say(
@@ -123,7 +145,7 @@ def test_continuous_consumers_killed_while_traffic_arrives(make_db, kinesis, mot
             "killed_after_s": [round(a.killed_after or 0, 3) for a in killed],
         },
         attempts_after=len(report.attempts),
-        verified={"checksum_equal": got["all"][:16], "unconfirmed_puts": unconfirmed, **audit.as_dict()},
+        verified={"checksum_equal": got["all"][:16], "unconfirmed_puts": unconfirmed, **history, **audit.as_dict()},
     )
     assert [a.outcome for a in killed] == ["killed", "killed"]
     assert not audit.missing and not audit.unexpected and not audit.payload_mismatch

@@ -1,6 +1,8 @@
 """helm/values.yaml (the official Airflow chart's values for production) agrees with the contract
-and the local stacks, keeps every secret out of the file, and only sets Airflow options that exist.
-No cluster or helm binary needed: the file is read as YAML."""
+and the local stacks, keeps every secret out of the file, only sets Airflow options that exist, and
+uses the key names of the chart version it pins (no key the chart renamed or deprecated).
+No cluster, helm binary or network needed: the file is read as YAML. The chart's own
+values.schema.json is not copied here; _RENAMED below is taken from its release notes."""
 
 from __future__ import annotations
 
@@ -16,6 +18,91 @@ from drill_progress import config
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = ROOT / "helm" / "values.yaml"
 
+# The official chart release the values are written for (docs/sizing.md says why this one).
+CHART_VERSION = "1.22.0"
+
+# Keys the official chart renamed or deprecated, up to CHART_VERSION: old path -> (new path, the
+# chart release whose release notes deprecate it, the chart PR or 0 if none is named). From the
+# chart's RELEASE_NOTES.rst (1.22.0 deprecates no key), checked against its values.schema.json:
+# every key the schema describes as deprecated is here, only the top of each deprecated section
+# (what is under it goes with it). The deprecated keys "are still working, but are deprecated and
+# will be removed in a future version".
+_RENAMED: dict[str, tuple[str, str, int]] = {
+    # chart 1.19.0: the Celery worker settings (pod-template ones: also workers.kubernetes)
+    "workers.replicas": ("workers.celery.replicas", "1.19.0", 59730),
+    "workers.revisionHistoryLimit": ("workers.celery.revisionHistoryLimit", "1.19.0", 60056),
+    "workers.args": ("workers.celery.args", "1.19.0", 60163),
+    "workers.livenessProbe": ("workers.celery.livenessProbe", "1.19.0", 60186),
+    "workers.updateStrategy": ("workers.celery.updateStrategy", "1.19.0", 60351),
+    "workers.strategy": ("workers.celery.strategy", "1.19.0", 60354),
+    "workers.podManagementPolicy": ("workers.celery.podManagementPolicy", "1.19.0", 60359),
+    "workers.persistence": ("workers.celery.persistence", "1.19.0", 60238),
+    # chart 1.20.0: the Celery worker settings (pod-template ones: also workers.kubernetes)
+    "workers.command": ("workers.celery.command", "1.20.0", 60067),
+    "workers.securityContexts": ("workers.celery.securityContexts", "1.20.0", 60396),
+    "workers.containerLifecycleHooks": ("workers.celery.containerLifecycleHooks", "1.20.0", 61369),
+    "workers.kerberosSidecar": ("workers.celery.kerberosSidecar", "1.20.0", 61881),
+    "workers.kerberosInitContainer": ("workers.celery.kerberosInitContainer", "1.20.0", 60751),
+    "workers.terminationGracePeriodSeconds": ("workers.celery.terminationGracePeriodSeconds", "1.20.0", 61892),
+    "workers.nodeSelector": ("workers.celery.nodeSelector", "1.20.0", 61957),
+    "workers.podDisruptionBudget": ("workers.celery.podDisruptionBudget", "1.20.0", 61414),
+    "workers.keda": ("workers.celery.keda", "1.20.0", 61820),
+    "workers.resources": ("workers.celery.resources", "1.20.0", 61890),
+    # chart 1.21.0: the Celery worker settings (pod-template ones: also workers.kubernetes)
+    "workers.safeToEvict": ("workers.celery.safeToEvict", "1.21.0", 61915),
+    "workers.hostAliases": ("workers.celery.hostAliases", "1.21.0", 61960),
+    "workers.priorityClassName": ("workers.celery.priorityClassName", "1.21.0", 61961),
+    "workers.runtimeClassName": ("workers.celery.runtimeClassName", "1.21.0", 61962),
+    "workers.schedulerName": ("workers.celery.schedulerName", "1.21.0", 62030),
+    "workers.serviceAccount": ("workers.celery.serviceAccount", "1.21.0", 64730),
+    "workers.extraContainers": ("workers.celery.extraContainers", "1.21.0", 64739),
+    "workers.extraInitContainers": ("workers.celery.extraInitContainers", "1.21.0", 64741),
+    "workers.extraVolumes": ("workers.celery.extraVolumes", "1.21.0", 64746),
+    "workers.affinity": ("workers.celery.affinity", "1.21.0", 64860),
+    "workers.tolerations": ("workers.celery.tolerations", "1.21.0", 64976),
+    "workers.topologySpreadConstraints": ("workers.celery.topologySpreadConstraints", "1.21.0", 64980),
+    "workers.podAnnotations": ("workers.celery.podAnnotations", "1.21.0", 65027),
+    "workers.labels": ("workers.celery.labels", "1.21.0", 65030),
+    "workers.env": ("workers.celery.env", "1.21.0", 65056),
+    "workers.extraVolumeMounts": ("workers.celery.extraVolumeMounts", "1.21.0", 65059),
+    "workers.extraPorts": ("workers.celery.extraPorts", "1.21.0", 61919),
+    "workers.volumeClaimTemplates": ("workers.celery.volumeClaimTemplates", "1.21.0", 62048),
+    "workers.waitForMigrations": ("workers.celery.waitForMigrations", "1.21.0", 62054),
+    "workers.hpa": ("workers.celery.hpa", "1.21.0", 64734),
+    "workers.annotations": ("workers.celery.annotations", "1.21.0", 64982),
+    "workers.logGroomerSidecar": ("workers.celery.logGroomerSidecar", "1.21.0", 65033),
+    # other sections
+    "workers.securityContext": ("workers.celery.securityContexts", "1.20.0", 62729),
+    "webserver.defaultUser": ("createUserJob", "1.19.0", 59767),
+    "registry.secretName": ("imagePullSecrets", "1.19.0", 58094),
+    "registry.connection": ("imagePullSecrets (a Secret made beforehand)", "1.19.0", 58094),
+    "dags.gitSync.readinessProbe": ("dags.gitSync.recommendedProbeSetting", "1.20.0", 62334),
+    "ingress.enabled": ("ingress.web.enabled / ingress.flower.enabled", "1.6.0", 0),
+    "ingress.web.host": ("ingress.web.hosts", "1.2.0", 0),
+    "ingress.flower.host": ("ingress.flower.hosts", "1.2.0", 0),
+    "ingress.web.tls": ("ingress.web.hosts[*].tls", "1.4.0", 0),
+    "ingress.flower.tls": ("ingress.flower.hosts[*].tls", "1.4.0", 0),
+    "ingress.apiServer.host": ("ingress.apiServer.hosts", "1.20.0", 62490),
+    "ingress.apiServer.tls": ("ingress.apiServer.hosts[*].tls", "1.20.0", 62490),
+    "ingress.statsd.host": ("ingress.statsd.hosts", "1.20.0", 62490),
+    "ingress.pgbouncer.host": ("ingress.pgbouncer.hosts", "1.20.0", 62490),
+    "webserver.extraNetworkPolicies": ("webserver.networkPolicy.ingress.from", "1.1.0", 0),
+    "flower.extraNetworkPolicies": ("flower.networkPolicy.ingress.from", "1.1.0", 0),
+    # every pod's securityContext: securityContexts (.pod / .container) instead (warned since 1.20.0)
+    "securityContext": ("securityContexts", "1.20.0", 62729),
+    "scheduler.securityContext": ("scheduler.securityContexts", "1.20.0", 62729),
+    "triggerer.securityContext": ("triggerer.securityContexts", "1.20.0", 62729),
+    "dagProcessor.securityContext": ("dagProcessor.securityContexts", "1.20.0", 62729),
+    "webserver.securityContext": ("webserver.securityContexts", "1.20.0", 62729),
+    "flower.securityContext": ("flower.securityContexts", "1.20.0", 62729),
+    "statsd.securityContext": ("statsd.securityContexts", "1.20.0", 62729),
+    "redis.securityContext": ("redis.securityContexts", "1.20.0", 62729),
+    "cleanup.securityContext": ("cleanup.securityContexts", "1.20.0", 62729),
+    "createUserJob.securityContext": ("createUserJob.securityContexts", "1.20.0", 62729),
+    "migrateDatabaseJob.securityContext": ("migrateDatabaseJob.securityContexts", "1.20.0", 62729),
+    "dags.gitSync.securityContext": ("dags.gitSync.securityContexts", "1.20.0", 62729),
+}
+
 
 @pytest.fixture(scope="module")
 def values() -> dict:
@@ -24,6 +111,17 @@ def values() -> dict:
 
 def _env(values: dict) -> dict[str, str]:
     return {item["name"]: item["value"] for item in values["env"]}
+
+
+def _key_paths(node: dict, prefix: str = "") -> set[str]:
+    """Every mapping key's dotted path (lists are values: their items are not keys of the chart)."""
+    paths = set()
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, dict):
+            paths |= _key_paths(value, f"{path}.")
+    return paths
 
 
 def _pinned_airflow() -> str:
@@ -47,14 +145,47 @@ def test_the_contract_connections_and_variables_are_the_local_stacks(values):
 
 def test_celery_executor_autoscaled_by_keda_never_to_zero(values):
     assert values["executor"] == "CeleryExecutor"
-    keda = values["workers"]["keda"]
-    assert keda["enabled"] is True and keda["minReplicaCount"] >= 1
+    keda = values["workers"]["celery"]["keda"]  # not workers.keda, deprecated
+    assert keda["enabled"] is True and keda["minReplicaCount"] == 2 and keda["maxReplicaCount"] == 8
+    assert keda["usePgbouncer"] is True
     cfg = values["config"]
     # every slot KEDA can add is usable: the scheduler's cap covers the largest fleet
     assert int(cfg["core"]["parallelism"]) >= keda["maxReplicaCount"] * int(cfg["celery"]["worker_concurrency"])
     assert values["triggerer"]["replicas"] >= 2 and values["dagProcessor"]["enabled"] is True
     assert values["pgbouncer"]["enabled"] is True
     assert cfg["logging"]["remote_logging"] == "True"  # workers come and go
+
+
+def test_no_key_the_pinned_chart_renamed_or_deprecated(values):
+    used = _key_paths(values)
+    stale = {
+        old: f"{old} -> {new} (chart {release}" + (f", apache/airflow#{pr})" if pr else ")")
+        for old, (new, release, pr) in _RENAMED.items()
+        if old in used
+    }
+    assert stale == {}
+
+
+def test_every_worker_setting_is_a_celery_workers(values):
+    # the chart >= 1.20 layout: workers.celery for the Celery workers (workers.kubernetes would be
+    # KubernetesExecutor's pod template, which the values do not use)
+    assert set(values["workers"]) == {"celery"}
+    celery = values["workers"]["celery"]
+    assert set(celery) == {"keda", "persistence", "resources", "terminationGracePeriodSeconds", "serviceAccount"}
+    assert celery["persistence"] == {"enabled": False}  # a Deployment, which KEDA scales
+    assert celery["resources"] == {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "4Gi"}}
+    assert celery["terminationGracePeriodSeconds"] == 900  # a stopping worker finishes its tasks first
+    # the workers and the triggerer run tasks and triggers against AWS: both assume the tasks' role
+    # (IRSA); only annotations, no custom name (chart 1.22.0's role bindings ignore it, #67261)
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/drill-progress-airflow-tasks"}
+    assert celery["serviceAccount"] == {"annotations": role}
+    assert values["triggerer"]["serviceAccount"] == {"annotations": role}
+
+
+def test_the_chart_version_is_pinned_where_operators_read_it():
+    install = f"apache-airflow/airflow --version {CHART_VERSION}"
+    assert install in VALUES.read_text()
+    assert install in (ROOT / "docs" / "sizing.md").read_text()
 
 
 _SECRET_VALUE_KEYS = {"fernetKey", "apiSecretKey", "jwtSecret", "webserverSecretKey", "password", "pass", "brokerUrl"}

@@ -346,6 +346,54 @@ def test_what_postgresql_or_python_would_refuse_is_refused_at_the_edge(edit, rea
     assert str(info.value) == reason
 
 
+@pytest.mark.parametrize("name", ["advanced_to_next_prompt", "completed_prompt", "failed_prompt"])
+def test_a_nul_in_prompt_slug_is_refused_with_its_own_reason(name):
+    """prompt.slug (ADVANCED_TO_NEXT_PROMPT, COMPLETED_PROMPT, FAILED_PROMPT) is stored as the
+    instance's current prompt: a NUL there is refused at the edge, naming that field."""
+    with pytest.raises(ev.BadRecord) as info:
+        ev.parse_record(_with(name, lambda d: d["events"][0]["prompt"].__setitem__("slug", "q\u00002")))
+    assert str(info.value) == "events[0].prompt.slug: contains U+0000"
+
+
+SEQ_REASON = "seq: Expected a string of 1 to 129 decimal digits"
+
+
+@pytest.mark.parametrize(
+    ("seq", "kept"),
+    [
+        ("0", 0),
+        ("7", 7),
+        (
+            "49606593837744405372328183282036468425276344895955287863",
+            49606593837744405372328183282036468425276344895955287863,
+        ),
+        ("9" * 129, 10**129 - 1),
+        ("0" * 128 + "5", 5),  # leading zeros: the original compares int(seq)
+        ("1" + "0" * 128, 10**128),
+    ],
+)
+def test_seq_of_1_to_129_digits_is_kept_as_an_exact_integer(seq, kept):
+    batch = ev.parse_record(_with("user_validated", lambda d: d.__setitem__("seq", seq)))
+    assert batch.seq == kept
+    assert type(batch.seq) is int
+
+
+@pytest.mark.parametrize(
+    "seq",
+    ["", "1" * 130, "9" * 200, "12\n", "\n12", " 12", "12 ", "-1", "+1", "1_000", "1e5", "1.0", "\u0661\u0662", "0x1f"],
+)
+def test_seq_outside_1_to_129_decimal_digits_is_refused(seq):
+    with pytest.raises(ev.BadRecord) as info:
+        ev.parse_record(_with("user_validated", lambda d: d.__setitem__("seq", seq)))
+    assert str(info.value) == SEQ_REASON
+
+
+def test_seq_that_is_not_a_string_is_refused():
+    with pytest.raises(ev.BadRecord) as info:
+        ev.parse_record(_with("user_validated", lambda d: d.__setitem__("seq", 12)))
+    assert str(info.value) == "seq: Expected `str`, got `int`"
+
+
 @pytest.mark.parametrize(
     "edit",
     [

@@ -88,3 +88,44 @@ def test_badly_named_migration_is_refused(tmp_path):
     (tmp_path / "1_a.sql").write_text("SELECT 1;")
     with pytest.raises(migrations.MigrationError, match="NNNN_name.sql"):
         migrations.discover(tmp_path)
+
+
+def test_0012_lets_users_seq_hold_any_integer_without_rewriting_the_table(empty_db, tmp_path):
+    """users.seq was numeric(30,0): a 56-digit Kinesis sequence number could not be stored. 0012
+    drops the precision: the same rows, the same file on disk (catalog-only, no rewrite), and
+    every integer up to 129 digits stored and compared exactly."""
+    import shutil
+
+    engine = empty_db.engine
+    for migration in migrations.discover():
+        if migration.version < 12:
+            shutil.copy(migration.path, tmp_path / migration.path.name)
+    migrations.apply_migrations(engine, tmp_path)
+    insert = (
+        "INSERT INTO users (user_id, seq, profile) "
+        "SELECT md5(n::text)::uuid, %(base)s::numeric + n, '{\"validated\": true}' FROM generate_series(1, 1000) n"
+    )
+    big = "9" * 56
+    with engine.begin() as conn:
+        conn.exec_driver_sql(insert, {"base": "9" * 29})
+        before = conn.exec_driver_sql("SELECT pg_relation_filenode('users')").scalar_one()
+        with pytest.raises(Exception, match="numeric field overflow"), conn.begin_nested():
+            conn.exec_driver_sql("UPDATE users SET seq = %(s)s::numeric", {"s": big})
+    snapshot = "SELECT user_id, seq::text FROM users ORDER BY user_id"
+    with engine.connect() as conn:
+        rows_before = conn.exec_driver_sql(snapshot).all()
+
+    assert migrations.apply_migrations(engine) == [v.version for v in migrations.discover() if v.version >= 12]
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT pg_relation_filenode('users')").scalar_one() == before
+        assert conn.exec_driver_sql(snapshot).all() == rows_before
+        typmod = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'users'::regclass AND attname = 'seq'"
+        assert conn.exec_driver_sql(typmod).scalar_one() == "numeric"
+        top = "9" * 129
+        conn.exec_driver_sql(
+            "UPDATE users SET seq = %(s)s::numeric WHERE seq = %(b)s::numeric + 1", {"s": top, "b": "9" * 29}
+        )
+        assert conn.exec_driver_sql(
+            "SELECT seq::text, seq > %(below)s::numeric FROM users WHERE seq > 10::numeric ^ 100",
+            {"below": "9" * 128 + "8"},
+        ).all() == [(top, True)]

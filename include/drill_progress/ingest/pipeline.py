@@ -444,7 +444,7 @@ class Applier:
             f"database error after {attempts} attempts: {reason}",
             attempts,
         )
-        self._set_aside(rejection, raw.arrival, behind_ms)
+        self._set_aside(rejection, raw.arrival, behind_ms, parsed[0].batch.phone_number if parsed[0].batch else None)
 
     def _position(self, last: RawRecord, records: int, behind_ms: int | None) -> store.Position:
         return store.Position(
@@ -473,6 +473,9 @@ class Applier:
                 rejections=rejections,
                 commands=result.commands,
                 position=self._position(parsed[-1].raw, len(parsed), behind_ms),
+                history=store.history_records(
+                    [p.raw for p in parsed], [p.batch.phone_number if p.batch else None for p in parsed]
+                ),
             )
             timings["db_load"] += loaded - started
             timings["fold"] += time.perf_counter() - loaded
@@ -511,11 +514,16 @@ class Applier:
         for rejection in prepared.rejections:
             log.warning("shard %s: record %s set aside: %s", self.shard_id, rejection.sequence_number, rejection.reason)
 
-    def _set_aside(self, rejection: store.Rejection, arrival: datetime | None, behind_ms: int | None) -> None:
+    def _set_aside(
+        self, rejection: store.Rejection, arrival: datetime | None, behind_ms: int | None, phone: str | None = None
+    ) -> None:
         position = store.Position(
             self.stream, self.shard_id, rejection.sequence_number, 1, behind_ms, self.parents, arrival
         )
-        plan = store.plan_write({}, rejections=[rejection], position=position)
+        raw = RawRecord(rejection.sequence_number, rejection.partition_key, rejection.raw_data, arrival)
+        plan = store.plan_write(
+            {}, rejections=[rejection], position=position, history=store.history_records([raw], [phone])
+        )
         with self.engine.begin() as conn:
             store.execute_write(conn, plan)
         self.stats.transactions += 1

@@ -63,6 +63,16 @@ except ImportError:  # pragma: no cover
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """A record as the event history keeps it (event_history: docs/history.md)."""
+
+    phone_number: str  # the batch's; for a record set aside, its partition key (made valid text)
+    sequence_number: str
+    raw_data: bytes
+    arrival: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     sequence_number: str
     partition_key: str | None
@@ -162,12 +172,14 @@ def plan_write(
     rejections: Sequence[Rejection] = (),
     position: Position | None = None,
     commands: Sequence[Command] = (),
+    history: Sequence[HistoryRecord] = (),
 ) -> WritePlan | None:
     """Parameters writing back every changed row of the trees and (in a micro-batch) its set-aside
-    records, its checkpoint and its commands' outbox rows; None when there is nothing to write."""
+    records, its records for the event history, its checkpoint and its commands' outbox rows; None
+    when there is nothing to write."""
     changed = [u for u in users.values() if u.changed]
     counts = {"users": len(changed), "phone_numbers": 0, "drill_statuses": 0, "drill_instances": 0}
-    if not changed and not rejections and position is None and not commands:
+    if not changed and not rejections and position is None and not commands and not history:
         return None
     params: dict = {}
     new_users = [u for u in changed if u.is_new]
@@ -192,6 +204,7 @@ def plan_write(
     counts["drill_statuses"] = _status_params(params, changed)
     counts["drill_instances"] = _instance_params(params, changed)
     _rejection_params(params, rejections)
+    _history_params(params, history)
     _position_params(params, position)
     _outbox_params(params, commands)
     return WritePlan(params, counts)
@@ -231,6 +244,37 @@ def _rejection_params(params: dict, rejections: Sequence[Rejection]) -> None:
             "rj_raw": [bytes(r.raw_data) for r in rejections],
             "rj_reasons": [safe_text(r.reason, REASON_LIMIT) or "unknown" for r in rejections],
             "rj_attempts": [r.attempts for r in rejections],
+        }
+    )
+
+
+_HISTORY_KEYS = ("hi_phones", "hi_sequence_numbers", "hi_arrivals", "hi_raw")
+
+
+def history_records(records: Sequence, phones: Sequence[str | None]) -> list[HistoryRecord]:
+    """History rows of raw records (pipeline.RawRecord) with the phone number each belongs to
+    (None: unknown, the record's partition key is used)."""
+    return [
+        HistoryRecord(
+            phone if phone is not None else (safe_text(r.partition_key, PARTITION_KEY_LIMIT) or ""),
+            r.sequence_number,
+            bytes(r.data),
+            r.arrival,
+        )
+        for r, phone in zip(records, phones, strict=True)
+    ]
+
+
+def _history_params(params: dict, history: Sequence[HistoryRecord]) -> None:
+    if not history:
+        params.update(dict.fromkeys(_HISTORY_KEYS, _EMPTY))
+        return
+    params.update(
+        {
+            "hi_phones": _text_array(h.phone_number for h in history),
+            "hi_sequence_numbers": _text_array(h.sequence_number for h in history),
+            "hi_arrivals": _array(h.arrival for h in history),
+            "hi_raw": [h.raw_data for h in history],
         }
     )
 

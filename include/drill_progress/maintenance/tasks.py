@@ -50,6 +50,22 @@ def prune_drill_database(params: dict) -> dict:
         raise _fail_on_bad_params(exc) from exc
 
 
+@masked_errors
+def keep_event_history(params: dict) -> dict:
+    """Task `keep_event_history`: the coming months' partitions, the months past the retention."""
+    from drill_progress.maintenance import history
+
+    try:
+        days = prune.retention_days(
+            params.get("history_retention_days", history.DEFAULT_RETENTION_DAYS), "history_retention_days"
+        )
+    except prune.InvalidRetention as exc:
+        raise _fail_on_bad_params(exc) from exc
+    return history.keep_history(
+        connections.db_engine(), now=_now(), retention_days=days, dry_run=bool(params.get("dry_run", False))
+    )
+
+
 def prune_airflow_metadata(params: dict, dag_run) -> dict:
     """Task `prune_airflow_metadata`: `airflow db clean` in a child process (skipped, saying why,
     when the metadata database cannot be reached from here)."""
@@ -78,9 +94,16 @@ def prune_task_logs(params: dict, dag_run) -> dict:
     return result | {"cutoff": cutoff.isoformat()}
 
 
-def summary(drill_database: dict | None, airflow_history: dict | None, logs: dict | None) -> dict:
+def summary(
+    drill_database: dict | None, airflow_history: dict | None, logs: dict | None, event_history: dict | None = None
+) -> dict:
     """Task `summary`: what the run deleted (or, dry, would delete), in one return value."""
-    return {"drill_database": drill_database, "airflow_metadata": airflow_history, "task_logs": logs}
+    return {
+        "drill_database": drill_database,
+        "airflow_metadata": airflow_history,
+        "task_logs": logs,
+        "event_history": event_history,
+    }
 
 
 @masked_errors

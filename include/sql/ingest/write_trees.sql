@@ -1,7 +1,7 @@
 -- Everything a micro-batch writes, in ONE statement (one round trip): new users, changed users,
 -- the new users' primary phone numbers, new and changed drill statuses, new and changed drill
--- instances, the micro-batch's set-aside bad records, its checkpoint and the outbox rows of the
--- commands it caused. Returns the outbox keys that are new.
+-- instances, the micro-batch's set-aside bad records, its records for the event history, its
+-- checkpoint and the outbox rows of the commands it caused. Returns the outbox keys that are new.
 -- Each part reads its own parameter arrays; an empty array writes nothing. Every part affects
 -- different rows, so the parts are independent; foreign keys to users inserted by a sibling part
 -- are checked at the end of the statement and see them. Any error fails the whole statement (and
@@ -73,6 +73,15 @@ WITH new_users AS (
                 %(rj_reasons)s::text[], %(rj_attempts)s::int[])
          AS v(sequence_number, partition_key, raw_data, reason, attempts)
     ON CONFLICT (stream, shard_id, sequence_number) DO NOTHING
+), history AS (
+    -- every record the micro-batch read, applied or not, in stream order (event_history.id): the
+    -- history a rebuild folds again; in this statement, so committed effects always have theirs
+    INSERT INTO event_history (phone_number, stream, shard_id, sequence_number, arrival, raw_data)
+    SELECT v.phone_number, %(stream)s::text, %(shard_id)s::text, v.sequence_number, v.arrival, v.raw_data
+    FROM unnest(%(hi_phones)s::text[], %(hi_sequence_numbers)s::text[], %(hi_arrivals)s::timestamptz[],
+                %(hi_raw)s::bytea[])
+         WITH ORDINALITY AS v(phone_number, sequence_number, arrival, raw_data, n)
+    ORDER BY v.n
 ), checkpoint AS (
     -- the position the micro-batch covers and when its last record reached the stream, never
     -- moving backwards (a replay from an earlier timestamp re-reads behind the checkpoint without

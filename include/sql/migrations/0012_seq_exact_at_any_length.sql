@@ -6,8 +6,9 @@
 -- table rewrite, no index rebuild (no index holds seq), no scan: the ALTER holds its ACCESS
 -- EXCLUSIVE lock on users for a catalog update, a few milliseconds at any table size
 -- (docs/database.md has the figure at 1,000,000 users). It waits for ingestion's open transactions
--- on users; the lock timeout keeps a long wait from queueing every reader behind it, and the
+-- on users (a micro-batch's transaction: milliseconds); the 3 s lock timeout keeps a long wait from
+-- queueing ingestion behind it (its own lock timeout is 10 s), and the
 -- setup DAG's retry tries again.
-SET LOCAL lock_timeout = '10s';
+SET LOCAL lock_timeout = '3s';
 
 ALTER TABLE users ALTER COLUMN seq TYPE numeric;
