@@ -58,6 +58,7 @@ REMINDERS_ENQUEUED = f"{PREFIX}.reminders.enqueued"
 MAINTENANCE_ROWS_PRUNED = f"{PREFIX}.maintenance.rows_pruned"
 MAINTENANCE_AIRFLOW_ROWS_PRUNED = f"{PREFIX}.maintenance.airflow_rows_pruned"
 MAINTENANCE_LOG_FILES_PRUNED = f"{PREFIX}.maintenance.log_files_pruned"
+MAINTENANCE_HISTORY_PARTITIONS_DROPPED = f"{PREFIX}.maintenance.history_partitions_dropped"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -141,3 +142,8 @@ def airflow_rows_pruned(table: str, rows: int) -> None:
 
 def log_files_pruned(files: int) -> None:
     _count(MAINTENANCE_LOG_FILES_PRUNED, files)
+
+
+def history_partitions_dropped(partitions: int) -> None:
+    """Monthly partitions of the event history dropped whole (past `history_retention_days`)."""
+    _count(MAINTENANCE_HISTORY_PARTITIONS_DROPPED, partitions)

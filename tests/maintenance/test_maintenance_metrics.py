@@ -67,3 +67,20 @@ def test_rows_pruned_per_table_arrive_as_counters(run_dag, airflow_env, statsd_m
     }
     assert airflow_rows["dag_run"] >= 1  # runs of this test (airflow db clean keeps some, e.g. the latest)
     assert counters[f"{PREFIX}log_files_pruned"] == summary["task_logs"]["files"] >= 3
+
+
+def test_event_history_months_dropped_arrive_as_a_counter(drill_db, statsd_metrics):
+    from datetime import UTC, datetime
+
+    from drill_progress.maintenance import history
+
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql("SELECT event_history_ensure_partitions('2025-01-15', 2)")  # Jan and Feb 2025
+    now = datetime(2026, 3, 20, tzinfo=UTC)  # 400 days before: inside February, so January goes
+    dry = history.keep_history(drill_db.engine, now=now, retention_days=400, dry_run=True)
+    statsd_metrics.settle()
+    assert len(dry["dropped"]) == 1 and statsd_metrics.counters(PREFIX) == {}
+    done = history.keep_history(drill_db.engine, now=now, retention_days=400, dry_run=False)
+    statsd_metrics.settle()
+    assert len(done["dropped"]) == 1
+    assert statsd_metrics.counters(PREFIX) == {f"{PREFIX}history_partitions_dropped": len(done["dropped"])}

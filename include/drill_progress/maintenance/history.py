@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
+from drill_progress import metrics
 from drill_progress.db import run
 
 log = logging.getLogger(__name__)
@@ -31,5 +32,7 @@ def keep_history(engine: Engine, *, now: datetime, retention_days: int, dry_run:
             ).all()
         ]
     result = {"cutoff": cutoff.isoformat(), "partitions_created": created, "dropped": dropped, "dry_run": dry_run}
+    if not dry_run:
+        metrics.history_partitions_dropped(len(dropped))
     log.info("event history: %s", result)
     return result
