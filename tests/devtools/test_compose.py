@@ -350,6 +350,7 @@ def test_every_published_port_is_on_loopback_unless_the_ui_is_opened():
         "airflow-apiserver": ["127.0.0.1:8080:8080/tcp"],
         "aws": ["127.0.0.1:5055:5000/tcp"],
         "drill-db": ["127.0.0.1:54329:5432/tcp"],
+        "statsd-exporter": ["127.0.0.1:9102:9102/tcp"],
     }
     opened = _docker_compose("config", env_file={**REQUIRED, "AIRFLOW_HOST": "0.0.0.0", "AIRFLOW_PORT": "8081"})
     assert _published(yaml.safe_load(opened.stdout))["airflow-apiserver"] == ["0.0.0.0:8081:8080/tcp"]

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from airflow_support import run_state
 
 from drill_progress.ingest import consumer, pipeline
-from drill_progress.ingest import events as ev
 from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM, COMMANDS = "dialog-events", "dialog-commands"
@@ -154,21 +153,28 @@ def test_commands_that_cannot_be_published_are_counted_as_failures(airflow_env, 
     assert counters[f"{PREFIX}ingest.events_applied.{shard}"] == stats.events_applied == 6
 
 
-def test_a_record_the_database_refuses_is_counted_when_set_aside(drill_db, statsd_metrics):
-    """Past the edge (a NUL in a phone number, which psycopg refuses): the micro-batch is retried,
-    bisected, and that one record set aside on its own; the counters say so."""
+def test_a_record_the_database_keeps_refusing_is_counted_when_set_aside(drill_db, statsd_metrics):
+    """A statement timeout on every attempt of one record's write (a fault hook): the micro-batch is
+    retried, bisected, and that one record set aside on its own; the counters say so."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
     phones = [f"+1555222{n:04d}" for n in range(3)]
     raws = [pipeline.RawRecord(f"{n:030d}", phone, validated_and_started(phone)) for n, phone in enumerate(phones, 1)]
-    parsed = pipeline.parse_records(raws)
-    poisoned = ev.parse_record(raws[1].data)
-    poisoned.phone_number = "+1555\x002222"
-    parsed[1] = pipeline.Parsed(raws[1], poisoned)
-    applier = pipeline.Applier(drill_db.engine, STREAM, "shardId-000000000007")
-    applier.apply(parsed)
+
+    def cancel_one(stage, conn):
+        if stage == "before_commit":
+            written = {p for (p,) in conn.exec_driver_sql("SELECT phone_number FROM phone_numbers").all()}
+            if phones[1] in written:
+                raise DBAPIError.instance(
+                    "COMMIT", {}, psycopg.errors.QueryCanceled("statement timeout"), psycopg.Error
+                )
+
+    shard = "shardId-000000000007"
+    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, shard, raws, fault=cancel_one)
     statsd_metrics.settle()
-    counters = statsd_metrics.counters(PREFIX)
-    assert (applier.stats.records_rejected, applier.stats.events_applied) == (1, 4)
-    assert counters == {
-        f"{PREFIX}ingest.records_set_aside.shardId-000000000007": 1,
-        f"{PREFIX}ingest.events_applied.shardId-000000000007": 4,
+    assert (stats.records_rejected, stats.events_applied) == (1, 4)
+    assert statsd_metrics.counters(PREFIX) == {
+        f"{PREFIX}ingest.records_set_aside.{shard}": 1,
+        f"{PREFIX}ingest.events_applied.{shard}": 4,
     }
