@@ -17,7 +17,7 @@ from drill_progress import metrics
 class _Receiver(BaseHTTPRequestHandler):
     requests: list[bytes] = []
 
-    def do_POST(self):  # noqa: N802 - the http.server API
+    def do_POST(self):  # the http.server API
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).requests.append(body)
         self.send_response(200)
@@ -55,7 +55,12 @@ def otlp_receiver():
             os.environ[name] = value
     reinitialize_stats()
     if hasattr(provider, "shutdown"):
-        provider.shutdown()
+        import atexit
+
+        from airflow.sdk._shared.observability.metrics.otel_logger import flush_otel_metrics
+
+        provider.shutdown()  # its reader thread stops; Airflow's exit-time flush has nothing left to do
+        atexit.unregister(flush_otel_metrics)
     server.shutdown()
     server.server_close()
 
