@@ -54,9 +54,9 @@ WHERE attrelid = 'users'::regclass AND attname = 'seq'
 """
 
 
-def _until(directory: Path, below: int) -> Path:
-    """A folder with copies of the product's migrations below version `below`."""
-    for m in migrations.discover():
+def _until(source: Path, directory: Path, below: int) -> Path:
+    """`directory` with copies of the migrations of `source` below version `below`."""
+    for m in migrations.discover(source):
         if m.version < below:
             shutil.copy2(m.path, directory / m.path.name)
     return directory
@@ -111,12 +111,16 @@ def _lock_hold_ms(url: str) -> float:
 
 
 def run(ctx) -> list[dict]:
-    users = ctx.size("MIGRATION_BENCH_USERS", 1_000_000)
+    return measure(ctx, ctx.size("MIGRATION_BENCH_USERS", 1_000_000))
+
+
+def measure(ctx, users: int, directory: Path = migrations.MIGRATIONS_DIR) -> list[dict]:
+    """The figures for migration VERSION of `directory` (the product's; a test passes another)."""
     url, engine = ctx.new_database("migration", migrated=False)
     engine.dispose()
     engine = make_engine(url, "migrations")
     with tempfile.TemporaryDirectory(prefix="drill-migrations-") as tmp:
-        applied = migrations.apply_migrations(engine, directory=_until(Path(tmp), VERSION))
+        applied = migrations.apply_migrations(engine, directory=_until(directory, Path(tmp), VERSION))
     assert max(applied) == VERSION - 1 and VERSION not in applied, applied
     plain = url.replace("postgresql+psycopg://", "postgresql://")
     profile = sim.profile(validated=True, account=sim.account_info(1, 1))
@@ -144,7 +148,7 @@ def run(ctx) -> list[dict]:
 
     with UpdateProbe(plain, probe_ids) as probe:
         t_start = time.perf_counter()
-        applied = migrations.apply_migrations(engine)
+        applied = migrations.apply_migrations(engine, directory=directory)
         t_end = time.perf_counter()
     assert applied == [VERSION], applied
     seconds = t_end - t_start
