@@ -155,3 +155,32 @@ def test_every_dag_run_emits_its_physical_input_and_output_datasets(airflow_env,
         "drill_progress_maintenance.prune_task_logs": none,
         "drill_progress_maintenance.summary": none,
     }
+
+
+def test_without_execute_in_thread_the_datasets_keep_their_logical_names_and_nothing_is_looked_up(monkeypatch, caplog):
+    """The provider's default runs the listener in a forked child, where reading a Connection or a
+    Variable can block until the child is killed: the extractor then looks nothing up and names
+    the datasets by their Assets' stable URIs (and says how to get the physical names)."""
+    from types import SimpleNamespace
+
+    from drill_progress import lineage
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("looked up")
+
+    monkeypatch.setattr(lineage.Resolver, "postgres", refuse)
+    monkeypatch.setattr(lineage.Resolver, "aws", refuse)
+    task = SimpleNamespace(
+        task_id="send_reminders",
+        inlets=[assets.DRILL_INSTANCES],
+        outlets=[assets.DRILL_INSTANCES, assets.COMMAND_STREAM, assets.DRILL_SCHEDULE],
+    )
+    found = lineage.operator_lineage(task)
+    as_pairs = lambda datasets: [(d.namespace, d.name) for d in datasets]  # noqa: E731
+    assert as_pairs(found.inputs) == [("postgres://drill_progress_db:5432", "drill_progress.public.drill_instances")]
+    assert as_pairs(found.outputs) == [
+        ("postgres://drill_progress_db:5432", "drill_progress.public.drill_instances"),
+        ("kinesis://aws_default", "stream/dialog-commands"),
+        ("dynamodb://aws_default", "table/drill-trigger-schedule"),
+    ]
+    assert "execute_in_thread is off" in caplog.text
