@@ -885,8 +885,11 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         _run_airflow(s, env, ["db", "migrate"], "airflow db migrate")
     # The components that run no task boot while the setup DAG runs (idempotent: new drill
     # migrations, and the streams and tables the emulator lost when it stopped); the scheduler
-    # starts after it, so no DAG runs against a database or stream that is not there yet.
-    _start_airflow(s, states, env, ("dag-processor", "triggerer", "api-server"))
+    # starts after it, so no DAG runs against a database or stream that is not there yet. So does
+    # the dag-processor: `dags test` writes every DAG (and its Assets) into the metadata database
+    # too, and a fresh database written by both at once failed `up` once with a duplicate-key
+    # IntegrityError on the new DAG rows.
+    _start_airflow(s, states, env, ("triggerer", "api-server"))
     _say(f"running the {SETUP_DAG_ID} DAG (migrations, catalog, streams and tables)")
     setup_conf = json.dumps({"dialog_stream_shards": s.dialog_shards})
     _run_airflow(s, env, ["dags", "test", SETUP_DAG_ID, "-c", setup_conf], f"airflow dags test {SETUP_DAG_ID}")
@@ -894,7 +897,7 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         stream = env[var_env_var(config.DIALOG_EVENT_STREAM)]
         if forget_emulator_checkpoints(drill_db_uri(s), stream):
             _say(f"the emulator started empty: ingestion of {stream} starts from the stream's beginning")
-    _start_airflow(s, states, env, ("scheduler",))
+    _start_airflow(s, states, env, ("dag-processor", "scheduler"))
     _start_workers(s, states, env)
     _wait_api_healthy(s)
     dags, errors = _wait_parsed_and_unpause(s, Api(s.api_url), parse_timeout)
