@@ -180,7 +180,7 @@ def dialog_event_ingest():
         max_active_tis_per_dagrun=64,
         execution_timeout=timedelta(minutes=MAX_RUN_MINUTES + 15),
         inlets=[assets.DIALOG_EVENT_STREAM, assets.DRILLS],
-        outlets=[*assets.AGGREGATE, assets.COMMAND_STREAM],
+        outlets=[*assets.AGGREGATE, assets.EVENT_HISTORY, assets.COMMAND_STREAM],
     )
     def ingest_shard(shard_id: str, params: dict | None = None, dag_run=None) -> dict:
         from drill_progress.ingest import tasks

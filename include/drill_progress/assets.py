@@ -1,5 +1,6 @@
-"""The project's data as Airflow Assets: the aggregate tables, the drill catalog, the report table,
-the dialog event stream, the command stream and the DynamoDB drill schedule (docs/lineage.md).
+"""The project's data as Airflow Assets: the aggregate tables, the drill catalog, the event history,
+the report table, the dialog event stream, the command stream and the DynamoDB drill schedule
+(docs/lineage.md).
 
 DAG files use them as task `inlets` / `outlets`, so Airflow's Assets view shows which task reads
 and writes what, and every successful task that writes one records an asset event.
@@ -65,6 +66,9 @@ AGGREGATE = [USERS, PHONE_NUMBERS, DRILL_STATUSES, DRILL_INSTANCES]
 # The drill catalog (setup seeds it, rollouts add to it; ingestion, scheduling and the report read it)
 DRILLS = _table("drills")
 
+# The event history: every record ingestion read, kept for rebuilds (docs/history.md)
+EVENT_HISTORY = _table("event_history")
+
 # The daily progress report
 DRILL_PROGRESS_DAILY = _table("drill_progress_daily")
 
@@ -75,5 +79,5 @@ COMMAND_STREAM = _aws("kinesis", config.COMMAND_STREAM, "stream")
 # DynamoDB: the day's next-drill schedule (planned by schedule_next_drills, sent by its send tasks)
 DRILL_SCHEDULE = _aws("dynamodb", config.DRILL_SCHEDULE_TABLE, "table")
 
-TABLES = [*AGGREGATE, DRILLS, DRILL_PROGRESS_DAILY]
+TABLES = [*AGGREGATE, DRILLS, EVENT_HISTORY, DRILL_PROGRESS_DAILY]
 ALL = [*TABLES, DIALOG_EVENT_STREAM, COMMAND_STREAM, DRILL_SCHEDULE]

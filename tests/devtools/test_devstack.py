@@ -447,6 +447,7 @@ def test_up_status_down_for_real(state_dir):
                     "drill_statuses",
                     "drill_instances",
                     "drills",
+                    "event_history",
                     "drill_progress_daily",
                 )
             },

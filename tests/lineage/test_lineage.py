@@ -20,12 +20,15 @@ SCHEDULE = (f"arn:aws:dynamodb:{ACCOUNT_REGION}", "table/drill-trigger-schedule"
 AGGREGATE = ("users", "phone_numbers", "drill_statuses", "drill_instances")
 DUE_INPUTS = ("users", "phone_numbers", "drill_statuses", "drills")
 REPORT_INPUTS = ("users", "drill_statuses", "drills")
-TABLES = (*AGGREGATE, "drills", "drill_progress_daily")
+TABLES = (*AGGREGATE, "drills", "event_history", "drill_progress_daily")
 
 # dag_id.task_id -> (inlet asset names, outlet asset names); tasks not listed declare none.
 DECLARED = {
     "dialog_event_ingest.plan_shards": (["dialog_event_stream"], []),
-    "dialog_event_ingest.ingest_shard": (["dialog_event_stream", "drills"], [*AGGREGATE, "command_stream"]),
+    "dialog_event_ingest.ingest_shard": (
+        ["dialog_event_stream", "drills"],
+        [*AGGREGATE, "event_history", "command_stream"],
+    ),
     "dialog_event_ingest.publish_commands": ([], ["command_stream"]),
     "dialog_event_reapply.reapply_rejected": (["drills"], [*AGGREGATE, "command_stream"]),
     "schedule_next_drills.plan": (list(DUE_INPUTS), ["drill_schedule_table"]),
@@ -36,6 +39,11 @@ DECLARED = {
     "drill_progress_monitor.check_ingestion_lag": (["dialog_event_stream"], []),
     "drill_progress_monitor.refresh_today": (list(REPORT_INPUTS), ["drill_progress_daily"]),
     "drill_progress_setup.apply_migrations": ([], list(TABLES)),
+    "drill_progress_rebuild.rebuild_users": (
+        ["event_history", "phone_numbers", "drills"],
+        ["users", "drill_statuses", "drill_instances"],
+    ),
+    "drill_progress_maintenance.keep_event_history": ([], ["event_history"]),
     "drill_progress_setup.create_aws_resources": (
         [],
         ["dialog_event_stream", "command_stream", "drill_schedule_table"],
@@ -49,10 +57,7 @@ def _short(asset) -> str:
 
 def test_asset_uris_are_stable_and_shaped_like_their_openlineage_names():
     assert {a.name: a.uri for a in assets.ALL} == {
-        **{
-            f"drill_progress.{t}": f"postgres://drill_progress_db:5432/drill_progress/public/{t}"
-            for t in ("users", "phone_numbers", "drill_statuses", "drill_instances", "drills", "drill_progress_daily")
-        },
+        **{f"drill_progress.{t}": f"postgres://drill_progress_db:5432/drill_progress/public/{t}" for t in TABLES},
         "drill_progress.dialog_event_stream": "kinesis://aws_default/stream/dialog-events",
         "drill_progress.command_stream": "kinesis://aws_default/stream/dialog-commands",
         "drill_progress.drill_schedule_table": "dynamodb://aws_default/table/drill-trigger-schedule",
@@ -78,6 +83,7 @@ def test_every_task_declares_what_it_reads_and_writes(airflow_db):
         "dialog_event_reapply": "NullTimetable",
         "drill_progress_maintenance": "CronTriggerTimetable",
         "drill_progress_monitor": "CronTriggerTimetable",
+        "drill_progress_rebuild": "NullTimetable",
         "drill_progress_report": "CronDataIntervalTimetable",
         "drill_progress_setup": "NullTimetable",
         "drill_rollout": "NullTimetable",
@@ -120,6 +126,7 @@ def test_every_dag_run_emits_its_physical_input_and_output_datasets(airflow_env,
         ["drill_rollout", None, {"drill_slug": "04-lineage-drill", "drill_name": "Lineage drill"}],
         ["drill_progress_monitor", None, None],
         ["drill_progress_report", datetime(2026, 3, 11, tzinfo=UTC).isoformat(), None],
+        ["drill_progress_rebuild", None, {"all_users": True}],  # a dry run (the default)
         ["drill_progress_maintenance", None, {"dry_run": True}],
     ]
     events_file = tmp_path / "openlineage.jsonl"
@@ -136,7 +143,10 @@ def test_every_dag_run_emits_its_physical_input_and_output_datasets(airflow_env,
         "drill_progress_setup.apply_migrations": (set(), tables(*TABLES)),
         "drill_progress_setup.create_aws_resources": (set(), {EVENTS, COMMANDS, SCHEDULE}),
         "dialog_event_ingest.plan_shards": ({EVENTS}, set()),
-        "dialog_event_ingest.ingest_shard": ({EVENTS, table("drills")}, {*tables(*AGGREGATE), COMMANDS}),
+        "dialog_event_ingest.ingest_shard": (
+            {EVENTS, table("drills")},
+            {*tables(*AGGREGATE, "event_history"), COMMANDS},
+        ),
         "dialog_event_ingest.publish_commands": (set(), {COMMANDS}),
         "dialog_event_ingest.summary": none,
         "dialog_event_reapply.reapply_rejected": (tables("drills"), {*tables(*AGGREGATE), COMMANDS}),
@@ -153,6 +163,11 @@ def test_every_dag_run_emits_its_physical_input_and_output_datasets(airflow_env,
         "drill_progress_maintenance.prune_drill_database": none,
         "drill_progress_maintenance.prune_airflow_metadata": none,
         "drill_progress_maintenance.prune_task_logs": none,
+        "drill_progress_rebuild.rebuild_users": (
+            tables("event_history", "phone_numbers", "drills"),
+            tables("users", "drill_statuses", "drill_instances"),
+        ),
+        "drill_progress_maintenance.keep_event_history": (set(), tables("event_history")),
         "drill_progress_maintenance.summary": none,
     }
 
