@@ -556,3 +556,38 @@ def test_the_audit_rows_are_what_airflows_audit_log_api_serves(client, story_db)
         "admin",
         {"phone_number": "***0001", "outcome": "found", "method": "POST"},
     )
+
+
+# ---------------------------------------------------------------------------- cost
+
+
+@pytest.mark.parametrize(
+    ("template", "index"),
+    [
+        ("ui/lookup/commands.sql", "command_outbox_partition_key_idx"),
+        ("ui/lookup/rejected.sql", "rejected_records_partition_key_idx"),
+    ],
+)
+def test_a_lookup_reads_the_outbox_and_set_aside_records_by_index(drill_db, template, index):
+    """Migration 0013: with many numbers' rows the lookup reads one number's by its index, not the
+    whole table (the outbox holds tens of millions of rows at a million users)."""
+    from drill_progress.db import load_sql
+
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source, published_at) "
+            "SELECT 'k' || g, 'START_DRILL', '+1555' || lpad(g::text, 7, '0'), '{}'::jsonb, 'test', now() "
+            "FROM generate_series(1, 20000) AS g"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason) "
+            "SELECT 'dialog-events', 'shardId-000000000000', g::text, '+1555' || lpad(g::text, 7, '0'), '\\x00', 'x' "
+            "FROM generate_series(1, 20000) AS g"
+        )
+        conn.exec_driver_sql("ANALYZE command_outbox; ANALYZE rejected_records")
+        plan = conn.exec_driver_sql(
+            "EXPLAIN " + load_sql(template), {"phone_numbers": [PHONE, SECOND], "limit": 100}
+        ).scalars()
+        plan = "\n".join(plan)
+    assert index in plan, plan
+    assert "Seq Scan on" not in plan.replace("Seq Scan on command_outbox_pending", ""), plan
