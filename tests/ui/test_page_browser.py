@@ -386,7 +386,9 @@ def test_user_lookup_typed_in_chromium(api_server):
         "unknown event_type: SURVEY_SENT",
     ):
         assert text in found, text
-    assert found.count("<tr>") >= 3 + 1 + 2 + 60 + 5  # statuses, instances, commands, set-aside records
+    # statuses, instances, commands (15 shown, the 45 older ones folded away), set-aside records
+    assert found.count("<tr>") == (1 + 3) + (1 + 2) + (1 + 15) + (1 + 45) + (1 + 5) + (1 + 1)  # + sent keys
+    assert "<summary>45 older command(s)</summary>" in found
     for full in (PHONE, PHONE.lstrip("+"), NOBODY, NOBODY.lstrip("+")):
         assert full not in found and full not in not_found
     assert shot.stat().st_size > 20_000

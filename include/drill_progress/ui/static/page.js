@@ -328,6 +328,8 @@
   }
 
   // ---- user lookup: the number goes in a JSON POST body, never in a URL ------------------------
+  var COMMANDS_SHOWN = 15;
+
   function postJSON(url, body) {
     return fetch(url, {method: "POST", credentials: "same-origin",
       headers: {"Accept": "application/json", "Content-Type": "application/json"}, body: JSON.stringify(body)})
@@ -427,9 +429,9 @@
     grid.appendChild(instances);
 
     var commands = card("Commands to the user's numbers", true);
-    commands.appendChild(emptyOr(story.commands, function () {
+    var commandsTable = function (rows) {
       return table(["Enqueued", "Published", "Type", "Idempotency key", "Payload", "Source"],
-        story.commands.map(function (c) {
+        rows.map(function (c) {
           var p = c.payload || {};
           var what = [p.drill_slug, p.prompt_slug ? "prompt " + p.prompt_slug : null, c.partition_key]
             .filter(Boolean).join(" · ");
@@ -437,6 +439,15 @@
             (c.pending ? "pending" + (c.last_error ? ": " + c.last_error : "") : "–"), c.command_type,
             el("code", {text: c.idempotency_key}), what, c.source];
         }), [false, false, false, false, false, false]);
+    };
+    commands.appendChild(emptyOr(story.commands, function () {
+      // the latest first; older ones folded away (the answer holds up to 200)
+      var shown = el("div", {}, commandsTable(story.commands.slice(0, COMMANDS_SHOWN)));
+      if (story.commands.length > COMMANDS_SHOWN) {
+        shown.appendChild(el("details", {}, el("summary", {text: (story.commands.length - COMMANDS_SHOWN) +
+          " older command(s)"}), commandsTable(story.commands.slice(COMMANDS_SHOWN))));
+      }
+      return shown;
     }, "No command in the outbox (published commands are pruned after the outbox retention)."));
     grid.appendChild(commands);
 
