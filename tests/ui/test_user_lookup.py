@@ -467,6 +467,20 @@ def test_what_is_not_a_phone_number_is_refused_without_being_echoed(client, stor
     }
 
 
+@pytest.mark.parametrize(
+    "body",
+    [{"phone_number": 15551230001}, {"phone_number": "+1555123000" + "1" * 60}, {"number": PHONE}, [PHONE]],
+)
+def test_a_malformed_body_is_refused_without_quoting_it(client, story_db, body):
+    response = client.post(PREFIX + "/api/lookup", json=body, headers=auth())
+    assert response.status_code == 422
+    assert response.json() == {"detail": 'send the number as a JSON body: {"phone_number": "+15551230001"}'}
+    # other routes keep FastAPI's own answer
+    assert (
+        client.get(PREFIX + "/api/health/lag?hours=49", headers=auth()).json()["detail"][0]["type"] == "less_than_equal"
+    )
+
+
 # ---------------------------------------------------------------------------- the number stays out of URLs
 
 

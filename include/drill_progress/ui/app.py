@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.engine import Engine
@@ -74,6 +75,8 @@ LOGIN_BRIDGE_SETTING = ("drill_progress", "ui_login_bridge")
 # already give every user's rows (see the module's docstring).
 LOOKUP_CONN_ID = "drill_progress_db"
 AUDIT_EVENT = "drill_progress.user_lookup"
+LOOKUP_PATH = "/api/lookup"
+LOOKUP_BODY_HINT = 'send the number as a JSON body: {"phone_number": "+15551230001"}'
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,13 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
             )
             return HTMLResponse(body, status_code=exc.status_code)
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def lookup_body_refused(request: Request, exc: RequestValidationError):
+        # FastAPI's own answer quotes the input back: for the lookup that may be a phone number
+        if request.url.path.endswith(LOOKUP_PATH):
+            return JSONResponse({"detail": LOOKUP_BODY_HINT}, status_code=422)
+        return await request_validation_exception_handler(request, exc)
 
     # ---- public, when enabled: the static login bridge (no data) -----------------------------
     def login_bridge_on() -> None:
@@ -264,11 +274,11 @@ def add_user_lookup(router: APIRouter, get_engine: Callable[[], Engine]) -> None
                 403, f"Forbidden: the user lookup needs read access to the Airflow connection {LOOKUP_CONN_ID}"
             )
 
-    @router.post("/api/lookup", dependencies=[Depends(requires_lookup_permission)])
+    @router.post(LOOKUP_PATH, dependencies=[Depends(requires_lookup_permission)])
     def user_lookup(
         user: GetUserDep,
         session: SessionDep,
-        phone_number: Annotated[str, Body(embed=True, min_length=1, max_length=200)],
+        phone_number: Annotated[str, Body(embed=True, min_length=1, max_length=lookup.MAX_INPUT)],
     ) -> JSONResponse:
         masked = mask_phone(phone_number)
         outcome = "error"
