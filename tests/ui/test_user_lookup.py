@@ -583,7 +583,7 @@ def test_the_audit_rows_are_what_airflows_audit_log_api_serves(client, story_db)
     ],
 )
 def test_a_lookup_reads_the_outbox_and_set_aside_records_by_index(drill_db, template, index):
-    """Migration 0013: with many numbers' rows the lookup reads one number's by its index, not the
+    """Migration 0014: with many numbers' rows the lookup reads one number's by its index, not the
     whole table (the outbox holds tens of millions of rows at a million users)."""
     from drill_progress.db import load_sql
 
