@@ -39,11 +39,24 @@ class Context:
     def size(self, name: str, default: int) -> int:
         return int(os.environ.get(name, default))
 
-    def new_database(self, label: str, migrated: bool = True):
+    def new_database(self, label: str, migrated: bool = True, settings: dict[str, str] | None = None):
+        """A fresh database; `settings` (e.g. {"synchronous_commit": "on"}) are set on the database
+        (ALTER DATABASE ... SET) before anything connects to it, so every session of it has them."""
         self._n += 1
         name = f"bench_{label}_{self._n}"
         self.pg.drop_database(name)
         self.pg.create_database(name)
+        if settings:
+            import psycopg
+            from psycopg import sql
+
+            with psycopg.connect(self.pg.uri(), autocommit=True) as conn:
+                for setting, value in settings.items():
+                    conn.execute(
+                        sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                            sql.Identifier(name), sql.Identifier(setting), sql.Literal(value)
+                        )
+                    )
         url = self.pg.uri(name)
         engine = make_engine(url)
         if migrated:

@@ -15,114 +15,90 @@ to at most the wall time) and the writer thread (db_write, overlapping them).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from bench import baseline_ingest
+from bench import baseline_ingest, copy_ceiling
 from devtools import aggregate, streams
+from devtools import simulator as sim
+from drill_progress import config
+from drill_progress.db import make_engine
 from drill_progress.ingest import pipeline
 from drill_progress.setup.aws_resources import ensure_stream
 
 STREAM = "bench-dialog-events"
 EVENTS_PER_USER = 10
+BATCHES_PER_USER = 4
 NS = uuid.UUID("0b5e1c2a-9d4f-4e3b-8a7c-6f5d4c3b2a19")
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-PROFILE = {
-    "validated": True,
-    "opted_out": False,
-    "is_demo": False,
-    "name": None,
-    "language": "en",
-    "account_info": {"employer_id": 7, "unit_id": 1},
-}
+# The real producer's shapes (devtools.simulator builds them like tests/ingest/data/real-producer):
+# a validated user's profile with its seven self ratings and employer/unit names, full drill objects.
+PROFILE = sim.profile(validated=True, account=sim.account_info(7, 1))
+DRILLS = {slug: sim.drill(slug, n) for n, slug in enumerate(config.INITIAL_CATALOG, 1)}
+
+
+def seq(u: int, r: int) -> int:
+    """The `seq` of user u's batch r (0-based): a 56-digit Kinesis sequence number, as the real
+    producer stamps its batches, increasing per phone number and over the stream order of
+    `stream_records` (every user's batch 1, then every user's batch 2, ...), like one shard's."""
+    micros = int(T0.timestamp()) * 10**6 + r
+    return sim.SEQ_PREFIX * 10**25 + micros * 10**9 + u
 
 
 def _event(phone: str, n: int, kind: str, minute: int, **extra) -> dict:
-    doc = {
-        "event_id": str(uuid.uuid5(NS, f"{phone}:{n}")),
-        "event_type": kind,
-        "phone_number": phone,
-        "created_time": (T0 + timedelta(minutes=minute)).isoformat(),
-        "schema_version": 1,
-        "user_profile": PROFILE,
-    }
-    doc.update(extra)
-    return doc
+    at = T0 + timedelta(minutes=minute, microseconds=n * 317)
+    return sim.event(kind, str(uuid.uuid5(NS, f"{phone}:{n}")), phone, sim.iso(at), PROFILE, **extra)
 
 
 def user_batches(u: int) -> list[bytes]:
-    """One user's 10 events in 4 batches of 3, 3, 2, 2 events."""
+    """One user's 10 events in 4 batches of 3, 3, 2, 2 events, shaped like the real producer's."""
     phone = f"+1555{u:07d}"
     i1, i2 = str(uuid.uuid5(NS, f"{phone}:i1")), str(uuid.uuid5(NS, f"{phone}:i2"))
-    prompt = lambda slug: {"slug": slug, "messages": []}  # noqa: E731
+    d1, d2 = DRILLS["01-sample-drill"], DRILLS["02-sample-drill"]
+    p1, p2 = d1["prompts"][0], d1["prompts"][1]
+    validation = {"is_demo": False, "account_info": PROFILE["account_info"], "valid": True}
     m = u % 600
     batches = [
         [
-            _event(phone, 1, "USER_VALIDATED", m, code_validation_payload={"valid": True}),
-            _event(
-                phone,
-                2,
-                "DRILL_STARTED",
-                m + 1,
-                drill={"slug": "01-sample-drill", "name": "01", "prompts": []},
-                drill_instance_id=i1,
-                first_prompt=prompt("q1"),
-            ),
-            _event(phone, 3, "COMPLETED_PROMPT", m + 2, prompt=prompt("q1"), response="a", drill_instance_id=i1),
+            _event(phone, 1, "USER_VALIDATED", m, code_validation_payload=validation),
+            _event(phone, 2, "DRILL_STARTED", m + 1, first_prompt=p1, drill_instance_id=i1, drill=d1),
+            _event(phone, 3, "COMPLETED_PROMPT", m + 2, drill_instance_id=i1, prompt=p1, response="b)"),
         ],
         [
-            _event(phone, 4, "ADVANCED_TO_NEXT_PROMPT", m + 3, prompt=prompt("q2"), drill_instance_id=i1),
-            _event(
-                phone,
-                5,
-                "FAILED_PROMPT",
-                m + 4,
-                prompt=prompt("q2"),
-                response="x",
-                abandoned=False,
-                drill_instance_id=i1,
-            ),
-            _event(phone, 6, "COMPLETED_PROMPT", m + 5, prompt=prompt("q2"), response="b", drill_instance_id=i1),
+            _event(phone, 4, "ADVANCED_TO_NEXT_PROMPT", m + 3, drill_instance_id=i1, prompt=p2),
+            _event(phone, 5, "FAILED_PROMPT", m + 4, abandoned=False, drill_instance_id=i1, prompt=p2, response="e"),
+            _event(phone, 6, "COMPLETED_PROMPT", m + 5, drill_instance_id=i1, prompt=p2, response="c)"),
         ],
         [
             _event(phone, 7, "DRILL_COMPLETED", m + 6, drill_instance_id=i1),
             _event(phone, 8, "NEXT_DRILL_REQUESTED", m + 7),
         ],
         [
-            _event(
-                phone,
-                9,
-                "DRILL_STARTED",
-                m + 8,
-                drill={"slug": "02-sample-drill", "name": "02", "prompts": []},
-                drill_instance_id=i2,
-                first_prompt=prompt("q1"),
-            ),
+            _event(phone, 9, "DRILL_STARTED", m + 8, first_prompt=d2["prompts"][0], drill_instance_id=i2, drill=d2),
             _event(phone, 10, "REMINDER_TRIGGERED", m + 9),
         ],
     ]
     return [
-        json.dumps(
-            {
-                "batch_id": str(uuid.uuid5(NS, f"{phone}:b{seq}")),
-                "seq": str(seq),
-                "phone_number": phone,
-                "created_time": events[-1]["created_time"],
-                "events": events,
-            }
-        ).encode()
-        for seq, events in enumerate(batches, 1)
+        sim.encode(
+            sim.batch(
+                str(uuid.uuid5(NS, f"{phone}:b{r}")),
+                seq(u, r),
+                phone,
+                sim.iso(datetime.fromisoformat(events[-1]["created_time"]) + timedelta(microseconds=41)),
+                events,
+            )
+        )
+        for r, events in enumerate(batches)
     ]
 
 
 def stream_records(users: int) -> list[tuple[str, bytes]]:
     """(partition key, data) in stream order: every user's batch 1, then every user's batch 2, ..."""
     per_user = [(f"+1555{u:07d}", user_batches(u)) for u in range(users)]
-    return [(phone, batches[r]) for r in range(4) for phone, batches in per_user]
+    return [(phone, batches[r]) for r in range(BATCHES_PER_USER) for phone, batches in per_user]
 
 
 def apply_path(engine, records: list[tuple[str, bytes]], micro_batch: int) -> tuple[float, pipeline.ShardStats]:
@@ -166,35 +142,71 @@ def run(ctx) -> list[dict]:
     return out
 
 
+SYNC_ON = {"synchronous_commit": "on"}  # production's setting (the bench server's default is off)
+
+
+def _synchronous_commit(engine) -> str:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+
+
 def _apply_path_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[dict]:
     """The set-based apply path (parse + validate + load + fold + write + checkpoint) on fresh
-    databases; the median run is the figure."""
+    databases, with synchronous_commit on (production's setting: the headline) and off (the bench
+    server's default), and the ceiling: the same rows COPYed into the same tables, committed per
+    micro-batch with synchronous_commit on. The median run is each figure."""
     records = stream_records(users)
     events = users * EVENTS_PER_USER
 
-    def measure():
-        _url, engine = ctx.new_database("ingest_apply")
+    def measure(settings: dict | None, expect: str):
+        _url, engine = ctx.new_database("ingest_apply", settings=settings)
+        assert _synchronous_commit(engine) == expect
         seconds, python_cpu, stats = _apply_path(engine, records, micro_batch)
         assert stats.batches_applied == len(records), stats.as_dict()
         assert _count(engine, "command_outbox") == 2 * users
         return seconds, python_cpu, stats, engine
 
-    (seconds, python_cpu, stats, engine), done = _median_run(measure, repeat)
-    for *_rest, other in done:
-        if other is not engine:
-            other.dispose()
+    def median_of(settings, expect):
+        (seconds, python_cpu, stats, engine), done = _median_run(lambda: measure(settings, expect), repeat)
+        for *_rest, other in done:
+            if other is not engine:
+                other.dispose()
+        return seconds, python_cpu, stats, engine, done
+
+    async_seconds, _cpu, _stats, async_engine, async_done = median_of(None, "off")
+    async_engine.dispose()
+    seconds, python_cpu, stats, engine, done = median_of(SYNC_ON, "on")
+    ceiling = _copy_ceiling(ctx, records, micro_batch, repeat, events, stats.transactions)
     out = [
         {
             "metric": "ingest.apply.events_per_s",
             "value": round(events / seconds),
             "unit": "events/s",
+            "synchronous_commit": "on",
             "users": users,
             "events": events,
             "records": len(records),
+            "record_bytes_mean": round(sum(len(d) for _, d in records) / len(records)),
             "micro_batch": micro_batch,
             "seconds": round(seconds, 2),
             "of_runs": repeat,
             "runs_events_per_s": [round(events / r[0]) for r in done],
+        },
+        {
+            "metric": "ingest.apply.events_per_s_async_commit",
+            "value": round(events / async_seconds),
+            "unit": "events/s",
+            "synchronous_commit": "off",
+            "seconds": round(async_seconds, 2),
+            "of_runs": repeat,
+            "runs_events_per_s": [round(events / r[0]) for r in async_done],
+        },
+        *ceiling,
+        {
+            "metric": "ingest.apply.ratio_to_copy_ceiling",
+            "value": round((events / seconds) / ceiling[0]["value"], 2),
+            "unit": "x",
+            "note": "apply path (synchronous_commit on) / COPY of the same rows (synchronous_commit on)",
         },
         {"metric": "ingest.apply.best_events_per_s", "value": round(events / done[0][0]), "unit": "events/s"},
         {"metric": "ingest.apply.transactions", "value": stats.transactions, "unit": "transactions"},
@@ -219,6 +231,51 @@ def _apply_path_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[
     )
     engine.dispose()
     return out
+
+
+def _copy_ceiling(ctx, records, micro_batch: int, repeat: int, events: int, transactions: int) -> list[dict]:
+    """Every row the apply path writes (recorded in a run of its own, untimed), COPYed into the
+    same tables of fresh databases on the same server, one transaction per micro-batch, with
+    synchronous_commit on (bench/copy_ceiling.py says how updated rows are written)."""
+    _url, engine = ctx.new_database("ingest_apply_record")
+    with copy_ceiling.record_writes() as captured:
+        _seconds, _cpu, stats = _apply_path(engine, records, micro_batch)
+    written = {t: _count(engine, t) for t in ("users", "phone_numbers", "drill_statuses", "command_outbox")}
+    engine.dispose()
+    assert len(captured) == stats.transactions == transactions, (len(captured), stats.transactions, transactions)
+    rows = copy_ceiling.row_counts(captured)
+    # the recorded rows are the apply path's: as many new rows as the tables hold in the end
+    assert rows["phone_numbers"] == written["phone_numbers"] and rows["command_outbox"] == written["command_outbox"]
+    assert rows["users"] >= written["users"] and rows["drill_statuses"] >= written["drill_statuses"]
+    blocks = copy_ceiling.render(captured)
+
+    def measure():
+        url, engine = ctx.new_database("ingest_copy_ceiling", settings=SYNC_ON)
+        engine.dispose()
+        seconds, mode = copy_ceiling.copy_micro_batches(url, blocks)
+        assert mode == "on"
+        check = make_engine(url)
+        copied = {t: _count(check, t) for t in rows}
+        check.dispose()
+        assert copied == rows, (copied, rows)
+        return (seconds,)
+
+    (seconds,), done = _median_run(measure, repeat)
+    return [
+        {
+            "metric": "ingest.apply.copy_ceiling_events_per_s",
+            "value": round(events / seconds),
+            "unit": "events/s",
+            "synchronous_commit": "on",
+            "seconds": round(seconds, 2),
+            "transactions": len(blocks),
+            "rows": rows,
+            "rows_total": sum(rows.values()),
+            "of_runs": repeat,
+            "runs_events_per_s": [round(events / r[0]) for r in done],
+            "note": "the apply path's rows (inserts and new row versions) COPYed, one commit per micro-batch",
+        }
+    ]
 
 
 def _baseline_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[dict]:

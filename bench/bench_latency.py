@@ -28,6 +28,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+from devtools import simulator as sim
+
 EVENTS, COMMANDS = "dialog-events", "dialog-commands"
 TIMEOUT_S = 60.0
 WARM_UP_TIMEOUT_S = 600.0
@@ -45,19 +47,20 @@ def _client(endpoint: str):
     )
 
 
+_SEQ = sim.KinesisSeq()
+
+
 def _probe_batch(phone: str) -> bytes:
-    now = datetime.now(UTC).isoformat()
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "USER_VALIDATED",
-        "phone_number": phone,
-        "created_time": now,
-        "user_profile": {"validated": True, "account_info": {"employer_id": 99}},
-        "code_validation_payload": {"valid": True},
-    }
-    return json.dumps(
-        {"batch_id": str(uuid.uuid4()), "seq": "1", "phone_number": phone, "created_time": now, "events": [event]}
-    ).encode()
+    """A USER_VALIDATED batch as the real producer writes it (full profile, microsecond times,
+    a 56-digit seq)."""
+    now = datetime.now(UTC)
+    account = sim.account_info(99, 1)
+    profile = sim.profile(validated=True, account=account)
+    payload = {"is_demo": False, "account_info": account, "valid": True}
+    event = sim.event(
+        "USER_VALIDATED", str(uuid.uuid4()), phone, sim.iso(now), profile, code_validation_payload=payload
+    )
+    return sim.encode(sim.batch(str(uuid.uuid4()), _SEQ.next(now), phone, sim.iso(now), [event]))
 
 
 class CommandWatch:

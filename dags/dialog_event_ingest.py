@@ -106,6 +106,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 
 MAX_RUN_MINUTES = 120
@@ -169,19 +170,24 @@ MAX_RUN_MINUTES = 120
     },
 )
 def dialog_event_ingest():
-    @task
+    @task(inlets=[assets.DIALOG_EVENT_STREAM])
     def plan_shards(params: dict | None = None) -> list[str]:
         from drill_progress.ingest import tasks
 
         return tasks.plan_shards(params or {})
 
-    @task(max_active_tis_per_dagrun=64, execution_timeout=timedelta(minutes=MAX_RUN_MINUTES + 15))
+    @task(
+        max_active_tis_per_dagrun=64,
+        execution_timeout=timedelta(minutes=MAX_RUN_MINUTES + 15),
+        inlets=[assets.DIALOG_EVENT_STREAM, assets.DRILLS],
+        outlets=[*assets.AGGREGATE, assets.EVENT_HISTORY, assets.COMMAND_STREAM],
+    )
     def ingest_shard(shard_id: str, params: dict | None = None, dag_run=None) -> dict:
         from drill_progress.ingest import tasks
 
         return tasks.ingest_shard(shard_id, params or {}, dag_run.run_type)
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", outlets=[assets.COMMAND_STREAM])
     def publish_commands() -> dict:
         from drill_progress.ingest import tasks
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
 
 
@@ -73,7 +74,7 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
     },
 )
 def dialog_event_reapply():
-    @task
+    @task(inlets=[assets.DRILLS], outlets=[*assets.AGGREGATE, assets.COMMAND_STREAM])
     def reapply_rejected(params: dict | None = None) -> dict:
         from drill_progress.ingest import tasks
 

@@ -71,6 +71,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
 
 
@@ -132,7 +133,7 @@ def drill_progress_maintenance():
 
         return tasks.prune_task_logs(params or {}, dag_run)
 
-    @task(execution_timeout=timedelta(minutes=30))
+    @task(execution_timeout=timedelta(minutes=30), outlets=[assets.EVENT_HISTORY])
     def keep_event_history(params: dict | None = None) -> dict:
         from drill_progress.maintenance import tasks
 

@@ -42,7 +42,7 @@ from datetime import timedelta
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import dag, task
 
-from drill_progress import config
+from drill_progress import assets, config
 from drill_progress.dag_defaults import DEFAULT_ARGS, SQL_DIR, START_DATE, TAGS_BASE
 
 
@@ -58,7 +58,7 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, SQL_DIR, START_DATE, TAGS_
     doc_md=__doc__,
 )
 def drill_progress_monitor():
-    @task(execution_timeout=timedelta(minutes=4))
+    @task(execution_timeout=timedelta(minutes=4), inlets=[assets.DIALOG_EVENT_STREAM])
     def check_ingestion_lag() -> dict:
         from drill_progress.maintenance import tasks
 
@@ -80,6 +80,8 @@ def drill_progress_monitor():
         return_last=True,
         hook_params={"options": config.postgres_options("task")},
         execution_timeout=timedelta(minutes=4),
+        inlets=[assets.USERS, assets.DRILL_STATUSES, assets.DRILLS],
+        outlets=[assets.DRILL_PROGRESS_DAILY],
     )
 
 

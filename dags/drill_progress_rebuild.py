@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
 
 
@@ -64,7 +65,10 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
     },
 )
 def drill_progress_rebuild():
-    @task
+    @task(
+        inlets=[assets.EVENT_HISTORY, assets.PHONE_NUMBERS, assets.DRILLS],
+        outlets=[assets.USERS, assets.DRILL_STATUSES, assets.DRILL_INSTANCES],
+    )
     def rebuild_users(params: dict | None = None) -> dict:
         from drill_progress.rebuild import tasks
 

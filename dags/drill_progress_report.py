@@ -70,7 +70,7 @@ from __future__ import annotations
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from drill_progress import config
+from drill_progress import assets, config
 from drill_progress.dag_defaults import DEFAULT_ARGS, SQL_DIR, START_DATE, TAGS_BASE
 
 
@@ -111,6 +111,8 @@ def drill_progress_report():
         split_statements=True,
         return_last=True,
         hook_params={"options": config.postgres_options("task")},
+        inlets=[assets.USERS, assets.DRILL_STATUSES, assets.DRILLS],
+        outlets=[assets.DRILL_PROGRESS_DAILY],
     )
 
 

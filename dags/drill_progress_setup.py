@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 
 
@@ -53,13 +54,13 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
     },
 )
 def drill_progress_setup():
-    @task
+    @task(outlets=assets.TABLES)
     def apply_migrations() -> dict:
         from drill_progress.setup import tasks
 
         return tasks.apply_migrations()
 
-    @task
+    @task(outlets=[assets.DIALOG_EVENT_STREAM, assets.COMMAND_STREAM, assets.DRILL_SCHEDULE])
     def create_aws_resources(params: dict | None = None) -> dict:
         from drill_progress.setup import tasks
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
 
 
@@ -107,7 +108,7 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE, TAGS_BASE
     },
 )
 def drill_rollout():
-    @task
+    @task(inlets=[assets.USERS, assets.DRILLS], outlets=[assets.DRILLS, assets.DRILL_STATUSES])
     def roll_out_drill(params: dict | None = None) -> dict:
         from drill_progress.rollout import tasks
 

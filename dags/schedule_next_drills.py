@@ -71,6 +71,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 from drill_progress.scheduling.operators import SendScheduledSlotOperator
 
@@ -112,7 +113,10 @@ from drill_progress.scheduling.operators import SendScheduledSlotOperator
     },
 )
 def schedule_next_drills():
-    @task
+    @task(
+        inlets=[assets.USERS, assets.PHONE_NUMBERS, assets.DRILL_STATUSES, assets.DRILLS],
+        outlets=[assets.DRILL_SCHEDULE],
+    )
     def plan(params: dict | None = None, dag_run=None, ti=None) -> list[dict]:
         from drill_progress.scheduling import tasks
 
@@ -124,7 +128,11 @@ def schedule_next_drills():
 
         return tasks.check_sends(ti, dag_run)
 
-    sends = SendScheduledSlotOperator.partial(task_id="send_slot").expand(slot=plan())
+    sends = SendScheduledSlotOperator.partial(
+        task_id="send_slot",
+        inlets=[assets.DRILL_SCHEDULE, assets.USERS, assets.PHONE_NUMBERS, assets.DRILL_STATUSES, assets.DRILLS],
+        outlets=[assets.COMMAND_STREAM],
+    ).expand(slot=plan())
     sends >> check_sends()
 
 

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from drill_progress import assets
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 
 
@@ -93,7 +94,7 @@ from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
     },
 )
 def trigger_reminders():
-    @task
+    @task(inlets=[assets.DRILL_INSTANCES], outlets=[assets.DRILL_INSTANCES, assets.COMMAND_STREAM])
     def send_reminders(params: dict | None = None, dag_run=None) -> dict:
         from drill_progress.reminders import tasks
 

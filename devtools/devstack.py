@@ -183,6 +183,11 @@ class Settings:
         return self.state / "logs"
 
     @property
+    def lineage_file(self) -> Path:
+        """Where the stack's OpenLineage events go (file transport, one JSON event per line)."""
+        return self.state / "openlineage" / "events.jsonl"
+
+    @property
     def dags_folder(self) -> Path:
         return self.repo / "dags"
 
@@ -361,11 +366,41 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
     }
     if s.celery:
         env.update(celery_env(s))
+    env.update(openlineage_env(s, outer))
     for name, default in config.VARIABLE_DEFAULTS.items():
         env[var_env_var(name)] = outer.get(var_env_var(name), default)
     # alerts go to a topic on the emulator (created by `up`) unless the caller names another
     env[var_env_var(ALERT_TOPIC_VARIABLE)] = outer.get(var_env_var(ALERT_TOPIC_VARIABLE), LOCAL_ALERT_TOPIC_ARN)
     return env
+
+
+def openlineage_env(s: Settings, outer: dict[str, str]) -> dict[str, str]:
+    """OpenLineage (docs/lineage.md): every DAG run's events to the file transport in
+    .local/openlineage/events.jsonl, or to the transport the caller's AIRFLOW__OPENLINEAGE__TRANSPORT
+    names (e.g. Marquez over HTTP). The extractor gives the project's tasks their datasets; it reads
+    Connections and Variables, which is safe in a thread of the task's process, not in the forked
+    child the provider uses by default."""
+    transport = {"type": "file", "log_file_path": str(s.lineage_file), "append": True}
+    return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": outer.get("AIRFLOW__OPENLINEAGE__TRANSPORT") or json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": outer.get("AIRFLOW__OPENLINEAGE__NAMESPACE") or config.OPENLINEAGE_NAMESPACE,
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": config.OPENLINEAGE_EXTRACTORS,
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+    }
+
+
+def lineage_destination(env: dict[str, str]) -> str:
+    """Where the stack's lineage goes, in a few words (`make up`, `make status`)."""
+    try:
+        transport = json.loads(env.get("AIRFLOW__OPENLINEAGE__TRANSPORT") or "{}")
+    except ValueError:
+        return "OpenLineage transport: not valid JSON"
+    kind = transport.get("type", "?")
+    if kind == "file":
+        path = Path(transport.get("log_file_path", ""))
+        count = sum(1 for _ in path.open()) if path.is_file() else 0
+        return f"OpenLineage file transport -> {path} ({count} events so far)"
+    return f"OpenLineage {kind} transport -> {transport.get('url', '(see AIRFLOW__OPENLINEAGE__TRANSPORT)')}"
 
 
 def _ensure_alert_topic(s: Settings, env: dict[str, str]) -> None:
@@ -611,7 +646,7 @@ def _prepare_state(s: Settings) -> None:
     s.state.mkdir(parents=True, exist_ok=True)
     # PostgreSQL runs as an unprivileged user when we are root: it must reach .local/pgdata.
     s.state.chmod(0o755)
-    for folder in (s.airflow_home, s.run_dir, s.log_dir):
+    for folder in (s.airflow_home, s.run_dir, s.log_dir, s.lineage_file.parent):
         folder.mkdir(parents=True, exist_ok=True)
     passwords = s.airflow_home / "passwords.json"
     passwords.touch(mode=0o600)
@@ -908,8 +943,11 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         _run_airflow(s, env, ["db", "migrate"], "airflow db migrate")
     # The components that run no task boot while the setup DAG runs (idempotent: new drill
     # migrations, and the streams and tables the emulator lost when it stopped); the scheduler
-    # starts after it, so no DAG runs against a database or stream that is not there yet.
-    _start_airflow(s, states, env, ("dag-processor", "triggerer", "api-server"))
+    # starts after it, so no DAG runs against a database or stream that is not there yet. So does
+    # the dag-processor: `dags test` writes every DAG (and its Assets) into the metadata database
+    # too, and a fresh database written by both at once failed `up` once with a duplicate-key
+    # IntegrityError on the new DAG rows.
+    _start_airflow(s, states, env, ("triggerer", "api-server"))
     _say(f"running the {SETUP_DAG_ID} DAG (migrations, catalog, streams and tables)")
     setup_conf = json.dumps({"dialog_stream_shards": s.dialog_shards})
     _run_airflow(s, env, ["dags", "test", SETUP_DAG_ID, "-c", setup_conf], f"airflow dags test {SETUP_DAG_ID}")
@@ -917,7 +955,7 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         stream = env[var_env_var(config.DIALOG_EVENT_STREAM)]
         if forget_emulator_checkpoints(drill_db_uri(s), stream):
             _say(f"the emulator started empty: ingestion of {stream} starts from the stream's beginning")
-    _start_airflow(s, states, env, ("scheduler",))
+    _start_airflow(s, states, env, ("dag-processor", "scheduler"))
     _start_workers(s, states, env)
     _wait_api_healthy(s)
     dags, errors = _wait_parsed_and_unpause(s, Api(s.api_url), parse_timeout)
@@ -938,6 +976,7 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
         f"  AWS emulator   {s.aws_endpoint_url}\n"
         f"  metrics        StatsD on udp 127.0.0.1:{s.statsd_port} -> {s.metrics_log} (docs/metrics.md)\n"
         f"  logs           {s.log_dir}\n"
+        f"  lineage        {lineage_destination(env)}\n"
         f"  by hand        source {env_sh} && .venv/bin/airflow dags test <dag_id>\n"
         f"  stop           make down\n",
         flush=True,
@@ -982,6 +1021,7 @@ def status(s: Settings) -> dict[str, int | None]:
     print(f"\n  metrics: {metrics_summary(s)}")
     if executor == "celery":
         _print_celery_workers(s, states)
+    print(f"\n  lineage: {lineage_destination(_running_openlineage_env(s))}")
     if states.get("api-server"):
         try:
             api = Api(s.api_url)
@@ -997,6 +1037,19 @@ def status(s: Settings) -> dict[str, int | None]:
         except (OSError, urllib.error.URLError, KeyError) as exc:
             print(f"\n  UI {s.ui_url} not answering yet ({exc})")
     return states
+
+
+def _running_openlineage_env(s: Settings) -> dict[str, str]:
+    """The OpenLineage settings `up` gave the stack (its .local/env.sh), else today's defaults."""
+    env_sh = s.state / "env.sh"
+    if not env_sh.is_file():
+        return openlineage_env(s, dict(os.environ))
+    found = {}
+    for line in env_sh.read_text().splitlines():
+        if line.startswith("export AIRFLOW__OPENLINEAGE__"):
+            key, _, value = line.removeprefix("export ").partition("=")
+            found[key] = shlex.split(value)[0] if value else ""
+    return found
 
 
 def _print_celery_workers(s: Settings, states: dict[str, int | None]) -> None:

@@ -6,8 +6,11 @@
 A pool of users (phone numbers +1555…) goes through the conversation the Dialog Context runs:
 code validation (sometimes failing first), drills from the catalog started one after another,
 prompts answered right or wrong (sometimes abandoned), reminders, requests for the next drill and
-the occasional opt-out. Each Kinesis record is one event batch of 1-3 events with a strictly
-increasing `seq` per phone number, partition key = the phone number. A small fraction of records
+the occasional opt-out. Each Kinesis record is one event batch of 1-3 events, partition key = the
+phone number, shaped like the real producer's batches (tests/ingest/data/real-producer: full drill
+objects with their prompts and messages, profiles with the seven self ratings, employer and unit
+names, microsecond timestamps, key order) with a 56-digit `seq` like the real one (a Kinesis
+sequence number), strictly increasing over the stream and so per phone number. A small fraction of records
 (`--malformed-rate`, default 0.5%) is deliberately bad input (not JSON, unknown event type, a
 non-numeric seq, a missing drill instance id) so the pipeline's rejected-records path is visible.
 
@@ -15,9 +18,10 @@ Without `--follow` one burst of `--batches` records is published and the program
 `--follow` it publishes about `--rate` batches per second until stopped (SIGINT/SIGTERM).
 
 The generation (`Simulator`) is pure and deterministic given a seed and a clock; publishing
-(`publish`) is separate. `seq` follows the clock in microseconds (and +1 when two batches of one
-phone number fall in the same microsecond), so a restarted simulator keeps every phone number's
-`seq` increasing and its traffic is not skipped as late.
+(`publish`) is separate. `seq` follows the clock in microseconds (and +1 when two batches fall in
+the same microsecond, `KinesisSeq`), so a restarted simulator keeps every phone number's `seq`
+increasing and its traffic is not skipped as late. The shape helpers (`profile`, `drill`, `event`,
+`batch`, `KinesisSeq`) are what the benchmarks build their traffic with too.
 """
 
 from __future__ import annotations
@@ -44,13 +48,182 @@ DEFAULT_USERS = 50
 DEFAULT_RATE = 2.0
 DEFAULT_BATCHES = 200
 DEFAULT_MALFORMED_RATE = 0.005
-PROMPTS_PER_DRILL = 3
-EMPLOYERS = {1: (1, 2, 3), 2: (1, 2), 7: (1, 4), 12: (1,)}  # employer_id -> unit ids
-NAMES = ("Ana", "Ben", "Chloé", "Dev", "Eun-ji", "Farah", "Gus", "Hana", "Ivan", "Joy", None, None)
-LANGUAGES = ("en", "en", "en", "es", "fr")
+# employer_id -> unit numbers. As the real producer has it, a unit's id is the employer id times 100
+# plus the unit's number (employer 1: unit_id 101 "Unit 1"; employer 10: unit_id 1003 "Unit 3").
+EMPLOYERS = {1: (1, 2, 3), 2: (1, 2), 7: (1, 4), 12: (1,)}
 MALFORMED_KINDS = ("not_json", "unknown_event_type", "seq_not_a_number", "missing_instance_id")
 MAX_RECORDS_PER_PUT = 500
 MAX_BYTES_PER_PUT = 4 * 1024 * 1024
+
+# ---------------------------------------------------------------------- the real producer's shapes
+# tests/ingest/data/real-producer/*.json are batches the real Dialog Context wrote; what follows
+# writes the same shapes, key for key and in the same key order.
+
+# `seq` is the Kinesis sequence number of the command that caused the batch: 56 digits today (up
+# to 129 allowed). The real examples share their first 31 digits (the shard's part); the other 25
+# grow with time. Here: those 31 digits, then the clock in microseconds (16 digits) and a counter
+# (9 digits), strictly increasing over the whole stream like a shard's sequence numbers.
+SEQ_PREFIX = 4960659383774440537232818328203
+SEQ_DIGITS = 56
+_SEQ_TAIL = 10 ** (SEQ_DIGITS - len(str(SEQ_PREFIX)))
+_SEQ_PER_MICROSECOND = 10**9
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+PROMPTS_PER_DRILL = 6  # five questions, then the drill's closing message (no correct response)
+SELF_RATINGS = tuple(f"self_rating_{i}" for i in range(1, 8))
+# The real producer's key orders (its serializer's, not alphabetical): every event's keys are a
+# subsequence of _EVENT_KEYS, every profile's keys are _PROFILE_KEYS.
+_EVENT_KEYS = (
+    "first_prompt",
+    "abandoned",
+    "created_time",
+    "code_validation_payload",
+    "drill_instance_id",
+    "user_profile",
+    "drill",
+    "prompt",
+    "response",
+    "event_id",
+    "schema_version",
+    "phone_number",
+    "event_type",
+)
+_PROFILE_KEYS = (
+    "validated",
+    "is_demo",
+    "self_rating_2",
+    "name",
+    "self_rating_3",
+    "self_rating_4",
+    "self_rating_6",
+    "language",
+    "self_rating_7",
+    "opted_out",
+    "self_rating_1",
+    "account_info",
+    "self_rating_5",
+)
+
+
+class KinesisSeq:
+    """Sequence numbers as one Kinesis shard hands them out: 56 digits, strictly increasing over
+    the whole stream (so per phone number too) and following the clock, so that a restarted
+    generator goes on above every number the previous one gave in an earlier microsecond."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self, now: datetime) -> int:
+        micros = (now - _EPOCH) // timedelta(microseconds=1)
+        self.last = max(self.last + 1, micros * _SEQ_PER_MICROSECOND)
+        if self.last >= _SEQ_TAIL:
+            raise OverflowError("the clock is past what 56-digit sequence numbers hold")
+        return SEQ_PREFIX * _SEQ_TAIL + self.last
+
+
+def iso(moment: datetime) -> str:
+    """The real producer's timestamps: microseconds and `+00:00` (2020-04-07T16:38:13.600722+00:00)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def account_info(employer_id: int, unit: int) -> dict:
+    return {
+        "employer_id": employer_id,
+        "employer_name": f"Employer {employer_id}",
+        "unit_id": employer_id * 100 + unit,
+        "unit_name": f"Unit {unit}",
+    }
+
+
+def profile(
+    *,
+    validated: bool,
+    opted_out: bool = False,
+    is_demo: bool = False,
+    account: dict | None = None,
+    ratings: dict[str, int] | None = None,
+) -> dict:
+    """A user_profile as the real producer writes it: all seven self ratings (null until rated),
+    name and language null, account_info `{}` until the user is validated."""
+    values = dict.fromkeys(SELF_RATINGS)
+    values.update(ratings or {})
+    values.update(
+        validated=validated, is_demo=is_demo, name=None, language=None, opted_out=opted_out, account_info=account or {}
+    )
+    return {key: values[key] for key in _PROFILE_KEYS}
+
+
+def prompt_slug(index: int) -> str:
+    """The real catalog's prompt slugs, spaces included: "1 - ", then "2 -", "3 -", ..."""
+    return "1 - " if index == 0 else f"{index + 1} -"
+
+
+def prompt(drill_number: int, index: int) -> dict:
+    """Prompt `index` (0-based) of a catalog drill: two messages, a correct response (none for the
+    closing message, the last prompt)."""
+    n = index + 1
+    closing = n == PROMPTS_PER_DRILL
+    return {
+        "response_user_profile_key": None,
+        "slug": prompt_slug(index),
+        "messages": [
+            {"media_url": None, "text": f"{{{{drill_{drill_number}_fact_{n}}}}}"},
+            {
+                "media_url": None,
+                "text": "{{open_source_drill_end}}" if closing else f"{{{{drill_{drill_number}_practice_{n}}}}}",
+            },
+        ],
+        "correct_response": None
+        if closing
+        else f"{correct_letter(drill_number, index)}) {{{{drill_{drill_number}_answer_{n}}}}}",
+    }
+
+
+def correct_letter(drill_number: int, index: int) -> str:
+    return "abcde"[(drill_number + index) % 5]
+
+
+def drill(slug: str, drill_number: int) -> dict:
+    return {
+        "slug": slug,
+        "name": f"Sample Drill {drill_number}",
+        "prompts": [prompt(drill_number, i) for i in range(PROMPTS_PER_DRILL)],
+    }
+
+
+def event(event_type: str, event_id: str, phone_number: str, created_time: str, user_profile: dict, **fields) -> dict:
+    """One event, its keys in the real producer's order."""
+    values = {
+        "created_time": created_time,
+        "user_profile": user_profile,
+        "event_id": event_id,
+        "schema_version": 1,
+        "phone_number": phone_number,
+        "event_type": event_type,
+        **fields,
+    }
+    unknown = set(values) - set(_EVENT_KEYS)
+    if unknown:
+        raise ValueError(f"not a field of the real producer's events: {sorted(unknown)}")
+    return {key: values[key] for key in _EVENT_KEYS if key in values}
+
+
+def batch(batch_id: str, seq: int | str, phone_number: str, created_time: str, events: list[dict]) -> dict:
+    return {
+        "batch_id": batch_id,
+        "seq": str(seq),
+        "phone_number": phone_number,
+        "created_time": created_time,
+        "events": events,
+    }
+
+
+def encode(document: dict) -> bytes:
+    """The record's bytes: JSON as Python's json module writes it by default (", " and ": ")."""
+    return json.dumps(document).encode()
+
+
+# ---------------------------------------------------------------------- the simulation
 
 
 @dataclass(frozen=True)
@@ -69,9 +242,7 @@ class Record:
 class User:
     phone_number: str
     employer_id: int
-    unit_id: int
-    name: str | None
-    language: str
+    unit: int
     is_demo: bool
     validated: bool = False
     opted_out: bool = False
@@ -80,21 +251,21 @@ class User:
     instance_id: str | None = None
     drill_slug: str | None = None
     prompt_index: int = 0  # index of the current prompt in the active drill
-    answered: bool = False  # the current prompt has been answered correctly
+    answered: bool = False  # the current prompt has been answered correctly (or needs no answer)
     ratings: dict[str, int] = field(default_factory=dict)
     gone: bool = False  # leaves the simulated pool after its current batch
 
+    def account(self) -> dict:
+        return account_info(self.employer_id, self.unit)
+
     def profile(self) -> dict:
-        prof = {
-            "validated": self.validated,
-            "opted_out": self.opted_out,
-            "is_demo": self.is_demo,
-            "name": self.name,
-            "language": self.language,
-            "account_info": ({"employer_id": self.employer_id, "unit_id": self.unit_id} if self.validated else None),
-        }
-        prof.update(self.ratings)
-        return prof
+        return profile(
+            validated=self.validated,
+            opted_out=self.opted_out,
+            is_demo=self.is_demo,
+            account=self.account() if self.validated else None,
+            ratings=self.ratings,
+        )
 
 
 def phone_number(index: int) -> str:
@@ -119,6 +290,7 @@ class Simulator:
         self.malformed_rate = malformed_rate
         self.drills = tuple(drills)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.sequence = KinesisSeq()
         self.joined = 0
         self.users: list[User] = [self._new_user() for _ in range(users)]
 
@@ -127,9 +299,7 @@ class Simulator:
         user = User(
             phone_number=phone_number(self.joined),
             employer_id=employer,
-            unit_id=self.rng.choice(EMPLOYERS[employer]),
-            name=self.rng.choice(NAMES),
-            language=self.rng.choice(LANGUAGES),
+            unit=self.rng.choice(EMPLOYERS[employer]),
             is_demo=self.rng.random() < 0.05,
         )
         self.joined += 1
@@ -140,40 +310,20 @@ class Simulator:
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    @staticmethod
-    def _iso(moment: datetime) -> str:
-        return moment.isoformat(timespec="milliseconds")
-
     def _next_seq(self, user: User, now: datetime) -> int:
-        micros = int(now.timestamp() * 1_000_000)
-        user.seq = max(user.seq + 1, micros)
+        user.seq = self.sequence.next(now)
         return user.seq
 
     # ------------------------------------------------------------------ the conversation
 
     def _event(self, user: User, event_type: str, at: datetime, **extra) -> dict:
-        event = {
-            "event_id": self._uuid(),
-            "event_type": event_type,
-            "phone_number": user.phone_number,
-            "created_time": self._iso(at),
-            "schema_version": 1,
-            "user_profile": user.profile(),
-        }
-        event.update(extra)
-        return event
+        return event(event_type, self._uuid(), user.phone_number, iso(at), user.profile(), **extra)
 
-    @staticmethod
-    def _prompt(index: int) -> dict:
-        return {"slug": f"q{index + 1}", "messages": [{"text": f"Question {index + 1}?"}]}
+    def _drill_number(self, slug: str) -> int:
+        return self.drills.index(slug) + 1 if slug in self.drills else 0
 
-    def _drill(self, slug: str) -> dict:
-        number = self.drills.index(slug) + 1 if slug in self.drills else 0
-        return {
-            "slug": slug,
-            "name": f"Sample drill {number}" if number else slug,
-            "prompts": [self._prompt(i) for i in range(PROMPTS_PER_DRILL)],
-        }
+    def _prompt(self, user: User) -> dict:
+        return prompt(self._drill_number(user.drill_slug or ""), user.prompt_index)
 
     def _next_drill_slug(self, user: User) -> str | None:
         return next((slug for slug in self.drills if slug not in user.completed), None)
@@ -186,6 +336,9 @@ class Simulator:
         new phone number joins it."""
         roll = self.rng.random()
         if not user.validated:
+            if roll < 0.01:  # STOP before ever validating: an opt-out outside any drill
+                user.opted_out, user.gone = True, True
+                return self._event(user, "OPTED_OUT", at, drill_instance_id=None)
             if roll < 0.15:
                 return self._event(user, "USER_VALIDATION_FAILED", at)
             return self._validated(user, at)
@@ -201,70 +354,65 @@ class Simulator:
             if roll < 0.1:
                 return self._event(user, "NEXT_DRILL_REQUESTED", at)
             user.instance_id, user.drill_slug, user.prompt_index, user.answered = self._uuid(), slug, 0, False
+            full = drill(slug, self._drill_number(slug))
             return self._event(
                 user,
                 "DRILL_STARTED",
                 at,
-                drill=self._drill(slug),
+                first_prompt=full["prompts"][0],
                 drill_instance_id=user.instance_id,
-                first_prompt=self._prompt(0),
+                drill=full,
             )
         if roll < 0.04:
             user.gone = True  # goes quiet in the middle of a drill
             return None
         if roll < 0.08:
             return self._event(user, "REMINDER_TRIGGERED", at)
-        instance, prompt = user.instance_id, self._prompt(user.prompt_index)
+        instance, current = user.instance_id, self._prompt(user)
         if user.answered:
             if user.prompt_index + 1 < PROMPTS_PER_DRILL:
                 user.prompt_index += 1
-                user.answered = False
-                return self._event(
-                    user,
-                    "ADVANCED_TO_NEXT_PROMPT",
-                    at,
-                    prompt=self._prompt(user.prompt_index),
-                    drill_instance_id=instance,
-                )
+                following = self._prompt(user)
+                user.answered = following["correct_response"] is None  # the closing message asks nothing
+                return self._event(user, "ADVANCED_TO_NEXT_PROMPT", at, drill_instance_id=instance, prompt=following)
             user.completed.add(user.drill_slug)
             user.instance_id, user.drill_slug = None, None
             if self.rng.random() < 0.3:
-                user.ratings[f"self_rating_{self.rng.randint(1, 7)}"] = self.rng.randint(1, 10)
+                user.ratings[self.rng.choice(SELF_RATINGS)] = self.rng.randint(1, 10)
             return self._event(user, "DRILL_COMPLETED", at, drill_instance_id=instance)
+        letter = current["correct_response"][0]
         if roll < 0.75:
             user.answered = True
             return self._event(
-                user,
-                "COMPLETED_PROMPT",
-                at,
-                prompt=prompt,
-                response=self.rng.choice("abcd"),
-                drill_instance_id=instance,
+                user, "COMPLETED_PROMPT", at, drill_instance_id=instance, prompt=current, response=f"{letter})"
             )
         abandoned = self.rng.random() < 0.1
         if abandoned:
             user.instance_id, user.drill_slug = None, None
+        wrong = self.rng.choice([c for c in "abcde" if c != letter])
         return self._event(
             user,
             "FAILED_PROMPT",
             at,
-            prompt=prompt,
-            response=self.rng.choice(("zzz", "?", "e")),
             abandoned=abandoned,
             drill_instance_id=instance,
+            prompt=current,
+            response=self.rng.choice((wrong, f"{wrong})", "?")),
         )
 
     def _validated(self, user: User, at: datetime) -> dict:
         user.validated = True
         user.completed.clear()
         user.instance_id, user.drill_slug = None, None
-        payload = {"valid": True, "is_demo": user.is_demo, "account_info": {"employer_id": user.employer_id}}
+        payload = {"is_demo": user.is_demo, "account_info": user.account(), "valid": True}
         return self._event(user, "USER_VALIDATED", at, code_validation_payload=payload)
 
     # ------------------------------------------------------------------ batches
 
     def next_record(self) -> Record:
-        """One record for a random user: usually a good batch of 1-3 events, rarely bad input."""
+        """One record for a random user: usually a good batch of 1-3 events, rarely bad input.
+        The events of a batch are a few hundred microseconds apart and the batch is stamped just
+        after its last event, as the real producer's are."""
         now = self.clock()
         if self.rng.random() < self.malformed_rate:
             return self._malformed(self.rng.choice(self.users), now)
@@ -272,48 +420,38 @@ class Simulator:
             slot = self.rng.randrange(len(self.users))
             user = self.users[slot]
             wanted = self.rng.choices((1, 2, 3), weights=(6, 3, 1))[0]
+            gaps = [self.rng.randint(50, 600) for _ in range(wanted)]  # microseconds between events
             events: list[dict] = []
             for i in range(wanted):
                 if user.gone:
                     break
-                event = self._step(user, now - timedelta(seconds=wanted - 1 - i))
-                if event is not None:
-                    events.append(event)
+                at = now - timedelta(microseconds=sum(gaps[i:]))
+                step = self._step(user, at)
+                if step is not None:
+                    events.append(step)
             if user.gone:
                 self.users[slot] = self._new_user()
             if events:
                 break
-        batch = {
-            "batch_id": self._uuid(),
-            "seq": str(self._next_seq(user, now)),
-            "phone_number": user.phone_number,
-            "created_time": events[-1]["created_time"],
-            "events": events,
-        }
-        return Record(json.dumps(batch, separators=(",", ":")).encode(), user.phone_number)
+        doc = batch(self._uuid(), self._next_seq(user, now), user.phone_number, iso(now), events)
+        return Record(encode(doc), user.phone_number)
 
     def _malformed(self, user: User, now: datetime) -> Record:
         """Bad input that does not change the simulated state (the pipeline sets it aside)."""
         kind = self.rng.choice(MALFORMED_KINDS)
-        good_seq = str(user.seq + 1)  # not consumed: the user's next good batch may reuse it
-        batch = {
-            "batch_id": self._uuid(),
-            "seq": good_seq,
-            "phone_number": user.phone_number,
-            "created_time": self._iso(now),
-            "events": [],
-        }
+        good_seq = str(user.seq + 1)  # not consumed: the user's next good batch has a greater one
+        doc = batch(self._uuid(), good_seq, user.phone_number, iso(now), [])
         if kind == "not_json":
-            data = b'{"batch_id": "' + batch["batch_id"].encode() + b'", "seq": '
+            data = b'{"batch_id": "' + doc["batch_id"].encode() + b'", "seq": '
             return Record(data, user.phone_number, kind)
         if kind == "unknown_event_type":
-            batch["events"] = [self._event(user, "DRILL_EXPLODED", now)]
+            doc["events"] = [self._event(user, "DRILL_EXPLODED", now)]
         elif kind == "seq_not_a_number":
-            batch["seq"] = "abc"
-            batch["events"] = [self._event(user, "REMINDER_TRIGGERED", now)]
+            doc["seq"] = "abc"
+            doc["events"] = [self._event(user, "REMINDER_TRIGGERED", now)]
         else:  # missing_instance_id
-            batch["events"] = [self._event(user, "DRILL_COMPLETED", now)]
-        return Record(json.dumps(batch, separators=(",", ":")).encode(), user.phone_number, kind)
+            doc["events"] = [self._event(user, "DRILL_COMPLETED", now)]
+        return Record(encode(doc), user.phone_number, kind)
 
     def burst(self, n: int) -> list[Record]:
         return [self.next_record() for _ in range(n)]

@@ -10,17 +10,25 @@ Airflow's own `_token` cookie. The bridge is off unless the api-server runs with
 setting `[drill_progress] ui_login_bridge = True` (AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE=true);
 the account needs read access to the page's DAGs. Needs Debian's `chromium` package
 (/usr/bin/chromium). Also used by tests/ui/test_page_browser.py.
+
+`--lookup NUMBER` types the number into the page's User lookup (through the DevTools protocol:
+focus, insert text, click Look up, as a user would), waits for the answer and screenshots the page
+from the lookup down; the account also needs read access to the connection drill_progress_db.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -106,6 +114,119 @@ def dump_dom(base_url: str, token: str, next_path: str | None = None) -> str:
     return result.stdout
 
 
+class DevTools:
+    """A minimal DevTools-protocol client of one page (websockets' sync client)."""
+
+    def __init__(self, ws_url: str) -> None:
+        from websockets.sync.client import connect
+
+        self._ws = connect(ws_url, max_size=64 * 2**20, open_timeout=30)
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, **params) -> dict:
+        call_id = next(self._ids)
+        self._ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._ws.recv(timeout=60))
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60) -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise TimeoutError(f"not true after {timeout}s: {expression}")
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+@contextlib.contextmanager
+def devtools_page(url: str, window: tuple[int, int] = (1400, 1000), timeout: float = 60):
+    """Headless Chromium (fresh profile) with the DevTools protocol on a free port, on `url`."""
+    binary = chromium_binary()
+    if binary is None:
+        raise RuntimeError("chromium not found: apt-get install -y chromium (or set $CHROMIUM)")
+    with tempfile.TemporaryDirectory(prefix="drill-chromium-") as profile:
+        cmd = [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={window[0]},{window[1]}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            url,
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        page = None
+        try:
+            port_file = Path(profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + timeout
+            while not (port_file.exists() and port_file.read_text().strip()):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"chromium exposed no DevTools port (exit {proc.poll()})")
+                time.sleep(0.1)
+            port = port_file.read_text().split()[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+                targets = json.loads(response.read())
+            page = DevTools(next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"))
+            yield page
+        finally:
+            if page is not None:
+                page.close()
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def lookup(
+    base_url: str, token: str, phone_numbers: list[str], out: Path | None = None, window: tuple[int, int] = (1400, 1000)
+) -> list[str]:
+    """Sign in through the login bridge, wait for the page, then type each number into the User
+    lookup in turn and wait for its answer. Returns the lookup section's HTML after each answer;
+    screenshots the page from the lookup down after the last one (full height) to `out`."""
+    answers = []
+    with devtools_page(login_url(base_url, token), window) as page:
+        page.wait_for("document.body && document.body.getAttribute('data-ready') === 'true'")
+        for number in phone_numbers:
+            page.evaluate("document.getElementById('lookup-result').removeAttribute('data-state')")
+            page.evaluate("document.getElementById('lookup-phone').focus()")
+            page.call("Input.insertText", text=number)
+            page.evaluate("document.getElementById('lookup-submit').click()")
+            page.wait_for(
+                "['found', 'not-found', 'error'].includes(document.getElementById('lookup-result').dataset.state)"
+            )
+            answers.append(page.evaluate("document.getElementById('lookup').outerHTML"))
+        if out is not None:
+            top, height = page.evaluate(
+                "(() => { const r = document.getElementById('lookup').getBoundingClientRect();"
+                " return [r.top + scrollY, r.height]; })()"
+            )
+            shot = page.call(
+                "Page.captureScreenshot",
+                format="png",
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": max(0, top - 16), "width": window[0], "height": height + 32, "scale": 1},
+            )
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(base64.b64decode(shot["data"]))
+    return answers
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8080", help="the api-server's base URL")
@@ -119,8 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="open the page inside Airflow's UI (/plugin/drill-progress) instead of on its own",
     )
+    parser.add_argument("--lookup", metavar="NUMBER", help="type this phone number into the User lookup")
     args = parser.parse_args(argv)
     token = get_token(args.url, args.user, args.password)
+    if args.lookup:
+        lookup(args.url, token, [args.lookup], args.out, window=(1400, args.height))
+        print(args.out)
+        return 0
     next_path = "/plugin/drill-progress" if args.in_airflow_ui else None
     print(screenshot(args.url, token, args.out, window=(1400, args.height), next_path=next_path))
     if args.dom:

@@ -28,6 +28,11 @@ VARIABLE_DEFAULTS: dict[str, str] = {
 INITIAL_CATALOG: tuple[str, ...] = ("01-sample-drill", "02-sample-drill", "03-sample-drill")
 
 DEFAULT_AWS_REGION = "us-east-1"
+
+# OpenLineage (docs/lineage.md): the extractor that turns the tasks' declared Assets into datasets
+# with their physical names, and the job namespace of the project's stacks.
+OPENLINEAGE_EXTRACTORS = "drill_progress.lineage.DeclaredAssetsExtractor"
+OPENLINEAGE_NAMESPACE = "drill-progress"
 OWNER = "drill-progress"
 
 # (lock_timeout, statement_timeout) of every connection to the drill database, by the job that opens

@@ -186,9 +186,14 @@ def test_connections_and_variables_are_the_local_stacks(services, local_env):
 def test_airflow_settings_match_the_local_stack_and_exist(services, local_env):
     import airflow
     from airflow.providers.celery.get_provider_info import get_provider_info
+    from airflow.providers.openlineage.get_provider_info import get_provider_info as openlineage_info
 
     template = Path(airflow.__file__).parent / "config_templates" / "config.yml"
-    sections = {**yaml.safe_load(template.read_text()), **get_provider_info()["config"]}
+    sections = {
+        **yaml.safe_load(template.read_text()),
+        **get_provider_info()["config"],
+        **openlineage_info()["config"],
+    }
     options = {
         (section, key): body["options"][key] for section, body in sections.items() for key in body.get("options") or {}
     }
@@ -204,6 +209,13 @@ def test_airflow_settings_match_the_local_stack_and_exist(services, local_env):
         assert env[same] == local_env[same]
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == local_env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower()
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    # lineage as in the local stack: the same extractor, thread and job namespace; a file transport
+    for same in ("NAMESPACE", "EXTRACTORS", "EXECUTE_IN_THREAD"):
+        name = f"AIRFLOW__OPENLINEAGE__{same}"
+        assert env[name].lower() == local_env[name].lower(), name
+    transport = json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    assert transport == {"type": "file", "log_file_path": "/opt/airflow/logs/openlineage-events.jsonl", "append": True}
+    assert json.loads(local_env["AIRFLOW__OPENLINEAGE__TRANSPORT"])["type"] == "file"
     # the passwords file the init service writes is the one the api-server reads
     init_script = _command(services["airflow-init"])
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] in init_script

@@ -88,9 +88,14 @@ def test_every_airflow_option_set_exists_in_the_installed_airflow(tmp_path):
     misspelt or renamed option cannot be silently ignored."""
     import airflow
     from airflow.providers.celery.get_provider_info import get_provider_info
+    from airflow.providers.openlineage.get_provider_info import get_provider_info as openlineage_info
 
     template = Path(airflow.__file__).parent / "config_templates" / "config.yml"
-    sections = {**yaml.safe_load(template.read_text()), **get_provider_info()["config"]}
+    sections = {
+        **yaml.safe_load(template.read_text()),
+        **get_provider_info()["config"],
+        **openlineage_info()["config"],
+    }
     options = {(section, key) for section, body in sections.items() for key in (body.get("options") or {})}
     for executor in ("local", "celery"):
         env = devstack.airflow_env(_settings(tmp_path, EXECUTOR=executor), SECRETS, environ={})
@@ -112,6 +117,31 @@ def test_env_sh_exports_the_same_environment(tmp_path):
     for key, value in env.items():
         assert exported[key] == value, key
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_lineage_goes_to_a_file_transport_in_the_state_folder_unless_the_caller_names_another(tmp_path, capsys):
+    s = _settings(tmp_path)
+    env = devstack.airflow_env(s, SECRETS, environ={})
+    events = tmp_path / "openlineage" / "events.jsonl"
+    assert s.lineage_file == events
+    assert {k: v for k, v in env.items() if k.startswith("AIRFLOW__OPENLINEAGE__")} == {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "drill-progress",
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "drill_progress.lineage.DeclaredAssetsExtractor",
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+    }
+    assert devstack.lineage_destination(env) == f"OpenLineage file transport -> {events} (0 events so far)"
+    events.parent.mkdir()
+    events.write_text('{"eventType": "START"}\n{"eventType": "COMPLETE"}\n')
+    assert devstack.lineage_destination(env) == f"OpenLineage file transport -> {events} (2 events so far)"
+    marquez = json.dumps({"type": "http", "url": "http://marquez:5000", "endpoint": "api/v1/lineage"})
+    custom = devstack.airflow_env(s, SECRETS, environ={"AIRFLOW__OPENLINEAGE__TRANSPORT": marquez})
+    assert custom["AIRFLOW__OPENLINEAGE__TRANSPORT"] == marquez
+    assert devstack.lineage_destination(custom) == "OpenLineage http transport -> http://marquez:5000"
+    # `make status` says where the running stack's lineage goes (what `up` wrote into env.sh)
+    devstack.write_env_sh(s, custom)
+    devstack.status(s)
+    assert "lineage: OpenLineage http transport -> http://marquez:5000" in capsys.readouterr().out
 
 
 def test_secrets_are_generated_once_and_kept(tmp_path):
@@ -467,6 +497,36 @@ def test_up_status_down_for_real(state_dir):
         ):
             assert any(line.split()[:2] == [name, "running"] for line in status.stdout.splitlines()), status.stdout
         assert "0 import errors" in status.stdout
+        assert f"lineage: OpenLineage file transport -> {s.lineage_file}" in status.stdout
+        # the setup DAG that `up` ran sent its lineage to the stack's file transport
+        events = [json.loads(line) for line in s.lineage_file.read_text().splitlines()]
+        complete = {e["job"]["name"]: e for e in events if e["eventType"] == "COMPLETE"}
+        pg = (f"postgres://127.0.0.1:{ports['DRILL_PG_PORT']}", "drill_progress.public.")
+        aws = "arn:aws:{}:us-east-1:123456789012"  # the emulator's account
+        setup = {
+            task: {(d["namespace"], d["name"]) for d in complete[f"drill_progress_setup.{task}"]["outputs"]}
+            for task in ("apply_migrations", "create_aws_resources")
+        }
+        assert setup == {
+            "apply_migrations": {
+                (pg[0], pg[1] + table)
+                for table in (
+                    "users",
+                    "phone_numbers",
+                    "drill_statuses",
+                    "drill_instances",
+                    "drills",
+                    "event_history",
+                    "drill_progress_daily",
+                )
+            },
+            "create_aws_resources": {
+                (aws.format("kinesis"), "stream/dialog-events"),
+                (aws.format("kinesis"), "stream/dialog-commands"),
+                (aws.format("dynamodb"), "table/drill-trigger-schedule"),
+            },
+        }
+        assert complete["drill_progress_setup"]["job"]["namespace"] == "drill-progress"
         env_sh = (state_dir / "env.sh").read_text()
         assert "AIRFLOW_CONN_DRILL_PROGRESS_DB" in env_sh and str(ROOT / "dags") in env_sh
 

@@ -223,12 +223,28 @@ def test_no_secret_is_written_in_the_values(values):
 def test_every_airflow_option_set_exists(values):
     import airflow
     from airflow.providers.celery.get_provider_info import get_provider_info
+    from airflow.providers.openlineage.get_provider_info import get_provider_info as openlineage_info
 
     template = Path(airflow.__file__).parent / "config_templates" / "config.yml"
-    sections = {**yaml.safe_load(template.read_text()), **get_provider_info()["config"]}
+    sections = {
+        **yaml.safe_load(template.read_text()),
+        **get_provider_info()["config"],
+        **openlineage_info()["config"],
+    }
     for section, options in values["config"].items():
         for key in options:
             assert key in (sections[section].get("options") or {}), f"[{section}] {key}"
+
+
+def test_lineage_is_configured_as_in_the_local_stack(values, tmp_path):
+    from devtools import devstack
+
+    local = devstack.openlineage_env(devstack.Settings.from_env({"DRILL_STATE_DIR": str(tmp_path)}), {})
+    assert {k: str(v).lower() for k, v in values["config"]["openlineage"].items()} == {
+        key.removeprefix("AIRFLOW__OPENLINEAGE__").lower(): value.lower()
+        for key, value in local.items()
+        if key != "AIRFLOW__OPENLINEAGE__TRANSPORT"  # production: the lineage team's backend, from a Secret
+    }
 
 
 def test_the_image_is_the_pinned_airflow(values):

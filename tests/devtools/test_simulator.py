@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +40,11 @@ ALL_EVENT_TYPES = {
 }
 
 
+REAL_PRODUCER = ROOT / "tests" / "ingest" / "data" / "real-producer"
+ACCOUNT_INFO_KEYS = ["employer_id", "employer_name", "unit_id", "unit_name"]
+REAL_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00\Z")
+
+
 @pytest.fixture(scope="module")
 def validator():
     schema = json.loads(SCHEMA_PATH.read_text())
@@ -66,7 +73,7 @@ def test_every_good_record_is_valid_per_the_contract_schema(burst, validator):
         times = [datetime.fromisoformat(e["created_time"]) for e in batch["events"]]
         assert all(t.utcoffset() is not None for t in times)
         assert times == sorted(times)
-        assert batch["created_time"] == batch["events"][-1]["created_time"]
+        assert datetime.fromisoformat(batch["created_time"]) >= times[-1]
 
 
 def test_traffic_covers_every_event_type_with_catalog_drills(burst):
@@ -82,7 +89,7 @@ def test_traffic_covers_every_event_type_with_catalog_drills(burst):
     assert all(e["code_validation_payload"]["valid"] is True for e in validated)
     employers = {e["user_profile"]["account_info"]["employer_id"] for e in validated}
     assert len(employers) >= 3
-    assert all(set(e["user_profile"]["account_info"]) == {"employer_id", "unit_id"} for e in validated)
+    assert all(list(e["user_profile"]["account_info"]) == ACCOUNT_INFO_KEYS for e in validated)
 
 
 def test_conversations_are_coherent_per_phone_number(burst):
@@ -114,6 +121,101 @@ def test_seq_is_a_strictly_increasing_decimal_string_per_phone_number(burst):
         seq = int(batch["seq"])
         assert seq > last.get(batch["phone_number"], -1)
         last[batch["phone_number"]] = seq
+
+
+def test_seq_is_a_56_digit_kinesis_sequence_number_increasing_over_the_stream(burst):
+    """Like the real producer's: 56 digits, the examples' 31-digit shard prefix, and (like one
+    shard's sequence numbers) strictly increasing over the whole stream, not only per phone."""
+    real = [json.loads(p.read_text())["seq"] for p in sorted(REAL_PRODUCER.glob("*.json"))]
+    seqs = [rec.json()["seq"] for rec in _good(burst)]
+    assert {len(s) for s in seqs} == {len(s) for s in real} == {56}
+    assert {s[:31] for s in seqs} == {s[:31] for s in real}
+    as_ints = [int(s) for s in seqs]
+    assert all(a < b for a, b in itertools.pairwise(as_ints))
+    assert max(as_ints) >= 2**128  # far beyond 64 bits, beyond a float's exact range too
+
+
+def _skeleton(value):
+    """Key order, recursively, with scalars reduced to "scalar"; account_info (its keys depend on
+    whether the user is validated) is checked apart."""
+    if isinstance(value, dict):
+        return tuple((k, "account_info" if k == "account_info" else _skeleton(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(sorted({_skeleton(v) for v in value}, key=repr))
+    return "scalar"
+
+
+def _real_events() -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(REAL_PRODUCER.glob("*.json")):
+        for e in json.loads(path.read_text())["events"]:
+            out[e["event_type"]].append(e)
+    return out
+
+
+def test_batches_are_shaped_like_the_real_producers(burst):
+    """Every event has the keys of the real producer's event of its type, in the same order, down to
+    the prompts' messages and the profile's self ratings; timestamps have microseconds and +00:00."""
+    real = _real_events()
+    assert set(real) == ALL_EVENT_TYPES
+    real_shapes = {kind: {_skeleton(e) for e in events} for kind, events in real.items()}
+    batch_keys = list(json.loads((REAL_PRODUCER / "drill_started.json").read_text()))
+    seen = set()
+    for rec in _good(burst):
+        batch = rec.json()
+        assert list(batch) == batch_keys
+        assert REAL_TIMESTAMP.match(batch["created_time"]), batch["created_time"]
+        for e in batch["events"]:
+            kind = e["event_type"]
+            assert _skeleton(e) in real_shapes[kind], (kind, list(e))
+            assert REAL_TIMESTAMP.match(e["created_time"]), e["created_time"]
+            prof = e["user_profile"]
+            assert prof["name"] is None and prof["language"] is None
+            assert list(prof["account_info"]) == (ACCOUNT_INFO_KEYS if prof["validated"] else [])
+            seen.add(kind)
+    assert seen == ALL_EVENT_TYPES
+
+
+def test_drills_and_prompts_are_the_real_catalogs_shape(burst):
+    """Full drill objects: six prompts with slugs "1 - ", "2 -" ... "6 -", two messages each with
+    media_url null, a correct response except on the closing prompt; a correct answer quotes the
+    correct response's letter."""
+    started = [e for r in _good(burst) for e in r.json()["events"] if e["event_type"] == "DRILL_STARTED"]
+    real = _real_events()["DRILL_STARTED"][0]["drill"]
+    for e in started:
+        prompts = e["drill"]["prompts"]
+        assert (
+            [p["slug"] for p in prompts]
+            == [p["slug"] for p in real["prompts"]]
+            == ["1 - "] + [f"{i} -" for i in range(2, 7)]
+        )
+        assert e["first_prompt"] == prompts[0]
+        assert all(m["media_url"] is None for p in prompts for m in p["messages"])
+        assert [p["correct_response"] is None for p in prompts] == [False] * 5 + [True]
+        assert e["drill"]["name"] == f"Sample Drill {config.INITIAL_CATALOG.index(e['drill']['slug']) + 1}"
+    answers = [e for r in _good(burst) for e in r.json()["events"] if e["event_type"] == "COMPLETED_PROMPT"]
+    assert answers and all(e["response"] == e["prompt"]["correct_response"][:2] for e in answers)
+    closing = [e for r in _good(burst) for e in r.json()["events"] if e["event_type"] == "ADVANCED_TO_NEXT_PROMPT"]
+    assert any(e["prompt"]["slug"] == "6 -" for e in closing)
+
+
+def test_opt_outs_inside_and_outside_a_drill(burst):
+    """STOP inside a drill names its instance; STOP outside any drill (here: before validating,
+    like the real example) carries "drill_instance_id": null."""
+    opt_outs = [e for r in _good(burst) for e in r.json()["events"] if e["event_type"] == "OPTED_OUT"]
+    assert all("drill_instance_id" in e for e in opt_outs)
+    outside = [e for e in opt_outs if e["drill_instance_id"] is None]
+    inside = [e for e in opt_outs if e["drill_instance_id"] is not None]
+    assert outside and inside
+    assert any(not e["user_profile"]["validated"] and e["user_profile"]["account_info"] == {} for e in outside)
+
+
+def test_every_good_record_passes_the_ingestion_edge(burst):
+    from drill_progress.ingest import events as ev
+
+    for rec in _good(burst):
+        batch = ev.parse_record(rec.data)
+        assert batch.seq == int(rec.json()["seq"])
 
 
 def test_seq_keeps_increasing_across_a_restart_and_with_a_frozen_clock():

@@ -106,6 +106,12 @@ def test_a_record_the_driver_refuses_is_retried_then_set_aside_alone(drill_db):
     assert reason == (
         "database error after 3 attempts: DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes"
     )
+    # all three are in the event history, the refused one under its phone number made storable
+    assert rows(drill_db.engine, "SELECT phone_number FROM event_history ORDER BY id") == [
+        ("+17770000000",),
+        ("+1777\\x000001",),  # in stream order: bisected, set aside, then the record after it
+        ("+17770000002",),
+    ]
 
 
 def test_the_partition_key_and_reason_of_a_set_aside_record_are_stored_whatever_they_hold(drill_db):

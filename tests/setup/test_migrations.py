@@ -129,3 +129,36 @@ def test_0012_lets_users_seq_hold_any_integer_without_rewriting_the_table(empty_
             "SELECT seq::text, seq > %(below)s::numeric FROM users WHERE seq > 10::numeric ^ 100",
             {"below": "9" * 128 + "8"},
         ).all() == [(top, True)]
+
+
+def test_a_no_transaction_migration_builds_indexes_concurrently_and_starts_over_after_a_failure(empty_db, tmp_path):
+    """`-- no-transaction` migrations (CREATE INDEX CONCURRENTLY cannot run in a transaction) run
+    statement by statement; one that failed part way runs again from the start and is recorded
+    once it went through."""
+    engine = empty_db.engine
+    (tmp_path / "0001_table.sql").write_text(
+        "CREATE TABLE t (a int, b int); INSERT INTO t SELECT n, n FROM generate_series(1, 100) n;"
+    )
+    migrations.apply_migrations(engine, tmp_path)
+    (tmp_path / "0002_indexes.sql").write_text(
+        "-- no-transaction\n-- two indexes, built without locking writers out\n"
+        "DROP INDEX CONCURRENTLY IF EXISTS t_a_idx;\nCREATE INDEX CONCURRENTLY t_a_idx ON t (a);\n"
+        "DROP INDEX CONCURRENTLY IF EXISTS t_b_idx;\nCREATE UNIQUE INDEX CONCURRENTLY t_b_idx ON t ((b % 2));\n"
+    )
+    with pytest.raises(migrations.MigrationError, match="failed at a statement"):
+        migrations.apply_migrations(engine, tmp_path)  # the unique index cannot be built: left invalid
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT max(version) FROM schema_migrations").scalar() == 1
+    (tmp_path / "0002_indexes.sql").write_text(
+        (tmp_path / "0002_indexes.sql")
+        .read_text()
+        .replace("UNIQUE INDEX CONCURRENTLY t_b_idx ON t ((b % 2))", "INDEX CONCURRENTLY t_b_idx ON t (b)")
+    )
+    assert migrations.apply_migrations(engine, tmp_path) == [2]
+    assert migrations.apply_migrations(engine, tmp_path) == []
+    with engine.connect() as conn:
+        indexes = conn.exec_driver_sql(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 't'::regclass ORDER BY 1"
+        ).all()
+    assert [tuple(r) for r in indexes] == [("t_a_idx", True), ("t_b_idx", True)]

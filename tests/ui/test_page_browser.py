@@ -23,8 +23,10 @@ import pytest
 import report_dataset as dataset
 
 from devtools.services import free_port, wait_for
+from drill_progress import ids
 from drill_progress.db import make_engine
 from drill_progress.report import daily as report
+from drill_progress.scheduling import planning
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "_artifacts"
@@ -153,9 +155,71 @@ def page_db(pg_server, migrated_template):
             "FROM generate_series(1, 60) AS g",
             {"p": PHONE},
         )
+    seed_lookup_user(engine)  # after the report: the report's figures stay those of synthetic_users
     engine.dispose()
     yield url
     pg_server.drop_database(name)
+
+
+LOOKUP_USER = ids.user_id_text(PHONE)
+NOBODY = "+15557770000"
+
+
+def seed_lookup_user(engine) -> None:
+    """The user of PHONE (whose commands and set-aside records page_db seeds): 01 completed,
+    02 under way on prompt q3 with q1 and q2 reminded, 03 not started (its next drill), quiet since
+    yesterday morning."""
+    yesterday = Days.today - timedelta(days=1)
+    instances = {
+        "01-sample-drill": "11111111-1111-4111-8111-111111111111",
+        "02-sample-drill": "22222222-2222-4222-8222-222222222222",
+    }
+    with engine.begin() as conn:
+        sql = conn.exec_driver_sql
+        sql(
+            "INSERT INTO users (user_id, seq, profile, last_interacted_time, created_at) "
+            "VALUES (%(u)s, 4242, %(profile)s::jsonb, %(last)s, %(created)s)",
+            {
+                "u": LOOKUP_USER,
+                "profile": json.dumps(
+                    {"validated": True, "name": "Ana", "language": "en", "account_info": {"employer_id": 7}}
+                ),
+                "last": _at(yesterday, 9),
+                "created": _at(Days.first, 7),
+            },
+        )
+        sql(
+            "INSERT INTO phone_numbers (id, phone_number, user_id, is_primary) VALUES (%(id)s, %(p)s, %(u)s, true)",
+            {"id": ids.phone_number_id_text(PHONE), "p": PHONE, "u": LOOKUP_USER},
+        )
+        for place, slug in enumerate(dataset.CATALOG):
+            started = {0: _at(Days.first, 10), 1: _at(yesterday, 8)}.get(place)
+            sql(
+                "INSERT INTO drill_statuses (id, user_id, drill_slug, place_in_sequence, started_time, completed_time, "
+                "drill_instance_id) VALUES (%(id)s, %(u)s, %(slug)s, %(place)s, %(s)s, %(c)s, %(i)s)",
+                {"id": ids.status_id_text(LOOKUP_USER, slug), "u": LOOKUP_USER, "slug": slug, "place": place}
+                | {"s": started, "c": _at(Days.first, 11) if place == 0 else None, "i": instances.get(slug)},
+            )
+        sql(
+            "INSERT INTO drill_instances (drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug, "
+            "current_prompt_start_time, completion_time, reminded_prompts, created_at) VALUES "
+            "(%(i1)s, %(u)s, %(p)s, '01-sample-drill', NULL, NULL, %(done)s, NULL, %(s1)s), "
+            "(%(i2)s, %(u)s, %(p)s, '02-sample-drill', 'q3', %(q3)s, NULL, '{q1,q2}', %(s2)s)",
+            {"u": LOOKUP_USER, "p": PHONE, "i1": instances["01-sample-drill"], "i2": instances["02-sample-drill"]}
+            | {
+                "done": _at(Days.first, 11),
+                "s1": _at(Days.first, 10),
+                "q3": _at(yesterday, 8.5),
+                "s2": _at(yesterday, 8),
+            },
+        )
+        sql(
+            "INSERT INTO sent_start_drills (idempotency_key, send_date) VALUES (%(k)s, %(d)s)",
+            {"k": planning.idempotency_key(LOOKUP_USER, "02-sample-drill", yesterday), "d": yesterday},
+        )
+
+
+SERVER: dict = {}  # the running api-server's log file
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +242,8 @@ def api_server(airflow_db, page_db, tmp_path_factory):
             "AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE": "True",  # the screenshots sign in through it
         }
     )
-    log = (tmp / "api-server.log").open("w")
+    SERVER["log"] = tmp / "api-server.log"
+    log = SERVER["log"].open("w")
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "airflow"),
@@ -287,6 +352,52 @@ def test_page_renders_with_data_in_chromium(api_server):
     assert 'class="lag-line"' in dom and dom.count("<circle") >= 72
     assert PHONE not in dom
     assert "#token=" not in dom  # the bridge removed the token from the address
+
+
+def test_user_lookup_typed_in_chromium(api_server):
+    """An operator types a number nobody has, then the user's: the page says so plainly, then shows
+    the story; the number is in no URL (the api-server's access log has the POST, not the number)
+    and on no screen (the field is cleared, the answer masks it)."""
+    tool = _screenshot_tool()
+    token = tool.get_token(api_server, "admin", "admin")
+    shot = ARTIFACTS / "drill_progress_user_lookup.png"
+    if shot.exists():
+        shot.unlink()
+    not_found, found = tool.lookup(api_server, token, [NOBODY, f" {PHONE[:5]} {PHONE[5:8]}-{PHONE[8:]} "], shot)
+    (ARTIFACTS / "drill_progress_user_lookup.html").write_text(found)
+    assert 'data-state="not-found"' in not_found and "No user with this phone number (***0000)." in not_found
+    assert "Records set aside for this number" in not_found and "None." in not_found
+    assert 'data-state="found"' in found, found[-3000:]
+    yesterday = Days.today - timedelta(days=1)
+    for text in (
+        f"User {LOOKUP_USER}",
+        "***9876 (primary) ← looked up",
+        "4242",
+        '"employer_id":7',
+        "Ana",
+        "Next drill (scheduling's rule, its own query): <strong>03-sample-drill</strong>",
+        f"Due at today's run ({Days.today.isoformat()} 17:05:00 UTC): START_DRILL 03-sample-drill planned at ",
+        planning.idempotency_key(LOOKUP_USER, "02-sample-drill", yesterday),
+        "q1, q2",
+        "q3",
+        "TRIGGER_REMINDER",
+        "pending",
+        "schema: ***9876 seq is not a decimal string",
+        "unknown event_type: SURVEY_SENT",
+    ):
+        assert text in found, text
+    # statuses, instances, commands (15 shown, the 45 older ones folded away), set-aside records
+    assert found.count("<tr>") == (1 + 3) + (1 + 2) + (1 + 15) + (1 + 45) + (1 + 5) + (1 + 1)  # + sent keys
+    assert "<summary>45 older command(s)</summary>" in found
+    for full in (PHONE, PHONE.lstrip("+"), NOBODY, NOBODY.lstrip("+")):
+        assert full not in found and full not in not_found
+    assert shot.stat().st_size > 20_000
+    access_log = SERVER["log"].read_text()
+    # Airflow's access log keeps each request's method, path and query string
+    assert "method=POST path=/drill-progress/api/lookup query= status_code=404" in access_log
+    assert "method=POST path=/drill-progress/api/lookup query= status_code=200" in access_log
+    for full in (PHONE.lstrip("+"), NOBODY.lstrip("+"), PHONE[5:8] + "-" + PHONE[8:]):
+        assert full not in access_log
 
 
 def test_page_is_embedded_in_airflow_ui_navigation(api_server):

@@ -32,28 +32,6 @@ PRIVATE_ROUTES = [
 BRIDGE_SETTING = "AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE"
 
 
-@pytest.fixture(scope="module")
-def airflow_app(airflow_db):
-    from airflow.api_fastapi.app import create_app, purge_cached_app
-
-    app = create_app("core")
-    yield app
-    purge_cached_app()
-
-
-@pytest.fixture
-def client(airflow_app, drill_db, monkeypatch):
-    from fastapi.testclient import TestClient
-
-    from drill_progress import connections
-
-    monkeypatch.setenv("AIRFLOW_CONN_DRILL_PROGRESS_DB", drill_db.url)
-    connections.dispose_engines()
-    with TestClient(airflow_app, base_url="http://testserver") as test_client:
-        yield test_client
-    connections.dispose_engines()
-
-
 def mint_token(username="admin", role="admin", **kwargs) -> str:
     """A JWT exactly as the api-server issues it (the auth manager's signer and secret)."""
     from airflow.api_fastapi.app import get_auth_manager

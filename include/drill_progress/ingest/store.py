@@ -253,10 +253,11 @@ _HISTORY_KEYS = ("hi_phones", "hi_sequence_numbers", "hi_arrivals", "hi_raw")
 
 def history_records(records: Sequence, phones: Sequence[str | None]) -> list[HistoryRecord]:
     """History rows of raw records (pipeline.RawRecord) with the phone number each belongs to
-    (None: unknown, the record's partition key is used)."""
+    (None: unknown, the record's partition key is used), made storable whatever they hold (a
+    record set aside because the database refused its phone number is kept too)."""
     return [
         HistoryRecord(
-            phone if phone is not None else (safe_text(r.partition_key, PARTITION_KEY_LIMIT) or ""),
+            safe_text(phone if phone is not None else r.partition_key, PARTITION_KEY_LIMIT) or "",
             r.sequence_number,
             bytes(r.data),
             r.arrival,

@@ -48,6 +48,14 @@ class SendScheduledSlotOperator(BaseOperator):
         )
         return self._send(deferred=True)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any):
+        """OpenLineage: the declared inlets and outlets (the schedule table, the aggregate, the command
+        stream) with their physical names (drill_progress.lineage). Called by the OpenLineage
+        listener only, after the task ran."""
+        from drill_progress import lineage
+
+        return lineage.operator_lineage(self)
+
     def _send(self, deferred: bool) -> dict:
         from drill_progress.scheduling import tasks
 

@@ -11,6 +11,22 @@ Airflow's own API accepts), be allowed to see the UI (`requires_access_view(Acce
 auth manager's `batch_is_authorized_dag`, method GET: the same permission as opening those DAGs
 in the UI). Missing credentials -> 401, an invalid token or a missing permission -> 403.
 
+**User lookup** (`POST api/lookup`, a JSON body `{"phone_number": "..."}`): one user's whole story
+(drill_progress.ui.lookup). It is personal data, so besides the page's permission it requires
+**read access to the Airflow connection `drill_progress_db`** (the auth manager's
+`is_authorized_connection`, method GET, for that conn_id; with FAB "can read on Connections", the
+Op and Admin roles; with the SimpleAuthManager the op and admin roles). Why that permission: whoever
+may read that connection holds the credentials of the drill database and can already read every
+user's rows with SQL, so the lookup shows personal data to nobody who could not already see it,
+while the page's own permission (reading DAGs, which Viewers have) shows only figures. Each lookup
+writes a row to Airflow's audit log (table `log`, Browse -> Audit Log; event
+`drill_progress.user_lookup`, owner = the user, `dttm` = when, `extra` = the number masked to its
+last 4 digits at most and the outcome), as the api-server's own `action_logging` does (which is not
+used as is: it would copy the request body, the full number, into the row). The number travels
+only in the POST body: never in a path or query string, which the api-server's access log keeps;
+a GET is refused (405). A number without a user answers 404 `no user with this phone number`,
+with the records set aside for that number.
+
 The login bridge (`login`, `login.js`, `POST session`) is off unless the Airflow setting
 `[drill_progress] ui_login_bridge` is true (environment variable
 `AIRFLOW__DRILL_PROGRESS__UI_LOGIN_BRIDGE=true`); off, its routes answer 404. It exists for
@@ -27,19 +43,23 @@ routes defined inside create_app(), whose Airflow imports are local to it.
 """
 
 import html
+import json
+import logging
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from drill_progress.ui import PAGE_NAME, queries
+from drill_progress.privacy import mask_phone
+from drill_progress.ui import PAGE_NAME, lookup, queries
 
 # The DAGs whose data the page shows (progress report, today's figures, ingestion health,
 # commands): reading the page requires read access to each of them.
@@ -51,6 +71,14 @@ PAGE_DAG_IDS = (
     "trigger_reminders",
 )
 LOGIN_BRIDGE_SETTING = ("drill_progress", "ui_login_bridge")
+# The user lookup shows personal data: it needs read access to the connection whose credentials
+# already give every user's rows (see the module's docstring).
+LOOKUP_CONN_ID = "drill_progress_db"
+AUDIT_EVENT = "drill_progress.user_lookup"
+LOOKUP_PATH = "/api/lookup"
+LOOKUP_BODY_HINT = 'send the number as a JSON body: {"phone_number": "+15551230001"}'
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 PUBLIC_ASSETS = {"login.js": "text/javascript"}
@@ -124,6 +152,13 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
             )
             return HTMLResponse(body, status_code=exc.status_code)
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def lookup_body_refused(request: Request, exc: RequestValidationError):
+        # FastAPI's own answer quotes the input back: for the lookup that may be a phone number
+        if request.url.path.endswith(LOOKUP_PATH):
+            return JSONResponse({"detail": LOOKUP_BODY_HINT}, status_code=422)
+        return await request_validation_exception_handler(request, exc)
 
     # ---- public, when enabled: the static login bridge (no data) -----------------------------
     def login_bridge_on() -> None:
@@ -219,5 +254,54 @@ def create_app(engine_provider: Callable[[], Engine] | None = None) -> FastAPI:
     def commands(days: Annotated[int, Query(ge=1, le=90)] = 14) -> JSONResponse:
         return JSONResponse(queries.commands(get_engine(), days))
 
+    add_user_lookup(private, get_engine)
     app.include_router(private)
     return app
+
+
+def add_user_lookup(router: APIRouter, get_engine: Callable[[], Engine]) -> None:
+    """`POST api/lookup` on the page's router (its permission, plus read access to the connection
+    drill_progress_db), audit-logged (see the module's docstring)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
+    from airflow.api_fastapi.common.db.common import SessionDep
+    from airflow.api_fastapi.core_api.security import GetUserDep
+
+    def requires_lookup_permission(user: GetUserDep) -> None:
+        details = ConnectionDetails(conn_id=LOOKUP_CONN_ID)
+        if not get_auth_manager().is_authorized_connection(method="GET", details=details, user=user):
+            raise HTTPException(
+                403, f"Forbidden: the user lookup needs read access to the Airflow connection {LOOKUP_CONN_ID}"
+            )
+
+    @router.post(LOOKUP_PATH, dependencies=[Depends(requires_lookup_permission)])
+    def user_lookup(
+        user: GetUserDep,
+        session: SessionDep,
+        phone_number: Annotated[str, Body(embed=True, min_length=1, max_length=lookup.MAX_INPUT)],
+    ) -> JSONResponse:
+        masked = mask_phone(phone_number)
+        outcome = "error"
+        try:
+            story = lookup.lookup(get_engine(), phone_number)
+            if story is None:
+                outcome = "not found"
+                return JSONResponse(lookup.not_found(get_engine(), phone_number), status_code=404)
+            outcome = "found"
+            return JSONResponse(story)
+        except lookup.NotAPhoneNumber as exc:
+            outcome = "not a phone number"
+            raise HTTPException(422, str(exc)) from None
+        finally:
+            audit(session, user.get_name(), masked, outcome)
+
+
+def audit(session, username: str, masked_phone: str, outcome: str) -> None:
+    """One row of Airflow's audit log (Browse -> Audit Log) for a user lookup, written the way the
+    api-server's `action_logging` writes its own: the Log model through the request's session."""
+    from airflow.models import Log
+
+    extra = {"phone_number": masked_phone, "outcome": outcome, "method": "POST"}
+    session.add(Log(event=AUDIT_EVENT, owner=username, owner_display_name=username, extra=json.dumps(extra)))
+    session.commit()
+    log.info("user lookup by %s for %s: %s", username, masked_phone, outcome)

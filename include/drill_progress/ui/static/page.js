@@ -327,6 +327,177 @@
       (pending.length ? pending.join(", ") : "none")}));
   }
 
+  // ---- user lookup: the number goes in a JSON POST body, never in a URL ------------------------
+  var COMMANDS_SHOWN = 15;
+
+  function postJSON(url, body) {
+    return fetch(url, {method: "POST", credentials: "same-origin",
+      headers: {"Accept": "application/json", "Content-Type": "application/json"}, body: JSON.stringify(body)})
+      .then(function (r) {
+        return r.json().then(function (data) { return {status: r.status, data: data}; },
+          function () { return {status: r.status, data: {}}; });
+      });
+  }
+
+  function fmtValue(v) {
+    if (v === null || v === undefined) { return "–"; }
+    return typeof v === "object" ? JSON.stringify(v) : String(v);
+  }
+
+  function card(title, wide) {
+    var c = el("div", {"class": "card" + (wide ? " full" : "")}, el("h3", {text: title}));
+    return c;
+  }
+
+  function emptyOr(rows, render, text) {
+    return rows.length ? render() : el("p", {"class": "empty", text: text});
+  }
+
+  function rejectedTable(rows) {
+    return table(["When", "Reason", "Stream / shard", "Sequence", "Resolved"], rows.map(function (r) {
+      return [fmtTime(r.rejected_at), r.reason, r.stream + "/" + r.shard_id, r.sequence_number,
+        r.resolved_at ? fmtTime(r.resolved_at) + " (" + (r.resolution || "") + ")" : "no"];
+    }), [false, false, false, false, false]);
+  }
+
+  function todayView(story) {
+    var t = story.today;
+    var box = el("div", {});
+    box.appendChild(el("p", {}, "Next drill (scheduling's rule, its own query): ",
+      el("strong", {text: story.next_drill || "none: every drill of the user's is completed"})));
+    var verdict = t.due
+      ? "Due at today's run (" + fmtTime(t.scheduled_run) + "): START_DRILL " + t.drill_slug + " planned at " +
+        fmtTime(t.planned_time) + (t.recorded_as_sent ? "; recorded as sent" : "; not recorded as sent yet")
+      : "Not due at today's run (" + fmtTime(t.scheduled_run) + "): " + t.why_not.join("; ");
+    box.appendChild(el("p", {"class": "verdict " + (t.due ? "due" : "not-due"), text: verdict}));
+    if (t.idempotency_key) {
+      box.appendChild(el("p", {"class": "muted"}, "Today's key: ", el("code", {text: t.idempotency_key})));
+    }
+    box.appendChild(el("h4", {"class": "muted", text: "START_DRILLs recorded by daily scheduling (last 3 days)"}));
+    box.appendChild(emptyOr(story.sent_start_drills, function () {
+      return table(["Send date", "Idempotency key"], story.sent_start_drills.map(function (s) {
+        return [s.send_date, el("code", {text: s.idempotency_key})];
+      }), [false, false]);
+    }, "none"));
+    return box;
+  }
+
+  function renderStory(story, target) {
+    var u = story.user;
+    var numbers = story.phone_numbers.map(function (n) {
+      return n.phone_number + (n.is_primary ? " (primary)" : "") + (n.looked_up ? " ← looked up" : "");
+    }).join(", ");
+    var grid = el("div", {"class": "story"});
+    var who = card("User " + u.user_id);
+    var facts = el("dl");
+    [["Phone numbers", numbers], ["seq", u.seq], ["Created", fmtTime(u.created_at)],
+     ["Last interaction", fmtTime(u.last_interacted_time)]].forEach(function (f) {
+      facts.appendChild(el("dt", {text: f[0]}));
+      facts.appendChild(el("dd", {text: f[1]}));
+    });
+    who.appendChild(facts);
+    who.appendChild(el("h4", {"class": "muted", text: "Profile"}));
+    var profile = el("dl");
+    Object.keys(u.profile || {}).sort().forEach(function (k) {
+      profile.appendChild(el("dt", {text: k}));
+      profile.appendChild(el("dd", {text: fmtValue(u.profile[k])}));
+    });
+    who.appendChild(profile);
+    grid.appendChild(who);
+    var next = card("Next drill and today's planned send");
+    next.appendChild(todayView(story));
+    grid.appendChild(next);
+
+    var statuses = card("Drill statuses", true);
+    statuses.appendChild(table(["Place", "Drill", "Started", "Completed", "Instance", "The user's drill"],
+      story.drill_statuses.map(function (s) {
+        return [String(s.place_in_sequence), s.drill_name === s.drill_slug ? s.drill_slug : s.drill_slug + " (" +
+          s.drill_name + ")", fmtTime(s.started_time), fmtTime(s.completed_time), s.drill_instance_id || "–",
+          s.own_drill ? "yes" : "no (another employer's)"];
+      }), [true, false, false, false, false, false]));
+    grid.appendChild(statuses);
+
+    var instances = card("Drill instances", true);
+    instances.appendChild(emptyOr(story.drill_instances, function () {
+      return table(["Instance", "Drill", "Current prompt", "Prompt started", "Last response", "Completed", "Valid",
+        "Reminded prompts"], story.drill_instances.map(function (i) {
+        return [i.drill_instance_id, i.drill_slug, i.current_prompt_slug || "–", fmtTime(i.current_prompt_start_time),
+          fmtTime(i.current_prompt_last_response_time), fmtTime(i.completion_time), i.is_valid ? "yes" : "no",
+          i.reminded_prompts.length ? i.reminded_prompts.join(", ") : "–"];
+      }), [false, false, false, false, false, false, false, false]);
+    }, "No drill instance."));
+    grid.appendChild(instances);
+
+    var commands = card("Commands to the user's numbers", true);
+    var commandsTable = function (rows) {
+      return table(["Enqueued", "Published", "Type", "Idempotency key", "Payload", "Source"],
+        rows.map(function (c) {
+          var p = c.payload || {};
+          var what = [p.drill_slug, p.prompt_slug ? "prompt " + p.prompt_slug : null, c.partition_key]
+            .filter(Boolean).join(" · ");
+          return [fmtTime(c.enqueued_at), c.published_at ? fmtTime(c.published_at) :
+            (c.pending ? "pending" + (c.last_error ? ": " + c.last_error : "") : "–"), c.command_type,
+            el("code", {text: c.idempotency_key}), what, c.source];
+        }), [false, false, false, false, false, false]);
+    };
+    commands.appendChild(emptyOr(story.commands, function () {
+      // the latest first; older ones folded away (the answer holds up to 200)
+      var shown = el("div", {}, commandsTable(story.commands.slice(0, COMMANDS_SHOWN)));
+      if (story.commands.length > COMMANDS_SHOWN) {
+        shown.appendChild(el("details", {}, el("summary", {text: (story.commands.length - COMMANDS_SHOWN) +
+          " older command(s)"}), commandsTable(story.commands.slice(COMMANDS_SHOWN))));
+      }
+      return shown;
+    }, "No command in the outbox (published commands are pruned after the outbox retention)."));
+    grid.appendChild(commands);
+
+    var rejected = card("Records set aside for the user's numbers", true);
+    rejected.appendChild(emptyOr(story.rejected_records, function () { return rejectedTable(story.rejected_records); },
+      "None."));
+    grid.appendChild(rejected);
+    target.appendChild(grid);
+  }
+
+  function renderLookup(result, target) {
+    target.textContent = "";
+    var d = result.data || {};
+    if (result.status === 200) {
+      target.setAttribute("data-state", "found");
+      renderStory(d, target);
+    } else if (result.status === 404 && d.detail) {
+      target.setAttribute("data-state", "not-found");
+      target.appendChild(el("p", {"class": "error", text: "No user with this phone number (" + d.phone_number + ")."}));
+      target.appendChild(el("h4", {"class": "muted", text: "Records set aside for this number"}));
+      target.appendChild(emptyOr(d.rejected_records, function () { return rejectedTable(d.rejected_records); },
+        "None."));
+    } else {
+      target.setAttribute("data-state", "error");
+      var why = typeof d.detail === "string" ? d.detail : "HTTP " + result.status;
+      if (result.status === 401) { why = "Your Airflow session is missing or expired: sign in again."; }
+      target.appendChild(el("p", {"class": "error", text: "Lookup refused: " + why}));
+    }
+  }
+
+  function setUpLookup() {
+    var form = document.getElementById("lookup-form");
+    var input = document.getElementById("lookup-phone");
+    var target = document.getElementById("lookup-result");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var number = input.value;
+      if (!number.trim()) { return; }
+      input.value = "";  // the number does not stay on screen; the answer shows it masked
+      target.setAttribute("data-state", "loading");
+      target.textContent = "Looking up…";
+      postJSON("api/lookup", {phone_number: number}).then(function (result) { renderLookup(result, target); },
+        function (err) {
+          target.setAttribute("data-state", "error");
+          target.textContent = "";
+          target.appendChild(el("p", {"class": "error", text: "Lookup failed: " + err}));
+        });
+    });
+  }
+
   function section(url, targetId, render) {
     var target = document.getElementById(targetId);
     return getJSON(url).then(function (data) { render(data, target); }, function (err) {
@@ -367,6 +538,7 @@
 
   function main() {
     var status = document.getElementById("status");
+    setUpLookup();
     Promise.all([getJSON("api/whoami"), getJSON("api/employers")]).then(function (res) {
       document.getElementById("whoami").textContent = "signed in as " + res[0].username;
       var employers = res[1].employers;
