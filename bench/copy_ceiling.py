@@ -1,8 +1,8 @@
 """The ceiling the apply path is measured against: the rows it writes, written by `COPY`.
 
 `record_writes()` captures, per micro-batch, every row the apply path writes (a row inserted or a
-new version of an updated row) in the five tables of the aggregate and the outbox: `users`,
-`phone_numbers`, `drill_statuses`, `drill_instances`, `command_outbox`. It wraps
+new version of an updated row) in the tables of the aggregate, the outbox and the event history:
+`users`, `phone_numbers`, `drill_statuses`, `drill_instances`, `command_outbox`, `event_history`. It wraps
 `store.plan_write`, where the apply path turns a folded micro-batch into its write; the row images
 are the ones that write carries (ids, seq, the profile jsonb, times, slugs, payloads).
 
@@ -63,6 +63,7 @@ COLUMNS = {
         "is_valid",
     ),
     "command_outbox": ("idempotency_key", "command_type", "partition_key", "payload", "source"),
+    "event_history": ("phone_number", "stream", "shard_id", "sequence_number", "arrival", "raw_data"),
 }
 TABLES = tuple(COLUMNS)  # parents first: the foreign keys are checked per row
 
@@ -77,7 +78,7 @@ def _version_id(row_id: str, micro_batch: int) -> str:
     return str(uuid.uuid5(NS, f"{row_id}:{micro_batch}"))
 
 
-def _rows_of(n: int, users: dict, commands) -> MicroBatchRows:
+def _rows_of(n: int, users: dict, commands, history=(), position=None) -> MicroBatchRows:
     out = MicroBatchRows()
     rows = out.rows
     for u in users.values():
@@ -131,6 +132,10 @@ def _rows_of(n: int, users: dict, commands) -> MicroBatchRows:
         rows["command_outbox"].append(
             (c.idempotency_key, c.command_type, c.phone_number, json.dumps(c.payload), store.OUTBOX_SOURCE)
         )
+    for h in history:
+        rows["event_history"].append(
+            (h.phone_number, position.stream, position.shard_id, h.sequence_number, h.arrival, h.raw_data)
+        )
     return out
 
 
@@ -141,10 +146,10 @@ def record_writes() -> Iterator[list[MicroBatchRows]]:
     captured: list[MicroBatchRows] = []
     original = store.plan_write
 
-    def recording(users, *, rejections=(), position=None, commands=()):
-        plan = original(users, rejections=rejections, position=position, commands=commands)
+    def recording(users, *, rejections=(), position=None, commands=(), history=()):
+        plan = original(users, rejections=rejections, position=position, commands=commands, history=history)
         if plan is not None and position is not None:
-            captured.append(_rows_of(len(captured), users, commands))
+            captured.append(_rows_of(len(captured), users, commands, history, position))
         return plan
 
     store.plan_write = recording
@@ -163,6 +168,8 @@ def _field(value) -> str:
         return "\\N"
     if value is True or value is False:
         return "t" if value else "f"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\\\x" + bytes(value).hex()  # bytea in hex, its backslash escaped for COPY
     text = str(value)
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 

@@ -78,6 +78,7 @@ def test_copy_ceiling_writes_exactly_the_rows_the_apply_path_writes(drill_db, se
         "drill_statuses": 5 * USERS,
         "drill_instances": 4 * USERS,
         "command_outbox": 2 * USERS,
+        "event_history": 4 * USERS,  # every record read
     }
     seconds, mode = copy_ceiling.copy_micro_batches(second_db.url, copy_ceiling.render(captured))
     assert seconds > 0 and mode == "off"  # the test server's setting, reported as it is
@@ -85,6 +86,7 @@ def test_copy_ceiling_writes_exactly_the_rows_the_apply_path_writes(drill_db, se
     for sql in (
         "SELECT id, phone_number, user_id, is_primary FROM phone_numbers",
         "SELECT idempotency_key, command_type, partition_key, payload::text, source FROM command_outbox",
+        "SELECT phone_number, stream, shard_id, sequence_number, arrival, raw_data FROM event_history",
     ):
         assert _table(copied, sql) == _table(applied, sql)
     # the users' first versions are the rows the apply path inserted (same ids, seq, profile) ...
