@@ -18,7 +18,6 @@ day, applied by the live apply path (which writes the history). Then:
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import bench_dags
 from drill_progress import rebuild
 from drill_progress.ingest import pipeline
 from drill_progress.ingest.pipeline import RawRecord
@@ -133,17 +133,8 @@ def _events_in_history(engine) -> int:
 
 def _one_user_through_the_dag(url: str, phone: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="drill-bench-rebuild-") as home:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-        env.update(
-            {
-                "AIRFLOW_HOME": home,
-                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-                "AIRFLOW_CONN_DRILL_PROGRESS_DB": url,
-            }
-        )
+        # bench_dags's Airflow home, at INFO: the task's start and return lines are what is timed
+        env = bench_dags._env(home) | {"AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO", "AIRFLOW_CONN_DRILL_PROGRESS_DB": url}
         airflow = str(Path(sys.executable).with_name("airflow"))
         subprocess.run([airflow, "db", "migrate"], env=env, cwd=ROOT, capture_output=True, check=True, timeout=600)
         conf = json.dumps({"phone_numbers": [phone], "dry_run": False})

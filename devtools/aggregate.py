@@ -28,6 +28,12 @@ _OF_PHONES = (
 )
 
 
+def aggregate_rows(engine) -> dict[str, list[tuple]]:
+    """{table: every row in order} for the four aggregate tables (tests compare them row by row)."""
+    with engine.connect() as conn:
+        return {table: [tuple(r) for r in conn.exec_driver_sql(sql).all()] for table, sql in AGGREGATE_QUERIES.items()}
+
+
 def aggregate_checksum(engine, phones: list[str] | None = None) -> dict:
     """{table: {"rows": n, "sha256": hex}} for the four aggregate tables and "all": one digest.
     With `phones`, only the rows of the users those phone numbers belong to (a database that also

@@ -74,23 +74,20 @@ def login_url(base_url: str, token: str, next_path: str | None = None) -> str:
     return f"{base_url.rstrip('/')}{PAGE_PATH}login#{fragment}"
 
 
+def _chromium_command(profile: str, window: tuple[int, int], *extra: str) -> list[str]:
+    """Headless Chromium with the project's flags in the fresh profile `profile`."""
+    binary = chromium_binary()
+    if binary is None:
+        raise RuntimeError("chromium not found: apt-get install -y chromium (or set $CHROMIUM)")
+    return [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}", *extra]
+
+
 def run_chromium(
     url: str, *extra: str, window: tuple[int, int] = (1400, 1000), budget_ms: int = 20000, timeout: float = 120
 ) -> subprocess.CompletedProcess:
     """One headless Chromium run in a fresh profile (no cookies carried over between runs)."""
-    binary = chromium_binary()
-    if binary is None:
-        raise RuntimeError("chromium not found: apt-get install -y chromium (or set $CHROMIUM)")
     with tempfile.TemporaryDirectory(prefix="drill-chromium-") as profile:
-        cmd = [
-            binary,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--window-size={window[0]},{window[1]}",
-            f"--virtual-time-budget={budget_ms}",
-            *extra,
-            url,
-        ]
+        cmd = _chromium_command(profile, window, f"--virtual-time-budget={budget_ms}", *extra, url)
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -155,19 +152,10 @@ class DevTools:
 @contextlib.contextmanager
 def devtools_page(url: str, window: tuple[int, int] = (1400, 1000), timeout: float = 60):
     """Headless Chromium (fresh profile) with the DevTools protocol on a free port, on `url`."""
-    binary = chromium_binary()
-    if binary is None:
-        raise RuntimeError("chromium not found: apt-get install -y chromium (or set $CHROMIUM)")
     with tempfile.TemporaryDirectory(prefix="drill-chromium-") as profile:
-        cmd = [
-            binary,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--window-size={window[0]},{window[1]}",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            url,
-        ]
+        cmd = _chromium_command(
+            profile, window, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", url
+        )
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         page = None
         try:

@@ -158,7 +158,7 @@ def test_real_batches_set_aside_by_the_old_limit_are_reapplied_as_if_live(drill_
     """Before migration 0012 every real batch was set aside (`seq: Expected a string of 1 to 30
     decimal digits`). After the fix, dialog_event_reapply applies them in stream order: the
     aggregate is the one a live apply of the same records gives, the seqs exact."""
-    from devtools.aggregate import AGGREGATE_QUERIES
+    from devtools.aggregate import aggregate_rows
     from drill_progress.ingest import pipeline, reapply
     from drill_progress.ingest.pipeline import RawRecord
 
@@ -176,11 +176,7 @@ def test_real_batches_set_aside_by_the_old_limit_are_reapplied_as_if_live(drill_
     done = reapply.reapply(engine, "dialog-events")
     assert (done.examined, done.reapplied, done.superseded, done.still_bad, done.failed) == (11, 10, 1, 0, 0)
 
-    def aggregate():
-        with engine.connect() as conn:
-            return {name: conn.exec_driver_sql(sql).all() for name, sql in AGGREGATE_QUERIES.items()}
-
-    reapplied = aggregate()
+    reapplied = aggregate_rows(engine)
     seqs = "SELECT p.phone_number, u.seq::text FROM users u JOIN phone_numbers p USING (user_id)"
     assert dict(rows(engine, seqs)) == {
         A: real("drill_completed")["seq"],
@@ -195,4 +191,4 @@ def test_real_batches_set_aside_by_the_old_limit_are_reapplied_as_if_live(drill_
         for n, name in enumerate(names)
     ]
     pipeline.apply_micro_batch(engine, "dialog-events", "shardId-000000000000", raws)
-    assert aggregate() == reapplied
+    assert aggregate_rows(engine) == reapplied

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingest_support import EXAMPLES, batch, encode, event, instance_id, rows, user_story
 
-from devtools.aggregate import AGGREGATE_QUERIES
+from devtools.aggregate import aggregate_rows as aggregate
 from drill_progress import rebuild
 from drill_progress.ingest import events as ev
 from drill_progress.ingest import fold, pipeline
@@ -25,11 +25,6 @@ STREAM, SHARD = "dialog-events", "shardId-000000000000"
 REAL = EXAMPLES / "real-producer"
 _positions = itertools.count(1)
 _phones = itertools.count(1)
-
-
-def aggregate(engine) -> dict:
-    with engine.connect() as conn:
-        return {name: [tuple(r) for r in conn.exec_driver_sql(sql).all()] for name, sql in AGGREGATE_QUERIES.items()}
 
 
 def apply_stream(engine, docs: list, per_micro_batch: int = 7) -> None:

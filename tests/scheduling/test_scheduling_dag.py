@@ -6,13 +6,11 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from airflow_support import return_value
 from airflow_support import run_state as _state
 from scheduling_support import add_user, arrivals, planned_sends, read_stream, scan_table
 
 from drill_progress.scheduling.planning import Window
-from drill_progress.setup.aws_resources import ensure_stream, ensure_table
 
 DAG_ID = "schedule_next_drills"
 TABLE, STREAM = "drill-trigger-schedule", "dialog-commands"  # the contract's default names
@@ -49,14 +47,6 @@ def _xcom(dag_run, task_id: str, key: str):
 
 def _task_states(dag_run) -> Counter:
     return Counter((ti.task_id, _state(ti)) for ti in dag_run.get_task_instances())
-
-
-@pytest.fixture
-def resources(airflow_env):
-    aws = airflow_env["aws"]
-    ensure_table(aws.dynamodb, TABLE, "pk", "sk")
-    ensure_stream(aws.kinesis, STREAM)
-    return airflow_env
 
 
 def _due_users(db, n: int) -> dict[str, str]:

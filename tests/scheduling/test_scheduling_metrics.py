@@ -6,25 +6,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from airflow_support import return_value
 from airflow_support import run_state as _state
 from scheduling_support import add_user
 
 from drill_progress import metrics
-from drill_progress.setup.aws_resources import ensure_stream, ensure_table
 
 TABLE, STREAM = "drill-trigger-schedule", "dialog-commands"
 PREFIX = "airflow.drill_progress.scheduling."
 NAMES = ("planned", "sent", "late_dropped", "active_again", "stale", "missing", "pacing_error_max_ms")
-
-
-@pytest.fixture
-def resources(airflow_env):
-    aws = airflow_env["aws"]
-    ensure_table(aws.dynamodb, TABLE, "pk", "sk")
-    ensure_stream(aws.kinesis, STREAM)
-    return airflow_env
 
 
 def test_a_run_sends_its_check_sends_figures_as_gauges(run_dag, resources, statsd_metrics):

@@ -141,7 +141,7 @@ class _Stored:
 
 def _load_stored(conn: Connection, phones: Sequence[str]) -> dict[str, _Stored]:
     stored: dict[str, _Stored] = {}
-    for phone, user_id, seq, profile, last, _created, complete in run(
+    for phone, user_id, seq, profile, last, complete in run(
         conn, "rebuild/lock_users.sql", {"phones": list(phones)}
     ).all():
         stored[phone] = _Stored(user_id, int(seq), profile, last, bool(complete))
@@ -159,7 +159,7 @@ def _load_stored(conn: Connection, phones: Sequence[str]) -> dict[str, _Stored]:
 
 def _history(conn: Connection, phones: Sequence[str], summary: Summary) -> list[ev.Batch]:
     batches = []
-    for _phone, _sequence_number, raw in run(conn, "rebuild/history.sql", {"phones": list(phones)}).all():
+    for (raw,) in run(conn, "rebuild/history.sql", {"phones": list(phones)}).all():
         summary.records_read += 1
         try:
             batches.append(ev.parse_record(bytes(raw)))
@@ -270,8 +270,8 @@ def rebuild_chunk(engine: Engine, phones: Sequence[str], summary: Summary) -> No
     """Compare (and unless dry_run replace) the trees of `phones`, in one transaction."""
     with engine.begin() as conn:
         stored = _load_stored(conn, phones)
-        summary.examined += len(set(phones) | set(stored))
-        incomplete = [p for p, s in stored.items() if not s.history_complete]
+        summary.examined += len(phones)
+        incomplete = {p for p, s in stored.items() if not s.history_complete}
         summary.incomplete_history += len(incomplete)
         wanted = [p for p in phones if p not in incomplete]
         batches = _history(conn, wanted, summary)
@@ -299,7 +299,7 @@ def rebuild_chunk(engine: Engine, phones: Sequence[str], summary: Summary) -> No
             "rebuild/delete_instances.sql",
             {
                 "user_ids": [u.user_id for u in changed.values()],
-                "keep": [i for u in changed.values() for i in u.instances] or [],
+                "keep": [i for u in changed.values() for i in u.instances],
             },
         )
 

@@ -101,13 +101,7 @@ def apply_migrations(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[i
             continue
         with engine.begin() as conn:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": ADVISORY_LOCK_KEY})
-            done = _applied(conn)
-            if migration.version in done:
-                if done[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.path.name} changed after it was applied; "
-                        "add a new migration instead of editing an applied one"
-                    )
+            if _check_unchanged(_applied(conn), migration):
                 continue
             log.info("applying migration %s", migration.path.name)
             try:

@@ -3,7 +3,7 @@
 -- rebuild is applied either before this lock (and then it is in the history read next) or after
 -- the commit, on top of the rebuilt tree (its seq is above the rebuilt seq): never lost, never
 -- applied twice. Times and seq as text, compared with the rebuilt values in Python.
-SELECT p.phone_number, u.user_id::text, u.seq::text, u.profile, u.last_interacted_time, u.created_at,
+SELECT p.phone_number, u.user_id::text, u.seq::text, u.profile, u.last_interacted_time,
        u.created_at >= c.complete_since AS history_complete
 FROM unnest(%(phones)s::text[]) AS k(phone_number)
 CROSS JOIN LATERAL (SELECT phone_number, user_id FROM phone_numbers WHERE phone_number = k.phone_number OFFSET 0) AS p
