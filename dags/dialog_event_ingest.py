@@ -8,39 +8,49 @@ each event batch to the user aggregate in PostgreSQL (connection `drill_progress
 `command_stream`, contract §5) **as soon as the micro-batch that caused them commits**: a user who
 texts their code gets their first drill within seconds.
 
-**Schedule**: `@continuous`, one active run at a time. A scheduled run consumes every shard for
-`run_minutes` (default 60) and ends; the scheduler starts the next one at once. A run **started by
-hand** (Trigger in the UI, `airflow dags test dialog_event_ingest`, a replay) ends as soon as every
-shard is caught up (or at `max_records_per_shard` / `max_seconds`): use it to catch up once, or to
-replay. One run at a time: a run started by hand waits behind the scheduled run. To start it now,
-trigger it, then mark the running scheduled run as *success*: its shard tasks stop (nothing is lost),
-the run by hand starts next and the scheduled runs resume after it. Do not pause the DAG for this:
-the runs of a paused DAG wait.
+**Schedule**: a run every `run_minutes` (default 60; set per deployment by the environment variable
+`DRILL_INGEST_RUN_MINUTES` of the Airflow components), up to 3 runs at a time. A scheduled run
+consumes every shard until the **next run takes it over**: the next run's shard task waits for the
+shard's **lease** (table `shard_leases`), the running consumer sees it waiting, commits its last
+micro-batch and lets go, and the new one reads on from the checkpoint: answers never stall at the
+hand-over (about a second at most), and new DAG code runs from the next run on. With no next run
+(paused DAG, scheduler down) a consumer stops 10 minutes after `run_minutes`. A run **started by
+hand** (Trigger in the UI, `airflow dags test dialog_event_ingest`, a replay) takes each shard over
+at once, ends as soon as every shard is caught up (or at `max_records_per_shard` / `max_seconds`),
+and gives the shards back to the scheduled run: use it to catch up once, or to replay.
 
 1. **plan_shards**: lists the shards; a shard is read when each parent shard (after a split or
    merge) is drained or expired, so a user's batches are always applied in order.
 2. **ingest_shard** (one mapped task per open shard, all in parallel: the run holds one worker slot
-   per open shard and no more): reads from the shard's checkpoint (TRIM_HORIZON the first time) in
+   per open shard, and for a second at each hand-over so does the next run): takes the shard's lease,
+   then reads from the shard's checkpoint (TRIM_HORIZON the first time) in
    micro-batches of `micro_batch_records`, each applied in one transaction, its commands published
    right after by a publisher thread. At most 5 GetRecords calls per second per shard; an idle shard
    is polled every 0.2 s backing off to 1 s (no busy loop), and its checkpoint row's `updated_at` is
    refreshed every 30 s (a heartbeat: stale means no consumer). Every 60 s it re-lists the shards:
-   when the readable set changed (a split or merge), every shard task ends so the next run plans
-   the new shards. Logs progress every minute; returns records read, batches applied, duplicates
+   a split or merge is logged, the parent shard is read to its end, and the next run plans the new
+   shards (to read them at once, trigger the DAG with `{"continuous": true}`). Logs progress every
+   minute; returns records read, batches applied, duplicates
    skipped, records set aside, commands emitted and published, ms behind the tip, why it stopped.
 3. **publish_commands**: publishes any ingest command still unpublished in `command_outbox` (a
    failed publish, a consumer killed between commit and publish).
 4. **summary**: totals of the run.
 
-**Why continuous** (weighed): a DAG run every minute answered in ~40 s (the next run had to start,
-and a shard's commands went out only when its task ended) and wrote ~7,200 task instances a day at
-2 shards. Deferrable shard tasks woken by a trigger would free idle worker slots, but every wake-up
-costs a task start (seconds) on the path of the answer; the provider's KinesisTrigger
-(AssetWatcher) keeps its own position outside the state transaction (best effort). Long-running
-shard tasks keep the checkpoint in the state transaction, answer in about a second and write
-~5 task instances per run: 24 runs and ~120 task instances a day at 2 shards.
+**Why long runs that hand over** (weighed): a DAG run every minute answered in ~40 s (the next run
+had to start, and a shard's commands went out only when its task ended) and wrote ~7,200 task
+instances a day at 2 shards. Deferrable shard tasks woken by a trigger would free idle worker slots,
+but every wake-up costs a task start (seconds) on the path of the answer; the provider's
+KinesisTrigger (AssetWatcher) keeps its own position outside the state transaction (best effort).
+`@continuous` runs (one at a time) answered in about a second but stalled 5-10 s each time one run
+ended and the next started. Long-running shard tasks that hand their shard's lease to the next run
+keep the checkpoint in the state transaction, answer in about a second at any time, and write ~5
+task instances per run: 24 runs and ~120 task instances a day at 2 shards.
 
 **Exactly once in effect**
+- *One consumer per shard*: a shard is read only under its lease; each micro-batch renews the lease
+  in its own transaction before writing, so a consumer whose lease was taken over commits nothing
+  more and stops ("lease lost"). A consumer killed while holding it loses it 10 s after its last
+  renewal, and the waiting consumer goes on from the checkpoint.
 - *Checkpoint in the state transaction*: each micro-batch's state changes, its set-aside bad records,
   its commands (outbox rows) and the shard checkpoint (`stream_checkpoints`) commit in ONE transaction.
   A crash before the commit leaves nothing; a retry resumes after the last committed record.
@@ -69,14 +79,19 @@ exactly once; no record can stop its shard. Every refusal and its reason: `docs/
 re-apply set-aside records with the DAG **dialog_event_reapply**.
 
 **Params**: `micro_batch_records` (records per GetRecords and per transaction, default 500);
-`run_minutes` (default 60): how long a scheduled run consumes; `max_records_per_shard` (default
+`run_minutes` (default 60, or `DRILL_INGEST_RUN_MINUTES`): when the next scheduled run takes over;
+`continuous` (default false): a run by hand consumes like a scheduled one; `max_records_per_shard` (default
 20000) and `max_seconds` (default 45) bound a run started by hand; `replay_shard_id` +
 `replay_from` re-read one shard from an ISO 8601 timestamp (AT_TIMESTAMP; a run started by hand).
 
 **When it fails**
 - A shard task failing on a connection error or throttling retries by itself (from the checkpoint);
   nothing is lost or applied twice. Clear the task to retry it by hand. If a whole run fails, the
-  next continuous run starts at once.
+  next scheduled run takes over; to consume sooner, trigger the DAG with `{"continuous": true}`.
+- A shard task waiting long for its shard ("waiting for the lease held by ..." in its log): the
+  holder is another run's shard task (see `shard_leases`: `owner`, `owner_run_id`, `expires_at`).
+  A live continuous holder lets go within a second and a run by hand when caught up; a dead one's
+  lease expires 10 s after its last renewal. Never delete a lease row by hand while its holder runs.
 - A SIGKILL of a worker mid-loop loses nothing and sends nothing twice (the chaos scenarios prove
   it): the retry resumes after the last committed micro-batch, and the commands committed but not
   published are published by the next sweep or `publish_commands`. This rests on durable commits:
@@ -104,20 +119,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import DeltaTriggerTimetable, Param, dag, task
 
-from drill_progress import assets
+from drill_progress import assets, config
 from drill_progress.dag_defaults import DEFAULT_ARGS, START_DATE
 
-MAX_RUN_MINUTES = 120
+MAX_RUN_MINUTES = config.INGEST_RUN_MINUTES_MAX
+RUN_MINUTES = config.ingest_run_minutes()  # the environment only (DRILL_INGEST_RUN_MINUTES), no lookup
 
 
 @dag(
     dag_id="dialog_event_ingest",
-    schedule="@continuous",
+    # a run every RUN_MINUTES; the next one starts before this one ends and takes its shards over
+    schedule=DeltaTriggerTimetable(timedelta(minutes=RUN_MINUTES)),
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=3,  # the consuming run, the next one taking over, and one started by hand
     default_args=DEFAULT_ARGS,
     dagrun_timeout=timedelta(minutes=MAX_RUN_MINUTES + 30),
     tags=["drill-progress", "ingest", "kinesis"],
@@ -132,12 +149,20 @@ MAX_RUN_MINUTES = 120
             description="GetRecords limit; each micro-batch is applied in one transaction with its checkpoint.",
         ),
         "run_minutes": Param(
-            60,
+            RUN_MINUTES,
             type="integer",
             minimum=1,
             maximum=MAX_RUN_MINUTES,
             title="Minutes a scheduled run consumes",
-            description="A scheduled (continuous) run reads every shard this long, then the next run starts.",
+            description="A scheduled run reads every shard until the next run takes over, this long after it "
+            "started (the schedule's interval, DRILL_INGEST_RUN_MINUTES); at most 10 minutes more.",
+        ),
+        "continuous": Param(
+            False,
+            type="boolean",
+            title="Consume continuously (a run by hand)",
+            description="A run started by hand consumes like a scheduled run (until the next scheduled run takes "
+            "over) instead of ending once caught up: e.g. to read new shards at once after a split.",
         ),
         "max_records_per_shard": Param(
             20000,
@@ -185,7 +210,7 @@ def dialog_event_ingest():
     def ingest_shard(shard_id: str, params: dict | None = None, dag_run=None) -> dict:
         from drill_progress.ingest import tasks
 
-        return tasks.ingest_shard(shard_id, params or {}, dag_run.run_type)
+        return tasks.ingest_shard(shard_id, params or {}, dag_run.run_type, dag_run.run_id)
 
     @task(trigger_rule="all_done", outlets=[assets.COMMAND_STREAM])
     def publish_commands() -> dict:

@@ -11,7 +11,8 @@
 - `drive()`: the part of Airflow that retries a task — start a worker, optionally SIGKILL it (a
   delay after READY, or `KillAt` a chosen progress marker, so that every planned kill lands inside
   the run), restart it with a short backoff after a failure, until a run finds nothing left to do.
-  Workers print `COMMIT <thread>` after each commit and `PUT <thread> <n>` before each PutRecords
+  Workers print `COMMIT <thread>` after each commit, `WAITER <shard>` when a shard's lease holder
+  learns that the next consumer waits for it, and `PUT <thread> <n>` before each PutRecords
   call: `Attempt.unconfirmed_puts()` is then exactly what a killed attempt may have sent that a
   later attempt sends again (the outbox's at-least-once window), the bound the scenarios assert.
 - `FaultProxy`: a loopback HTTP proxy in front of the moto server that can drop every request for
@@ -178,6 +179,15 @@ def put_records(kinesis, stream: str, records: list) -> None:
         raise RuntimeError(f"{stats.failed} records could not be put on {stream}")
 
 
+def put_records_paced(kinesis, stream: str, records: list, per_second: float) -> None:
+    """`put_records` spread over time, in order: about `per_second` records a second (traffic that is
+    still arriving while consumers come and go)."""
+    chunk = max(1, round(per_second / 10))
+    for start in range(0, len(records), chunk):
+        put_records(kinesis, stream, records[start : start + chunk])
+        time.sleep(0.1)
+
+
 # --------------------------------------------------------------------------- driving killable workers
 
 
@@ -271,7 +281,7 @@ class _WorkerLines:
                 self.on_ready()
         elif line.startswith("RESULT "):
             self.result = json.loads(line[7:])
-        elif line.startswith(("COMMIT ", "PUT ", "FAIL ")):
+        elif line.startswith(("COMMIT ", "PUT ", "FAIL ", "WAITER ")):
             self.markers.append(line)
             if self.on_marker:
                 self.on_marker(line)
@@ -648,6 +658,23 @@ def _print_markers(engine, kinesis) -> None:
 
     dialect.do_commit = do_commit
     kinesis.put_records = counted_put_records
+    _say_waiters()
+
+
+def _say_waiters() -> None:
+    """`WAITER <shard>` the first time a shard lease's holder learns that another consumer waits for
+    it: the hand-over begins (a kill timed from it lands in the hand-over)."""
+    from drill_progress.ingest import lease
+
+    renew = lease.ShardLease.renew
+
+    def renew_and_say(self, conn) -> None:
+        renew(self, conn)
+        if self.waiter and not getattr(self, "_said_waiter", False):
+            self._said_waiter = True
+            _say_line(f"WAITER {self.shard_id}")
+
+    lease.ShardLease.renew = renew_and_say
 
     from drill_progress import outbox
 

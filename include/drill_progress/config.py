@@ -50,3 +50,23 @@ def postgres_options(role: str) -> str:
     """libpq `options` setting `role`'s timeouts, e.g. '-c lock_timeout=30s -c statement_timeout=10min'."""
     lock_timeout, statement_timeout = TIMEOUTS[role]
     return f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+
+
+# dialog_event_ingest: a scheduled run starts every this many minutes and consumes until the next
+# run takes its shards over (the `run_minutes` param's default). Set per deployment in the
+# environment of the Airflow components (read when the DAG file is parsed: no lookup).
+INGEST_RUN_MINUTES_ENV = "DRILL_INGEST_RUN_MINUTES"
+INGEST_RUN_MINUTES_DEFAULT = 60
+INGEST_RUN_MINUTES_MAX = 120
+
+
+def ingest_run_minutes(environ: dict[str, str] | None = None) -> int:
+    """DRILL_INGEST_RUN_MINUTES as whole minutes within 1..120; the default when unset or not a number."""
+    import os
+
+    value = (os.environ if environ is None else environ).get(INGEST_RUN_MINUTES_ENV, "")
+    try:
+        minutes = int(value.strip())
+    except ValueError:
+        return INGEST_RUN_MINUTES_DEFAULT
+    return max(1, min(INGEST_RUN_MINUTES_MAX, minutes))

@@ -153,6 +153,55 @@ def test_continuous_consumers_killed_while_traffic_arrives(make_db, kinesis, mot
     assert audit.duplicates_identical
 
 
+def test_old_consumer_killed_during_the_handover(make_db, kinesis, moto_server, traffic, clean_run):
+    """Issue 24, the hand-over between runs: run 1's continuous consumers read the stream while
+    traffic arrives; run 2's start and wait for the shards' leases; run 1 is SIGKILLed within 50 ms of
+    learning that run 2 waits (its last micro-batch in flight, committed, or its lease released).
+    Run 2 goes on from the checkpoints (a lease its dead holder kept expires first), then the runs
+    that follow catch up: nothing lost, nothing applied twice, nothing sent twice beyond the
+    unconfirmed window."""
+    db = make_db()
+    events, commands = new_streams(kinesis, "handover")
+    half = len(traffic.records) // 2
+    chaos.put_records(kinesis, events, traffic.records[:half])
+    rng = random.Random(SEED + 24)
+    argv = ingest_argv(db.url, moto_server.endpoint_url, events, commands, micro_batch=KILL_MICRO_BATCH)
+    ready, old = threading.Event(), {}
+
+    def run_old() -> None:
+        kill = chaos.KillAt("WAITER", 1, rng.uniform(0.0, 0.05))
+        old["attempt"] = chaos.run_worker([*argv, "--continuous", "60"], kill_after=kill, on_ready=ready.set)
+
+    old_thread = threading.Thread(target=run_old)
+    old_thread.start()
+    assert ready.wait(60)
+    # the second half over about 8 s: still arriving when run 2 comes (its worker starts in ~2 s)
+    rate = (len(traffic.records) - half) / 8
+    producer = threading.Thread(target=chaos.put_records_paced, args=(kinesis, events, traffic.records[half:], rate))
+    producer.start()
+    time.sleep(1.5)  # run 1 is consuming, traffic arriving
+    new = chaos.run_worker([*argv, "--continuous", "25"])
+    old_thread.join()
+    producer.join()
+    report = chaos.drive(argv, done=chaos.ingest_caught_up)
+    got = _assert_same_state(db.engine, clean_run)
+    history = _assert_history_complete(db.engine, traffic.records)
+    audit = chaos.audit_commands(chaos.read_commands(kinesis, commands), clean_run.commands)
+    unconfirmed = old["attempt"].unconfirmed_puts() + new.unconfirmed_puts() + report.unconfirmed_puts()
+    _say(
+        "1c hand-over + sigkill",
+        injected={"sigkills": 1, "killed_after_s": round(old["attempt"].killed_after or 0, 3)},
+        run_2=new.result and {k: new.result.get(k) for k in ("records_read", "batches_applied")},
+        attempts_after=len(report.attempts),
+        verified={"checksum_equal": got["all"][:16], "unconfirmed_puts": unconfirmed, **history, **audit.as_dict()},
+    )
+    assert old["attempt"].outcome == "killed" and new.outcome == "ok", new.stderr_tail
+    assert new.result["records_read"] > 0  # run 2 took over and read
+    assert not audit.missing and not audit.unexpected and not audit.payload_mismatch
+    assert audit.duplicates <= unconfirmed
+    assert audit.duplicates_identical
+
+
 # --------------------------------------------------------------------------- 2. PostgreSQL restarted
 
 

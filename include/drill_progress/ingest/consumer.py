@@ -4,11 +4,15 @@ commands as soon as it commits.
 Two ways to stop (`Bounds`):
 - **until caught up** (a run started by hand, `dags test`, a replay): stop once a read returns
   nothing and the shard is 0 ms behind its tip, or at `max_records` / `max_seconds`;
-- **continuously** (the scheduled runs of the continuous DAG): keep reading until `max_seconds`
-  (the run's length), backing off when idle, and stop early when the stream's set of readable shards
-  changes (a split or merge: the next run plans the new shards).
+- **continuously** (the scheduled runs): keep reading, backing off when idle, until another
+  consumer waits for the shard's lease (the next run: this one lets go within about a second) or
+  `max_seconds` are up. A change of the stream's readable shards (a split or merge) is logged: the
+  next run plans the new shards.
 
 Either way:
+- given a lease (ingest/lease.py), the shard is read only while its lease is held: one consumer per
+  shard at any instant; the lease is renewed in each micro-batch's transaction (the fence) and
+  released right after the last commit;
 - at most one GetRecords call per `GET_INTERVAL_SECONDS` (Kinesis allows 5 per second per shard); an
   idle shard is polled with a backoff from GET_INTERVAL_SECONDS to IDLE_MAX_SECONDS (no busy loop);
 - every committed micro-batch hands its new outbox keys to a `Publisher` thread, which publishes them
@@ -33,7 +37,9 @@ from sqlalchemy.engine import Engine
 
 from drill_progress import outbox
 from drill_progress.db import run
+from drill_progress.ingest import lease as lease_mod
 from drill_progress.ingest import reader, store
+from drill_progress.ingest.lease import LeaseLost, ShardLease
 from drill_progress.ingest.pipeline import Applier, Fault, RawRecord, ShardStats
 from drill_progress.metrics import ShardMetrics
 
@@ -186,10 +192,13 @@ def consume_shard(
     micro_batch_records: int = 500,
     replay_from: str | datetime | None = None,
     fault: Fault | None = None,
+    lease: ShardLease | None = None,
 ) -> ShardStats:
     """Read one shard from its checkpoint (or `replay_from`, AT_TIMESTAMP) within `bounds`, applying
     each GetRecords page as one micro-batch and (given `command_stream`) publishing its commands as
-    soon as it commits."""
+    soon as it commits. Given a `lease` (ingest/lease.py), the shard is read only while it is held:
+    it is acquired (waiting for its holder to let go) before the checkpoint is read, renewed in each
+    micro-batch's transaction, and released after the last commit."""
     bounds = bounds or Bounds.catch_up()
     stats = ShardStats(shard_id)
     at = parse_timestamp(replay_from)
@@ -197,51 +206,117 @@ def consume_shard(
     info = next((s for s in shards if s.shard_id == shard_id), None)
     if info is None:
         raise LookupError(f"shard {shard_id} is not listed on stream {stream}")
-    with engine.connect() as conn:
-        checkpoints = store.load_checkpoints(conn, stream)
-    checkpoint = checkpoints.get(shard_id, {})
-    if at is not None:
-        check_replay(shard_id, at, checkpoint)
-    if checkpoint.get("shard_closed") and at is None:
-        stats.shard_closed = True
-        stats.behind_ms = 0
-        return stats
-    publisher = Publisher(engine, kinesis, command_stream, shard_id) if command_stream else None
-    applier = Applier(
-        engine,
-        stream,
-        shard_id,
-        parents=info.parents,
-        stats=stats,
-        fault=fault,
-        on_commit=publisher.commit if publisher else None,
-    )
-    reading = _ShardReading(
-        kinesis,
-        stream,
-        shard_id,
-        info,
-        stats,
-        engine=engine,
-        bounds=bounds,
-        last_seq=None if at is not None else checkpoint.get("sequence_number"),
-        at=at,
-        readable=set(reader.readable_shards(shards, checkpoints)),
-        publisher=publisher,
-        metrics=applier.metrics,
-    )
-    try:
-        applier.apply_pages(reading.pages(micro_batch_records))
-        if reading.drained:  # only once every micro-batch read from it has committed
-            with engine.begin() as conn:
-                store.close_shard(conn, stream, shard_id, info.parents)
-            stats.shard_closed = True
-    finally:
-        if publisher is not None:
-            publisher.close()
-            stats.commands_published = publisher.published
-    stats.stopped_because = reading.stopped_because
+    deadline = time.monotonic() + bounds.max_seconds
+    session = _Session(engine, kinesis, stream, info, stats, bounds, deadline, command_stream, fault, lease)
+    while True:
+        if lease is not None and not lease.acquire(session.give_up):
+            stats.stopped_because = stats.stopped_because or "the lease is held by another consumer"
+            break
+        try:
+            session.consume(micro_batch_records, at)
+        finally:
+            if lease is not None:
+                lease.release()
+        at = None  # a replay re-reads once; taking the lease back resumes from the checkpoint
+        if not session.take_back():
+            break
     return stats
+
+
+@dataclass
+class _Session:
+    """What `consume_shard` reads while it holds the shard's lease (the whole time without one)."""
+
+    engine: Engine
+    kinesis: object
+    stream: str
+    info: reader.ShardInfo
+    stats: ShardStats
+    bounds: Bounds
+    deadline: float  # time.monotonic() when the bounds' max_seconds are up
+    command_stream: str | None
+    fault: Fault | None
+    lease: ShardLease | None
+    yielded_to: str | None = None  # the kind of consumer this one let go of the lease for
+
+    def give_up(self, holder: str | None, holder_kind: str | None) -> bool:
+        """While waiting for the lease: give up once our time is over, or (when taking it back after
+        a catch-up consumer) when a newer continuous consumer got it meanwhile."""
+        if time.monotonic() >= self.deadline:
+            self.stats.stopped_because = self.stats.stopped_because or "max_seconds (waiting for the lease)"
+            return True
+        return self.yielded_to is not None and holder_kind == lease_mod.CONTINUOUS
+
+    def take_back(self) -> bool:
+        """After letting go: wait to take the lease back only if it went to a catch-up consumer and
+        this continuous consumer has time left."""
+        lease = self.lease
+        if lease is None or self.stats.stopped_because != "handed over" or lease.waiter_kind != lease_mod.CATCH_UP:
+            return False
+        self.yielded_to = lease.waiter_kind
+        if time.monotonic() >= self.deadline:
+            return False
+        self.stats.stopped_because = ""
+        return True
+
+    def consume(self, micro_batch_records: int, at: datetime | None) -> None:
+        stream, shard_id, stats = self.stream, self.info.shard_id, self.stats
+        with self.engine.connect() as conn:
+            checkpoints = store.load_checkpoints(conn, stream)
+        checkpoint = checkpoints.get(shard_id, {})
+        if at is not None:
+            check_replay(shard_id, at, checkpoint)
+        if checkpoint.get("shard_closed") and at is None:
+            stats.shard_closed = True
+            stats.behind_ms = 0
+            stats.stopped_because = stats.stopped_because or "shard closed and drained"
+            return
+        publisher = Publisher(self.engine, self.kinesis, self.command_stream, shard_id) if self.command_stream else None
+        applier = Applier(
+            self.engine,
+            stream,
+            shard_id,
+            parents=self.info.parents,
+            stats=stats,
+            fault=self.fault,
+            on_commit=publisher.commit if publisher else None,
+            fence=self.lease.renew if self.lease is not None else None,
+        )
+        reading = _ShardReading(
+            self.kinesis,
+            stream,
+            shard_id,
+            self.info,
+            stats,
+            engine=self.engine,
+            bounds=self.bounds,
+            deadline=self.deadline,
+            last_seq=None if at is not None else checkpoint.get("sequence_number"),
+            at=at,
+            readable=set(reader.readable_shards(reader.list_shards(self.kinesis, stream), checkpoints)),
+            publisher=publisher,
+            metrics=applier.metrics,
+            lease=self.lease,
+        )
+        try:
+            applier.apply_pages(reading.pages(micro_batch_records))
+            if reading.drained:  # only once every micro-batch read from it has committed
+                with self.engine.begin() as conn:
+                    if self.lease is not None:
+                        self.lease.renew(conn)
+                    store.close_shard(conn, stream, shard_id, self.info.parents)
+                stats.shard_closed = True
+        except LeaseLost:
+            log.warning("shard %s: the lease was taken over; this consumer stops", shard_id)
+            reading.stopped_because = "lease lost"
+        finally:
+            if publisher is not None:  # its commands go out before the next consumer's
+                publisher.close()
+                stats.commands_published += publisher.published
+        stats.stopped_because = reading.stopped_because
+        if reading.stopped_because == "handed over":
+            stats.handovers += 1
+            log.info("shard %s: handed over to %s (%s)", shard_id, self.lease.waiter, self.lease.waiter_kind)
 
 
 @dataclass
@@ -256,16 +331,18 @@ class _ShardReading:
     stats: ShardStats
     engine: Engine
     bounds: Bounds
+    deadline: float
     last_seq: str | None
     at: datetime | None
     readable: set[str]
     publisher: Publisher | None = None
     metrics: ShardMetrics | None = None
+    lease: ShardLease | None = None
     drained: bool = False  # a closed shard read to its end
     stopped_because: str = ""
 
     def pages(self, micro_batch_records: int) -> Iterator[tuple[list[RawRecord], int | None]]:
-        self._clock = dict.fromkeys(("start", "call", "heartbeat", "sweep", "check", "log"), time.monotonic())
+        self._clock = dict.fromkeys(("call", "heartbeat", "sweep", "check", "log"), time.monotonic())
         self._fetched, self._idle = 0, GET_INTERVAL_SECONDS
         iterator = reader.shard_iterator(self.kinesis, self.stream, self.shard_id, self.last_seq, self.at)
         while not self._should_stop():
@@ -294,10 +371,12 @@ class _ShardReading:
         now, bounds = time.monotonic(), self.bounds
         if bounds.max_records is not None and self._fetched >= bounds.max_records:
             self.stopped_because = "max_records"
-        elif now >= self._clock["start"] + bounds.max_seconds:
+        elif now >= self.deadline:
             self.stopped_because = "max_seconds"
-        elif not bounds.until_caught_up and self._due("check", TOPOLOGY_CHECK_SECONDS) and self._topology_changed():
-            self.stopped_because = "shards changed"
+        elif self.lease is not None and self.lease.should_let_go():
+            self.stopped_because = "handed over"
+        elif not bounds.until_caught_up and self._due("check", TOPOLOGY_CHECK_SECONDS):
+            self._topology_changed()
         return bool(self.stopped_because)
 
     def _read(self, iterator: str, micro_batch_records: int) -> reader.Page | None:
@@ -328,7 +407,10 @@ class _ShardReading:
         return raws
 
     def _while_idle(self, behind_ms: int) -> None:
-        """Heartbeat, sweep, progress log when due; back off while the shard has nothing new."""
+        """Lease renewal, heartbeat, sweep, progress log when due; back off while the shard has
+        nothing new."""
+        if self.lease is not None:
+            self.lease.renew_now()  # raises LeaseLost when taken over; learns of a waiter
         if self._due("heartbeat", HEARTBEAT_SECONDS):
             with self.engine.begin() as conn:
                 run(
@@ -345,7 +427,7 @@ class _ShardReading:
             self.publisher.sweep()
         if self._due("log", PROGRESS_LOG_SECONDS):
             log.info("shard %s: %s", self.shard_id, self.stats.progress())
-        if behind_ms == 0:
+        if behind_ms == 0 and not (self.lease is not None and self.lease.should_let_go()):
             time.sleep(self._idle)
             self._idle = min(IDLE_MAX_SECONDS, self._idle * 2)
 
@@ -357,19 +439,22 @@ class _ShardReading:
         return True
 
     def _topology_changed(self) -> bool:
-        """Whether the readable shards changed; also learns whether this shard has been closed (a
-        closed shard is then read to its end and drained)."""
+        """Whether the readable shards changed (logged: the new shards are read from the next run
+        on, while this consumer goes on reading its shard); also learns whether this shard has been
+        closed (a closed shard is then read to its end and drained)."""
         shards = reader.list_shards(self.kinesis, self.stream)
         self.info = next((s for s in shards if s.shard_id == self.shard_id), self.info)
         with self.engine.connect() as conn:
             checkpoints = store.load_checkpoints(conn, self.stream)
         now_readable = set(reader.readable_shards(shards, checkpoints))
         if now_readable != self.readable:
-            log.info(
-                "shard %s: the readable shards changed (%s -> %s): this run ends, the next one plans them",
+            log.warning(
+                "shard %s: the readable shards changed (%s -> %s): the next run reads the new ones; to read "
+                'them now, trigger dialog_event_ingest with {"continuous": true}',
                 self.shard_id,
                 sorted(self.readable),
                 sorted(now_readable),
             )
+            self.readable = now_readable
             return True
         return False

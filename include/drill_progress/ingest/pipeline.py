@@ -93,6 +93,7 @@ class ShardStats:
     shard_closed: bool = False
     commands_published: int = 0
     stopped_because: str = ""
+    handovers: int = 0  # times this consumer let go of the shard's lease for another one
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("get_records", "parse", "db_load", "fold", "db_write"), 0.0)
     )
@@ -111,6 +112,7 @@ class ShardStats:
             "shard_closed": self.shard_closed,
             "commands_published": self.commands_published,
             "stopped_because": self.stopped_because,
+            "handovers": self.handovers,
             "seconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -251,6 +253,7 @@ class Applier:
         stats: ShardStats | None = None,
         fault: Fault | None = None,
         on_commit: Callable[[list[str]], None] | None = None,
+        fence: Callable[[Connection], None] | None = None,
     ):
         self.engine = engine
         self.stream = stream
@@ -260,6 +263,9 @@ class Applier:
         self.metrics = ShardMetrics(shard_id)
         self.fault = fault
         self.on_commit = on_commit  # called with a committed micro-batch's new outbox keys (any thread)
+        # called on each micro-batch's transaction right before its write (the shard lease's renewal,
+        # ingest/lease.py): raising there rolls the micro-batch back and stops the applier
+        self.fence = fence
 
     def apply(self, parsed: list[Parsed], behind_ms: int | None = None) -> None:
         if parsed:
@@ -489,6 +495,8 @@ class Applier:
         the writer thread in `apply_pages`: it only waits on the database (the GIL is free)."""
         started = time.perf_counter()
         try:
+            if self.fence is not None:
+                self.fence(prepared.conn)
             keys = store.execute_write(prepared.conn, prepared.plan)
             if self.fault:
                 self.fault("before_commit", prepared.conn)
@@ -525,6 +533,8 @@ class Applier:
             {}, rejections=[rejection], position=position, history=store.history_records([raw], [phone])
         )
         with self.engine.begin() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             store.execute_write(conn, plan)
         self.stats.transactions += 1
         self.stats.records_rejected += 1

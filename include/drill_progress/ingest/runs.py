@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from sqlalchemy.engine import Engine
 
 from drill_progress import outbox
-from drill_progress.ingest import consumer, reader, store
+from drill_progress.ingest import consumer, lease, reader, store
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,20 @@ def run_shard(
     micro_batch_records: int = 500,
     replay_shard_id: str | None = None,
     replay_from: str | None = None,
+    run_id: str | None = None,
 ) -> dict:
-    """One shard's part of a run: consume it within `bounds`, publishing each micro-batch's commands as it commits.
+    """One shard's part of a run: take the shard's lease (waiting for the consumer of the previous
+    run to let go), consume it within `bounds`, publishing each micro-batch's commands as it commits.
     Returns and logs the shard's figures."""
     replay = replay_from if replay_shard_id and shard_id == replay_shard_id else None
+    shard_lease = lease.ShardLease(
+        engine,
+        stream,
+        shard_id,
+        lease.new_owner(run_id or ""),
+        kind=lease.CATCH_UP if bounds.until_caught_up else lease.CONTINUOUS,
+        run_id=run_id,
+    )
     stats = consumer.consume_shard(
         engine,
         kinesis,
@@ -82,6 +92,7 @@ def run_shard(
         bounds=bounds,
         micro_batch_records=micro_batch_records,
         replay_from=replay,
+        lease=shard_lease,
     )
     result = stats.as_dict()
     log.info(

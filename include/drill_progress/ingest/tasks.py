@@ -29,16 +29,23 @@ def plan_shards(params: dict) -> list[str]:
         raise _refused(exc) from exc  # no retries: the params are wrong
 
 
+# How long a continuous consumer goes on past `run_minutes` while no consumer of a newer run has
+# come to take its shard over (the scheduler is late, or the DAG was paused).
+HANDOVER_GRACE_SECONDS = 600
+
+
 def bounds_for(params: dict, run_type: object) -> consumer.Bounds:
-    """The scheduled runs of the continuous DAG consume for `run_minutes`; a run started by hand
-    (a manual trigger, `airflow dags test`, a replay) ends once every shard is caught up."""
-    if str(getattr(run_type, "value", run_type)) == "scheduled" and not params.get("replay_shard_id"):
-        return consumer.Bounds.continuous(float(params["run_minutes"]) * 60)
+    """The scheduled runs (and a run by hand with `continuous`) consume until the next run takes
+    their shards over, `run_minutes` later (at most HANDOVER_GRACE_SECONDS more); a run started by
+    hand (a manual trigger, `airflow dags test`, a replay) ends once every shard is caught up."""
+    scheduled = str(getattr(run_type, "value", run_type)) == "scheduled"
+    if (scheduled or params.get("continuous")) and not params.get("replay_shard_id"):
+        return consumer.Bounds.continuous(float(params["run_minutes"]) * 60 + HANDOVER_GRACE_SECONDS)
     return consumer.Bounds.catch_up(int(params["max_records_per_shard"]), float(params["max_seconds"]))
 
 
 @masked_errors
-def ingest_shard(shard_id: str, params: dict, run_type: object) -> dict:
+def ingest_shard(shard_id: str, params: dict, run_type: object, run_id: str | None = None) -> dict:
     """Task `ingest_shard` (mapped, one per shard)."""
     try:
         return runs.run_shard(
@@ -51,6 +58,7 @@ def ingest_shard(shard_id: str, params: dict, run_type: object) -> dict:
             micro_batch_records=int(params["micro_batch_records"]),
             replay_shard_id=params.get("replay_shard_id"),
             replay_from=params.get("replay_from"),
+            run_id=run_id,
         )
     except consumer.ReplayRefused as exc:
         raise _refused(exc) from exc
