@@ -509,6 +509,8 @@ def figures(executor: str, record: dict, sizes: dict, results_file: str) -> list
             "scheduled_runs_started": len(started),
             "at_s": [round(h["at"] - t0, 1) for h in found],
             "consumers_gap_s": [_round(h["consumers_gap_s"]) for h in found],
+            # a sample part that could not be read is missing from the growth figures: said here
+            "sample_errors": [e for s in record["samples"] for e in s.get("errors", [])][:5],
             **extra,
         },
     ]

@@ -189,11 +189,15 @@ def test_figures_name_celery_metrics_and_report_handovers():
         "t_end": T0 + 300,
         "probes": [{"put_at": T0 + 3 * i, "latency": 0.2} for i in range(99)] + [{"put_at": T0 + 130, "latency": 8.0}],
         "runs": [_run("a", T0 - 50, T0 + 125, T0 - 45, T0 + 124), _run("b", T0 + 128, None, T0 + 133, None)],
-        "samples": [{"t": 0, "rss_mib": {"scheduler": 1.0}}, {"t": 300, "rss_mib": {"scheduler": 1.0}}],
+        "samples": [
+            {"t": 0, "rss_mib": {"scheduler": 1.0}},
+            {"t": 300, "rss_mib": {"scheduler": 1.0}, "errors": ["x"]},
+        ],
     }
     rows = {r["metric"]: r for r in bench_soak.figures("celery", record, {"run_minutes": 2}, "bench/results/x.json")}
     assert rows["soak.celery.handovers"]["value"] == 1
     assert rows["soak.celery.handovers"]["scheduled_runs_started"] == 1
+    assert rows["soak.celery.handovers"]["sample_errors"] == ["x"]
     worst = rows["soak.celery.latency.max_s"]["worst"][0]
     assert worst == {"offset_s": 130.0, "latency_s": 8.0, "from_handover_s": 0.0}
     assert rows["soak.celery.latency.p50_s"]["unanswered"] == 0
