@@ -87,7 +87,8 @@ def _table(results: list[dict]) -> str:
     for r in results:
         value = r["value"]
         shown = f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
-        lines.append(f"{r['metric']:<48} {shown:>14}  {r.get('unit', '')}")
+        name = f"{r['metric']} [{r['process']}]" if "process" in r else r["metric"]  # one figure per process
+        lines.append(f"{name:<48} {shown:>14}  {r.get('unit', '')}")
     return "\n".join(lines)
 
 

@@ -109,13 +109,19 @@ def probe(kinesis, watch: CommandWatch, timeout: float = TIMEOUT_S) -> float | N
     return None if arrived is None else max(0.0, arrived - put_at)
 
 
+def warm_up_probe(kinesis, watch: CommandWatch) -> float:
+    """The first probe, given WARM_UP_TIMEOUT_S: answered once ingestion runs and has caught up."""
+    warm_up = probe(kinesis, watch, WARM_UP_TIMEOUT_S)
+    if warm_up is None:
+        raise RuntimeError(f"no START_DRILL within {WARM_UP_TIMEOUT_S:.0f}s: is dialog_event_ingest running?")
+    return warm_up
+
+
 def measure(endpoint: str, probes: int) -> dict:
     kinesis = _client(endpoint)
     watch = CommandWatch(kinesis)
     try:
-        warm_up = probe(kinesis, watch, WARM_UP_TIMEOUT_S)  # ingestion running and caught up
-        if warm_up is None:
-            raise RuntimeError(f"no START_DRILL within {WARM_UP_TIMEOUT_S:.0f}s: is dialog_event_ingest running?")
+        warm_up = warm_up_probe(kinesis, watch)
         latencies = []
         for _ in range(probes):
             time.sleep(random.uniform(1.0, 4.0))
@@ -130,22 +136,24 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def _start_stack(executor: str):
+def stack_settings(executor: str, label: str = "latency", **extra: str):
+    """The settings of a stack on spare ports in a new temporary state folder (nothing started);
+    `extra` (e.g. DRILL_SIM_RATE="20") on top of its environment."""
     from devtools import devstack
 
-    state = tempfile.mkdtemp(prefix=f"drill-latency-{executor}-")
+    state = tempfile.mkdtemp(prefix=f"drill-{label}-{executor}-")
     os.chmod(state, 0o755)
-    settings = devstack.Settings.from_env(devstack.spare_stack_environment(state, EXECUTOR=executor))
-    devstack.up(settings, with_simulator=True)
+    settings = devstack.Settings.from_env(devstack.spare_stack_environment(state, EXECUTOR=executor, **extra))
     return settings, state
 
 
 def _measure_stack(executor: str, probes: int) -> dict:
-    """Start a stack on `executor` (local or celery), probe it, stop it."""
+    """Start a stack on `executor` (local or celery), probe it, stop it (also when it failed to start)."""
     from devtools import devstack
 
-    settings, state = _start_stack(executor)
+    settings, state = stack_settings(executor)
     try:
+        devstack.up(settings, with_simulator=True)
         return measure(settings.aws_endpoint_url, probes)
     finally:
         devstack.down(settings)
