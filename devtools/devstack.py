@@ -329,8 +329,9 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.plugins_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        # continuous ingestion holds one slot per shard; four more for everything else
-        "AIRFLOW__CORE__PARALLELISM": str(s.dialog_shards + 4),
+        # ingestion holds one slot per shard, two for a second at each hand-over between its runs;
+        # four more for everything else
+        "AIRFLOW__CORE__PARALLELISM": str(2 * s.dialog_shards + 4),
         "AIRFLOW__CORE__FERNET_KEY": secret_values["fernet_key"],
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",

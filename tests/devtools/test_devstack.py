@@ -215,10 +215,10 @@ def test_the_default_stack_stays_on_local_executor(tmp_path):
     s = _settings(tmp_path, DRILL_PG_PORT=6001, DRILL_AWS_PORT=6002, AIRFLOW_PORT=6003)
     assert s.executor == "local" and s.worker_names == ()
     env = devstack.airflow_env(s, SECRETS, environ={})
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and env["AIRFLOW__CORE__PARALLELISM"] == "6"
-    # one slot per shard held by continuous ingestion, and four more
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and env["AIRFLOW__CORE__PARALLELISM"] == "8"
+    # one slot per shard held by ingestion, two at a hand-over between its runs, and four more
     more_shards = _settings(tmp_path, DRILL_DIALOG_SHARDS=4)
-    assert devstack.airflow_env(more_shards, SECRETS, environ={})["AIRFLOW__CORE__PARALLELISM"] == "8"
+    assert devstack.airflow_env(more_shards, SECRETS, environ={})["AIRFLOW__CORE__PARALLELISM"] == "12"
     assert not [k for k in env if "CELERY" in k]
     assert s.ports() == {
         "postgres": (6001, "DRILL_PG_PORT"),

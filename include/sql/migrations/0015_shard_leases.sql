@@ -3,7 +3,7 @@
 -- micro-batch's transaction (the renewal is the fence: a consumer that no longer holds the lease
 -- cannot commit), and lets it go right after its last commit when another consumer waits for it
 -- (`waiter`). A consumer that dies without letting go loses the lease when it expires.
--- docs/ingestion.md describes the protocol.
+-- docs/dags.md (dialog_event_ingest, hand-over) describes the protocol.
 CREATE TABLE shard_leases (
     stream         text        NOT NULL,
     shard_id       text        NOT NULL,
