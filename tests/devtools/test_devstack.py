@@ -480,6 +480,11 @@ def test_up_status_down_for_real(state_dir):
         devstack.wait_for(
             lambda: s.metrics_log.exists() and ours in s.metrics_log.read_text(), 180, "ingest metrics", interval=2
         )
+        # issue 22 on the running stack: the lookup, the history and the rebuild (through the scheduler)
+        from celery_support import CeleryStack
+        from operator_tools import check_operator_tools
+
+        print("\noperator tools on LocalExecutor:", check_operator_tools(CeleryStack(env)))
 
         status = stack("status", timeout=60)
         assert status.returncode == 0
