@@ -31,23 +31,14 @@ from drill_progress.privacy import safe_text
 OUTBOX_SOURCE = "ingest"
 
 
-# Array parameters are passed as PostgreSQL array literals built here: building `{a,b,NULL}` with
-# one join is an order of magnitude cheaper than letting the driver escape every element; the
-# templates cast each literal (`%(ids)s::uuid[]`).
+# Array parameters are Python lists sent in PostgreSQL's binary format (the templates' `%(ids)b`
+# placeholders, then a cast such as `::uuid[]`): no array literal to build here or to parse there,
+# and no value escaped (bytea as text was hex-escaped byte by byte; timestamps went through str()).
 
 
-def _array(values) -> str:
-    """Array literal of values that need no quoting: uuids, numbers, booleans, timestamps."""
-    return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
-
-
-def _text_array(values) -> str:
-    """Array literal of arbitrary strings (quoted and escaped)."""
-    return (
-        "{"
-        + ",".join(["NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values])
-        + "}"
-    )
+def _array(values) -> list:
+    """An array parameter (uuids, numbers, booleans, timestamps, text), NULL for None."""
+    return list(values)
 
 
 try:  # a C JSON encoder shipped with Airflow's task SDK (events.py decodes with it too)
@@ -98,7 +89,7 @@ def load_micro_batch(conn: Connection, batches: Sequence[ev.Batch]) -> tuple[lis
     users: dict[str, User] = {}
     by_id: dict[str, User] = {}
     for kind, name, user_id, seq, place, employer_ids in run(
-        conn, "ingest/lock_users.sql", {"phones": _text_array(phones)}
+        conn, "ingest/lock_users.sql", {"phones": _array(phones)}
     ).all():
         if kind == "c":
             catalog.append(_catalog_drill(name, place, employer_ids))
@@ -154,7 +145,7 @@ class Position:
     arrival: datetime | None = None  # when its last record reached Kinesis (replays start at or before it)
 
 
-_EMPTY = "{}"
+_EMPTY: list = []
 _REJECTION_KEYS = ("rj_sequence_numbers", "rj_partition_keys", "rj_raw", "rj_reasons", "rj_attempts")
 
 
@@ -189,14 +180,14 @@ def plan_write(
             {
                 f"{prefix}_ids": _array(u.user_id for u in group),
                 f"{prefix}_seqs": _array(u.seq for u in group),
-                f"{prefix}_profiles": _text_array([_json(u.profile) for u in group]),
+                f"{prefix}_profiles": _array([_json(u.profile) for u in group]),
                 f"{prefix}_times": _array(u.last_interacted_time for u in group),
             }
         )
     params.update(
         {
             "pn_ids": _array(ids.phone_number_id_text(u.phone_number) for u in new_users),
-            "pn_phones": _text_array(u.phone_number for u in new_users),
+            "pn_phones": _array(u.phone_number for u in new_users),
             "pn_user_ids": _array(u.user_id for u in new_users),
         }
     )
@@ -272,8 +263,8 @@ def _history_params(params: dict, history: Sequence[HistoryRecord]) -> None:
         return
     params.update(
         {
-            "hi_phones": _text_array(h.phone_number for h in history),
-            "hi_sequence_numbers": _text_array(h.sequence_number for h in history),
+            "hi_phones": _array(h.phone_number for h in history),
+            "hi_sequence_numbers": _array(h.sequence_number for h in history),
             "hi_arrivals": _array(h.arrival for h in history),
             "hi_raw": [h.raw_data for h in history],
         }
@@ -313,10 +304,10 @@ def _outbox_params(params: dict, commands: Sequence[Command]) -> None:
     params.update(
         {
             "source": OUTBOX_SOURCE,
-            "ob_keys": _text_array(c.idempotency_key for c in commands),
-            "ob_types": _text_array(c.command_type for c in commands),
-            "ob_phones": _text_array(c.phone_number for c in commands),
-            "ob_payloads": _text_array([_json(c.payload) for c in commands]),
+            "ob_keys": _array(c.idempotency_key for c in commands),
+            "ob_types": _array(c.command_type for c in commands),
+            "ob_phones": _array(c.phone_number for c in commands),
+            "ob_payloads": _array([_json(c.payload) for c in commands]),
         }
     )
 
@@ -335,7 +326,7 @@ def _status_params(params: dict, changed: list[User]) -> int:
             "ns_ids": _array(st.id for _, st in st_new),
             "ns_user_ids": _array(uid for uid, _ in st_new),
             "ns_instance_ids": _array(st.drill_instance_id for _, st in st_new),
-            "ns_slugs": _text_array(st.drill_slug for _, st in st_new),
+            "ns_slugs": _array(st.drill_slug for _, st in st_new),
             "ns_places": _array(st.place_in_sequence for _, st in st_new),
             "ns_started": _array(st.started_time for _, st in st_new),
             "ns_completed": _array(st.completed_time for _, st in st_new),
@@ -361,7 +352,7 @@ def _instance_params(params: dict, changed: list[User]) -> int:
         {
             "ni_ids": _array(i.drill_instance_id for _, i in new_inst),
             "ni_user_ids": _array(u.user_id for u, _ in new_inst),
-            "ni_phones": _text_array(i.phone_number for _, i in new_inst),
+            "ni_phones": _array(i.phone_number for _, i in new_inst),
             **_instance_values("ni", [i for _, i in new_inst]),
             "ci_ids": _array(i.drill_instance_id for _, i in upd_inst),
             "ci_user_ids": _array(u.user_id for u, _ in upd_inst),
@@ -373,8 +364,8 @@ def _instance_params(params: dict, changed: list[User]) -> int:
 
 def _instance_values(prefix: str, instances: list[Instance]) -> dict[str, str]:
     return {
-        f"{prefix}_slugs": _text_array(i.drill_slug for i in instances),
-        f"{prefix}_prompts": _text_array(i.current_prompt_slug for i in instances),
+        f"{prefix}_slugs": _array(i.drill_slug for i in instances),
+        f"{prefix}_prompts": _array(i.current_prompt_slug for i in instances),
         f"{prefix}_prompt_starts": _array(i.current_prompt_start_time for i in instances),
         f"{prefix}_responses": _array(i.current_prompt_last_response_time for i in instances),
         f"{prefix}_completions": _array(i.completion_time for i in instances),

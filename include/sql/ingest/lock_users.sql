@@ -7,7 +7,7 @@
 -- apart by OFFSET 0, as in load_trees.sql), whatever the table statistics say.
 WITH locked AS MATERIALIZED (
     SELECT p.phone_number, u.user_id, u.seq
-    FROM unnest(%(phones)s::text[]) AS k(phone_number)
+    FROM unnest(%(phones)b::text[]) AS k(phone_number)
     CROSS JOIN LATERAL (SELECT phone_number, user_id FROM phone_numbers
                         WHERE phone_number = k.phone_number OFFSET 0) AS p
     JOIN users u ON u.user_id = p.user_id

@@ -6,18 +6,20 @@
 -- different rows, so the parts are independent; foreign keys to users inserted by a sibling part
 -- are checked at the end of the statement and see them. Any error fails the whole statement (and
 -- the transaction), exactly like the separate statements did.
+-- The raw records (bytea[]) travel in binary (the b placeholders): as text every byte was hex-escaped by
+-- the driver and parsed back by the server, which cost the write as much as everything else.
 WITH new_users AS (
     -- users seen for the first time (a plain INSERT: a concurrent creator of the same user makes
     -- this fail, and the retry finds the user)
     INSERT INTO users (user_id, seq, profile, last_interacted_time)
     SELECT v.user_id, v.seq, v.profile, v.last_interacted_time
-    FROM unnest(%(nu_ids)s::uuid[], %(nu_seqs)s::numeric[], %(nu_profiles)s::jsonb[], %(nu_times)s::timestamptz[])
+    FROM unnest(%(nu_ids)b::uuid[], %(nu_seqs)b::numeric[], %(nu_profiles)b::jsonb[], %(nu_times)b::timestamptz[])
          AS v(user_id, seq, profile, last_interacted_time)
 ), changed_users AS (
     -- existing users get the seq, profile and last interaction of their last applied batch
     UPDATE users AS u
     SET seq = v.seq, profile = v.profile, last_interacted_time = v.last_interacted_time
-    FROM unnest(%(cu_ids)s::uuid[], %(cu_seqs)s::numeric[], %(cu_profiles)s::jsonb[], %(cu_times)s::timestamptz[])
+    FROM unnest(%(cu_ids)b::uuid[], %(cu_seqs)b::numeric[], %(cu_profiles)b::jsonb[], %(cu_times)b::timestamptz[])
          AS v(user_id, seq, profile, last_interacted_time)
     WHERE u.user_id = v.user_id
 ), new_phone_numbers AS (
@@ -25,19 +27,19 @@ WITH new_users AS (
     -- micro-batch is retried and bisected), never a silent second owner
     INSERT INTO phone_numbers (id, phone_number, user_id, is_primary)
     SELECT v.id, v.phone_number, v.user_id, true
-    FROM unnest(%(pn_ids)s::uuid[], %(pn_phones)s::text[], %(pn_user_ids)s::uuid[]) AS v(id, phone_number, user_id)
+    FROM unnest(%(pn_ids)b::uuid[], %(pn_phones)b::text[], %(pn_user_ids)b::uuid[]) AS v(id, phone_number, user_id)
 ), new_statuses AS (
     -- one status row per catalog drill for each new user (ids: drill_progress.ids.status_id)
     INSERT INTO drill_statuses (id, user_id, drill_instance_id, drill_slug, place_in_sequence, started_time,
                                 completed_time)
     SELECT *
-    FROM unnest(%(ns_ids)s::uuid[], %(ns_user_ids)s::uuid[], %(ns_instance_ids)s::uuid[], %(ns_slugs)s::text[],
-                %(ns_places)s::int[], %(ns_started)s::timestamptz[], %(ns_completed)s::timestamptz[])
+    FROM unnest(%(ns_ids)b::uuid[], %(ns_user_ids)b::uuid[], %(ns_instance_ids)b::uuid[], %(ns_slugs)b::text[],
+                %(ns_places)b::int[], %(ns_started)b::timestamptz[], %(ns_completed)b::timestamptz[])
 ), changed_statuses AS (
     UPDATE drill_statuses AS s
     SET drill_instance_id = v.drill_instance_id, started_time = v.started_time, completed_time = v.completed_time
-    FROM unnest(%(cs_ids)s::uuid[], %(cs_instance_ids)s::uuid[], %(cs_started)s::timestamptz[],
-                %(cs_completed)s::timestamptz[])
+    FROM unnest(%(cs_ids)b::uuid[], %(cs_instance_ids)b::uuid[], %(cs_started)b::timestamptz[],
+                %(cs_completed)b::timestamptz[])
          AS v(id, drill_instance_id, started_time, completed_time)
     WHERE s.id = v.id
 ), new_instances AS (
@@ -47,9 +49,9 @@ WITH new_users AS (
                                  current_prompt_start_time, current_prompt_last_response_time,
                                  completion_time, is_valid)
     SELECT *
-    FROM unnest(%(ni_ids)s::uuid[], %(ni_user_ids)s::uuid[], %(ni_phones)s::text[], %(ni_slugs)s::text[],
-                %(ni_prompts)s::text[], %(ni_prompt_starts)s::timestamptz[], %(ni_responses)s::timestamptz[],
-                %(ni_completions)s::timestamptz[], %(ni_valid)s::boolean[])
+    FROM unnest(%(ni_ids)b::uuid[], %(ni_user_ids)b::uuid[], %(ni_phones)b::text[], %(ni_slugs)b::text[],
+                %(ni_prompts)b::text[], %(ni_prompt_starts)b::timestamptz[], %(ni_responses)b::timestamptz[],
+                %(ni_completions)b::timestamptz[], %(ni_valid)b::boolean[])
 ), changed_instances AS (
     UPDATE drill_instances AS d
     SET drill_slug = v.drill_slug,
@@ -58,9 +60,9 @@ WITH new_users AS (
         current_prompt_last_response_time = v.current_prompt_last_response_time,
         completion_time = v.completion_time,
         is_valid = v.is_valid
-    FROM unnest(%(ci_ids)s::uuid[], %(ci_user_ids)s::uuid[], %(ci_slugs)s::text[], %(ci_prompts)s::text[],
-                %(ci_prompt_starts)s::timestamptz[], %(ci_responses)s::timestamptz[],
-                %(ci_completions)s::timestamptz[], %(ci_valid)s::boolean[])
+    FROM unnest(%(ci_ids)b::uuid[], %(ci_user_ids)b::uuid[], %(ci_slugs)b::text[], %(ci_prompts)b::text[],
+                %(ci_prompt_starts)b::timestamptz[], %(ci_responses)b::timestamptz[],
+                %(ci_completions)b::timestamptz[], %(ci_valid)b::boolean[])
          AS v(drill_instance_id, user_id, drill_slug, current_prompt_slug, current_prompt_start_time,
               current_prompt_last_response_time, completion_time, is_valid)
     WHERE d.drill_instance_id = v.drill_instance_id AND d.user_id = v.user_id
@@ -69,8 +71,8 @@ WITH new_users AS (
     -- never set aside twice
     INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, attempts)
     SELECT %(stream)s::text, %(shard_id)s::text, v.sequence_number, v.partition_key, v.raw_data, v.reason, v.attempts
-    FROM unnest(%(rj_sequence_numbers)s::text[], %(rj_partition_keys)s::text[], %(rj_raw)s::bytea[],
-                %(rj_reasons)s::text[], %(rj_attempts)s::int[])
+    FROM unnest(%(rj_sequence_numbers)b::text[], %(rj_partition_keys)b::text[], %(rj_raw)b::bytea[],
+                %(rj_reasons)b::text[], %(rj_attempts)b::int[])
          AS v(sequence_number, partition_key, raw_data, reason, attempts)
     ON CONFLICT (stream, shard_id, sequence_number) DO NOTHING
 ), history AS (
@@ -78,8 +80,8 @@ WITH new_users AS (
     -- history a rebuild folds again; in this statement, so committed effects always have theirs
     INSERT INTO event_history (phone_number, stream, shard_id, sequence_number, arrival, raw_data)
     SELECT v.phone_number, %(stream)s::text, %(shard_id)s::text, v.sequence_number, v.arrival, v.raw_data
-    FROM unnest(%(hi_phones)s::text[], %(hi_sequence_numbers)s::text[], %(hi_arrivals)s::timestamptz[],
-                %(hi_raw)s::bytea[])
+    FROM unnest(%(hi_phones)b::text[], %(hi_sequence_numbers)b::text[], %(hi_arrivals)b::timestamptz[],
+                %(hi_raw)b::bytea[])
          WITH ORDINALITY AS v(phone_number, sequence_number, arrival, raw_data, n)
     ORDER BY v.n
 ), checkpoint AS (
@@ -89,7 +91,7 @@ WITH new_users AS (
     INSERT INTO stream_checkpoints AS c (stream, shard_id, sequence_number, last_arrival_at, parent_shard_ids,
                                          records_applied, behind_ms, updated_at)
     SELECT %(stream)s::text, %(shard_id)s::text, %(sequence_number)s::text, %(arrival)s::timestamptz,
-           %(parents)s::text[], %(records)s::bigint, %(behind_ms)s::bigint, now()
+           %(parents)b::text[], %(records)s::bigint, %(behind_ms)s::bigint, now()
     WHERE %(sequence_number)s::text IS NOT NULL
     ON CONFLICT (stream, shard_id) DO UPDATE
     SET sequence_number = CASE
@@ -109,7 +111,7 @@ WITH new_users AS (
     -- the outbox (a re-delivered cause, a retry) writes nothing
     INSERT INTO command_outbox (idempotency_key, command_type, partition_key, payload, source)
     SELECT k, t, p, d::jsonb, %(source)s::text
-    FROM unnest(%(ob_keys)s::text[], %(ob_types)s::text[], %(ob_phones)s::text[], %(ob_payloads)s::text[])
+    FROM unnest(%(ob_keys)b::text[], %(ob_types)b::text[], %(ob_phones)b::text[], %(ob_payloads)b::text[])
          AS c(k, t, p, d)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING idempotency_key
