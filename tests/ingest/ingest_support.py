@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # One valid record per event type and a few invalid ones (docs/formats.md): the repository's own copy.
 EXAMPLES = Path(__file__).resolve().parent / "data"
 PHONE = "+15551230001"
+DIALOG_STREAM, COMMAND_STREAM = "dialog-events", "dialog-commands"
 
 # the contract's examples, in the order they happen (seq 1..11)
 VALID_EXAMPLES = [
@@ -186,3 +188,23 @@ def put_docs(kinesis, stream: str, docs: list) -> None:
         data = doc if isinstance(doc, bytes) else encode(doc)
         key = doc["phone_number"] if isinstance(doc, dict) and isinstance(doc.get("phone_number"), str) else PHONE
         kinesis.put_record(StreamName=stream, Data=data, PartitionKey=key)
+
+
+def first_shard(kinesis, stream: str = DIALOG_STREAM) -> str:
+    return kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+
+
+def put_doc(kinesis, doc: dict, stream: str = DIALOG_STREAM) -> dict:
+    """One batch on the stream, keyed by its phone number; the PutRecord answer."""
+    return kinesis.put_record(StreamName=stream, Data=json.dumps(doc).encode(), PartitionKey=doc["phone_number"])
+
+
+def wait_for(predicate, timeout: float = 15.0):
+    """Poll `predicate` until it returns something true (returned) or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")

@@ -10,27 +10,12 @@ import threading
 import time
 
 import pytest
-from ingest_support import rows, user_story
+from ingest_support import COMMAND_STREAM, DIALOG_STREAM, first_shard, put_doc, rows, user_story, wait_for
 
 from drill_progress.ingest import consumer, tasks
 from drill_progress.setup.aws_resources import ensure_stream
 
-STREAM, COMMANDS = "dialog-events", "dialog-commands"
-
-
-@pytest.fixture
-def streams(aws):
-    ensure_stream(aws.kinesis, STREAM, 1)
-    ensure_stream(aws.kinesis, COMMANDS, 1)
-    return aws.kinesis
-
-
-def _shard(kinesis) -> str:
-    return kinesis.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
-
-
-def _put(kinesis, doc: dict) -> dict:
-    return kinesis.put_record(StreamName=STREAM, Data=json.dumps(doc).encode(), PartitionKey=doc["phone_number"])
+STREAM, COMMANDS = DIALOG_STREAM, COMMAND_STREAM
 
 
 def _commands(kinesis) -> list[dict]:
@@ -74,23 +59,13 @@ class _Consumer:
         return self.result
 
 
-def _wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_a_command_is_published_while_the_consumer_keeps_running(drill_db, streams):
     """A USER_VALIDATED arriving at a shard being consumed: its START_DRILL is on the command stream
     while the consumer is still running (not when its task ends), sent once."""
-    running = _Consumer(drill_db.engine, streams, _shard(streams), seconds=12)
+    running = _Consumer(drill_db.engine, streams, first_shard(streams), seconds=12)
     time.sleep(1.0)
-    _put(streams, user_story("+15553330001")[0])
-    _wait_for(lambda: _commands(streams))
+    put_doc(streams, user_story("+15553330001")[0])
+    wait_for(lambda: _commands(streams))
     assert running.thread.is_alive(), "published only when the consumer ended"
     stats = running.join()
     assert [json.loads(c["Data"])["type"] for c in _commands(streams)] == ["START_DRILL"]
@@ -107,10 +82,10 @@ def test_getrecords_stays_within_five_calls_a_second_and_backs_off_when_idle(dri
         return real(**kwargs)
 
     for doc in [d for p in range(40) for d in user_story(f"+1555444{p:04d}")[:2]]:  # 80 records
-        _put(streams, doc)
+        put_doc(streams, doc)
     streams.get_records = counted
     try:
-        stats = _Consumer(drill_db.engine, streams, _shard(streams), seconds=7, micro_batch_records=5).join()
+        stats = _Consumer(drill_db.engine, streams, first_shard(streams), seconds=7, micro_batch_records=5).join()
     finally:
         streams.get_records = real
     assert stats.batches_applied == 80 and stats.micro_batches == 16
@@ -122,8 +97,8 @@ def test_getrecords_stays_within_five_calls_a_second_and_backs_off_when_idle(dri
 
 def test_an_idle_shard_gets_a_heartbeat_without_moving_its_checkpoint(drill_db, streams, monkeypatch):
     monkeypatch.setattr(consumer, "HEARTBEAT_SECONDS", 0.5)
-    shard = _shard(streams)
-    _put(streams, user_story("+15553330002")[0])
+    shard = first_shard(streams)
+    put_doc(streams, user_story("+15553330002")[0])
     consumer.consume_shard(drill_db.engine, streams, STREAM, shard, command_stream=COMMANDS)  # catch up
     [(seq, before)] = rows(drill_db.engine, "SELECT sequence_number, updated_at FROM stream_checkpoints")
     _Consumer(drill_db.engine, streams, shard, seconds=2.5).join()
@@ -133,7 +108,7 @@ def test_an_idle_shard_gets_a_heartbeat_without_moving_its_checkpoint(drill_db, 
 
 def test_a_split_ends_the_run_so_that_the_next_plans_the_new_shards(drill_db, streams, monkeypatch):
     monkeypatch.setattr(consumer, "TOPOLOGY_CHECK_SECONDS", 0.5)
-    shard = _shard(streams)
+    shard = first_shard(streams)
     running = _Consumer(drill_db.engine, streams, shard, seconds=30)
     time.sleep(1.0)
     streams.update_shard_count(StreamName=STREAM, TargetShardCount=2, ScalingType="UNIFORM_SCALING")
@@ -160,10 +135,10 @@ def test_a_failed_publish_is_swept_later_never_lost(drill_db, streams, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(outbox, "publish_pending", flaky)
-    running = _Consumer(drill_db.engine, streams, _shard(streams), seconds=6)
+    running = _Consumer(drill_db.engine, streams, first_shard(streams), seconds=6)
     time.sleep(0.5)
-    _put(streams, user_story("+15553330003")[0])
-    _wait_for(lambda: _commands(streams))
+    put_doc(streams, user_story("+15553330003")[0])
+    wait_for(lambda: _commands(streams))
     running.join()
     assert failures == [1] and len(_commands(streams)) == 1
     assert rows(drill_db.engine, "SELECT count(*) FROM command_outbox WHERE published_at IS NULL") == [(0,)]

@@ -5,33 +5,15 @@ dead holder's lease expiring."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-import pytest
-from ingest_support import rows, snapshot, user_story
+from ingest_support import COMMAND_STREAM, DIALOG_STREAM, first_shard, put_doc, rows, snapshot, user_story, wait_for
 
 from drill_progress.ingest import consumer, lease, runs
 from drill_progress.ingest.lease import CATCH_UP, CONTINUOUS, ShardLease
-from drill_progress.setup.aws_resources import ensure_stream
 
-STREAM, COMMANDS = "dialog-events", "dialog-commands"
-
-
-@pytest.fixture
-def streams(aws):
-    ensure_stream(aws.kinesis, STREAM, 1)
-    ensure_stream(aws.kinesis, COMMANDS, 1)
-    return aws.kinesis
-
-
-def _shard(kinesis) -> str:
-    return kinesis.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
-
-
-def _put(kinesis, doc: dict) -> None:
-    kinesis.put_record(StreamName=STREAM, Data=json.dumps(doc).encode(), PartitionKey=doc["phone_number"])
+STREAM, COMMANDS = DIALOG_STREAM, COMMAND_STREAM
 
 
 class _Consumer:
@@ -39,7 +21,7 @@ class _Consumer:
 
     def __init__(self, engine, kinesis, name: str, kind: str, seconds: float, commits: list | None = None):
         self.name, self.result, self.error = name, None, None
-        self.lease = ShardLease(engine, STREAM, _shard(kinesis), lease.new_owner(name), kind=kind, run_id=name)
+        self.lease = ShardLease(engine, STREAM, first_shard(kinesis), lease.new_owner(name), kind=kind, run_id=name)
         bounds = (
             consumer.Bounds.continuous(seconds) if kind == CONTINUOUS else consumer.Bounds.catch_up(10_000, seconds)
         )
@@ -84,7 +66,7 @@ class _Traffic:
 
         def run():
             for doc in self.docs:
-                _put(kinesis, doc)
+                put_doc(kinesis, doc)
                 self.put += 1
                 time.sleep(every)
 
@@ -100,23 +82,14 @@ def _lease_row(engine) -> tuple:
     return row
 
 
-def _wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
 def test_a_second_consumer_never_reads_a_leased_shard(drill_db, streams):
     """A shard leased by a consumer that is catching up: a second consumer waits, reads nothing and
     writes nothing until its time is up; once the lease is free it reads everything."""
-    engine, shard = drill_db.engine, _shard(streams)
+    engine, shard = drill_db.engine, first_shard(streams)
     holder = ShardLease(engine, STREAM, shard, "holder", kind=CATCH_UP)
     assert holder.acquire(lambda *_: True)
     for doc in user_story("+15556660001"):
-        _put(streams, doc)
+        put_doc(streams, doc)
     calls = []
     real = streams.get_records
     streams.get_records = lambda **kw: calls.append(1) or real(**kw)
@@ -167,7 +140,7 @@ def test_the_next_run_takes_over_within_a_second_nothing_lost_nothing_twice(dril
     checkpoint = rows(engine, "SELECT sequence_number, records_applied FROM stream_checkpoints")
     last_seq = streams.get_records(
         ShardIterator=streams.get_shard_iterator(
-            StreamName=STREAM, ShardId=_shard(streams), ShardIteratorType="LATEST"
+            StreamName=STREAM, ShardId=first_shard(streams), ShardIteratorType="LATEST"
         )["ShardIterator"]
     )  # nothing after the tip
     assert last_seq["Records"] == [] and checkpoint[0][1] == 300
@@ -181,12 +154,12 @@ def test_a_run_by_hand_takes_the_shard_and_gives_it_back(drill_db, streams):
     scheduled = _Consumer(engine, streams, "scheduled", CONTINUOUS, seconds=8)
     time.sleep(1.0)
     for doc in user_story("+15556660002")[:3]:
-        _put(streams, doc)
+        put_doc(streams, doc)
     by_hand = _Consumer(engine, streams, "by-hand", CATCH_UP, seconds=20).join()
     assert by_hand.stopped_because == "caught up"
     for doc in user_story("+15556660002")[3:]:
-        _put(streams, doc)  # read by the scheduled consumer once it has the shard back
-    _wait_for(lambda: rows(engine, "SELECT count(*) FROM drill_instances") == [(2,)])
+        put_doc(streams, doc)  # read by the scheduled consumer once it has the shard back
+    wait_for(lambda: rows(engine, "SELECT count(*) FROM drill_instances") == [(2,)])
     stats = scheduled.join()
     assert stats.stopped_because == "max_seconds" and stats.handovers == 1
     assert by_hand.batches_applied + stats.batches_applied == 5
@@ -198,11 +171,11 @@ def test_a_consumer_whose_lease_was_taken_over_commits_nothing_more(drill_db, st
     rolls back, it stops ("lease lost"), and the checkpoint stays where its last commit left it."""
     engine = drill_db.engine
     running = _Consumer(engine, streams, "holder", CONTINUOUS, seconds=20)
-    _put(streams, user_story("+15556660003")[0])
-    _wait_for(lambda: rows(engine, "SELECT count(*) FROM users") == [(1,)])
+    put_doc(streams, user_story("+15556660003")[0])
+    wait_for(lambda: rows(engine, "SELECT count(*) FROM users") == [(1,)])
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE shard_leases SET owner = 'intruder', waiter = NULL")
-    _put(streams, user_story("+15556660004")[0])
+    put_doc(streams, user_story("+15556660004")[0])
     stats = running.join()
     assert stats.stopped_because == "lease lost"
     assert rows(engine, "SELECT count(*) FROM users") == [(1,)]
@@ -214,10 +187,10 @@ def test_a_dead_holders_lease_expires_and_the_waiter_goes_on(drill_db, streams, 
     lease expires and reads from the checkpoint."""
     monkeypatch.setattr(lease, "TTL_SECONDS", 1.0)
     engine = drill_db.engine
-    dead = ShardLease(engine, STREAM, _shard(streams), "dead", kind=CONTINUOUS)
+    dead = ShardLease(engine, STREAM, first_shard(streams), "dead", kind=CONTINUOUS)
     assert dead.acquire(lambda *_: True)
     for doc in user_story("+15556660005"):
-        _put(streams, doc)
+        put_doc(streams, doc)
     started = time.monotonic()
     stats = _Consumer(engine, streams, "next", CATCH_UP, seconds=10).join()
     assert stats.stopped_because == "caught up" and stats.batches_applied == 5
@@ -244,13 +217,13 @@ def test_a_live_waiter_keeps_its_place(drill_db):
 
 def test_a_shard_task_takes_and_releases_the_lease(drill_db, streams):
     """The DAG's path (runs.run_shard): the lease is taken for the run and released at its end."""
-    _put(streams, user_story("+15556660006")[0])
+    put_doc(streams, user_story("+15556660006")[0])
     result = runs.run_shard(
         drill_db.engine,
         streams,
         STREAM,
         COMMANDS,
-        _shard(streams),
+        first_shard(streams),
         bounds=consumer.Bounds.catch_up(),
         run_id="manual__1",
     )

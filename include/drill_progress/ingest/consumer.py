@@ -37,9 +37,8 @@ from sqlalchemy.engine import Engine
 
 from drill_progress import outbox
 from drill_progress.db import run
-from drill_progress.ingest import lease as lease_mod
 from drill_progress.ingest import reader, store
-from drill_progress.ingest.lease import LeaseLost, ShardLease
+from drill_progress.ingest.lease import CATCH_UP, CONTINUOUS, LeaseLost, ShardLease
 from drill_progress.ingest.pipeline import Applier, Fault, RawRecord, ShardStats
 from drill_progress.metrics import ShardMetrics
 
@@ -207,7 +206,7 @@ def consume_shard(
     if info is None:
         raise LookupError(f"shard {shard_id} is not listed on stream {stream}")
     deadline = time.monotonic() + bounds.max_seconds
-    session = _Session(engine, kinesis, stream, info, stats, bounds, deadline, command_stream, fault, lease)
+    session = _Session(engine, kinesis, stream, info, shards, stats, bounds, deadline, command_stream, fault, lease)
     while True:
         if lease is not None and not lease.acquire(session.give_up):
             stats.stopped_because = stats.stopped_because or "the lease is held by another consumer"
@@ -231,6 +230,7 @@ class _Session:
     kinesis: object
     stream: str
     info: reader.ShardInfo
+    shards: list[reader.ShardInfo]  # the stream's shards, listed once before waiting for the lease
     stats: ShardStats
     bounds: Bounds
     deadline: float  # time.monotonic() when the bounds' max_seconds are up
@@ -245,13 +245,13 @@ class _Session:
         if time.monotonic() >= self.deadline:
             self.stats.stopped_because = self.stats.stopped_because or "max_seconds (waiting for the lease)"
             return True
-        return self.yielded_to is not None and holder_kind == lease_mod.CONTINUOUS
+        return self.yielded_to is not None and holder_kind == CONTINUOUS
 
     def take_back(self) -> bool:
         """After letting go: wait to take the lease back only if it went to a catch-up consumer and
         this continuous consumer has time left."""
         lease = self.lease
-        if lease is None or self.stats.stopped_because != "handed over" or lease.waiter_kind != lease_mod.CATCH_UP:
+        if lease is None or self.stats.stopped_because != "handed over" or lease.waiter_kind != CATCH_UP:
             return False
         self.yielded_to = lease.waiter_kind
         if time.monotonic() >= self.deadline:
@@ -293,7 +293,7 @@ class _Session:
             deadline=self.deadline,
             last_seq=None if at is not None else checkpoint.get("sequence_number"),
             at=at,
-            readable=set(reader.readable_shards(reader.list_shards(self.kinesis, stream), checkpoints)),
+            readable=set(reader.readable_shards(self.shards, checkpoints)),
             publisher=publisher,
             metrics=applier.metrics,
             lease=self.lease,
@@ -438,10 +438,10 @@ class _ShardReading:
         self._clock[what] = now
         return True
 
-    def _topology_changed(self) -> bool:
-        """Whether the readable shards changed (logged: the new shards are read from the next run
-        on, while this consumer goes on reading its shard); also learns whether this shard has been
-        closed (a closed shard is then read to its end and drained)."""
+    def _topology_changed(self) -> None:
+        """Logs a change of the readable shards (the new shards are read from the next run on, while
+        this consumer goes on reading its shard); also learns whether this shard has been closed (a
+        closed shard is then read to its end and drained)."""
         shards = reader.list_shards(self.kinesis, self.stream)
         self.info = next((s for s in shards if s.shard_id == self.shard_id), self.info)
         with self.engine.connect() as conn:
@@ -456,5 +456,3 @@ class _ShardReading:
                 sorted(now_readable),
             )
             self.readable = now_readable
-            return True
-        return False

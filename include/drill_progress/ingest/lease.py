@@ -26,7 +26,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -65,7 +65,6 @@ class ShardLease:
     held: bool = False
     waiter: str | None = None  # the live waiter seen at the last renewal
     waiter_kind: str | None = None
-    renewed_at: float = field(default=0.0)  # time.monotonic() of the last renewal
 
     def _params(self) -> dict:
         return {
@@ -88,7 +87,6 @@ class ShardLease:
         holder, holder_kind = (row[0], row[1]) if row else (None, None)
         if holder == self.owner:
             self.held, self.waiter, self.waiter_kind = True, None, None
-            self.renewed_at = time.monotonic()
         return holder, holder_kind
 
     def acquire(self, give_up: Callable[[str | None, str | None], bool]) -> bool:
@@ -116,7 +114,6 @@ class ShardLease:
             self.held = False
             raise LeaseLost(f"the lease of shard {self.shard_id} was taken over by another consumer")
         self.waiter, self.waiter_kind = row
-        self.renewed_at = time.monotonic()
 
     def renew_now(self) -> None:
         """Renew in a transaction of its own (an idle consumer). When a micro-batch's transaction
