@@ -19,8 +19,10 @@
 With EXECUTOR=celery (`EXECUTOR=celery make up`) the same stack runs on CeleryExecutor: a Redis
 server (Debian's redis-server, installed when missing and we are root; in memory, loopback) as the
 broker, Celery results in Airflow's metadata database, and DRILL_CELERY_WORKERS (2) Celery worker
-processes of DRILL_CELERY_CONCURRENCY (2) task slots each, named celery-worker-1, celery-worker-2,
-... beside the scheduler, triggerer, dag-processor and api-server. docs/celery.md says more.
+processes of DRILL_CELERY_CONCURRENCY task slots each, named celery-worker-1, celery-worker-2,
+... beside the scheduler, triggerer, dag-processor and api-server. The slots default to what
+ingestion's hand-over needs with room for the other DAGs (`celery_slots_needed`: 2 x shards + 4,
+spread over the workers, at least 2 each). docs/celery.md says more.
 
 It migrates Airflow's database, runs `airflow dags test drill_progress_setup`, waits for the
 dag-processor to have parsed every file in dags/, unpauses every DAG and prints the UI address
@@ -98,6 +100,20 @@ def parse_executor(value: str) -> str:
     return key
 
 
+def celery_slots_needed(shards: int) -> int:
+    """Worker slots ingestion needs to hand over with room to spare: the running run's shard tasks,
+    the next run's waiting beside them for about a second, and 4 for the other DAGs (a rollout,
+    a rebuild, a report, the reminders) that must never queue behind ingestion; the LocalExecutor
+    stack's parallelism is the same."""
+    return 2 * shards + 4
+
+
+def celery_concurrency_for(workers: int, shards: int) -> int:
+    """Slots per worker when DRILL_CELERY_CONCURRENCY is not set: `celery_slots_needed` spread over
+    the workers, at least 2 each."""
+    return max(2, -(-celery_slots_needed(shards) // max(1, workers)))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything `up` needs to know; computed from the environment, nothing started."""
@@ -115,7 +131,7 @@ class Settings:
     executor: str = "local"  # "local" or "celery" (EXECUTOR)
     redis_port: int = 63799
     celery_workers: int = 2
-    celery_concurrency: int = 2
+    celery_concurrency: int = 4  # default: celery_concurrency_for(workers, shards)
     celery_log_port: int = 8795
     dialog_shards: int = 2  # shards of a dialog event stream the setup DAG creates (DRILL_DIALOG_SHARDS)
     statsd_port: int = 58125  # UDP: the local StatsD receiver Airflow's metrics go to (DRILL_STATSD_PORT)
@@ -125,6 +141,8 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         repo = Path(env.get("DRILL_REPO", REPO)).resolve()
+        workers = int(env.get("DRILL_CELERY_WORKERS", 2))
+        shards = int(env.get("DRILL_DIALOG_SHARDS", 2))
         return cls(
             repo=repo,
             state=Path(env.get("DRILL_STATE_DIR", repo / ".local")).resolve(),
@@ -138,10 +156,10 @@ class Settings:
             simulator_users=int(env.get("DRILL_SIM_USERS", 50)),
             executor=parse_executor(env.get("EXECUTOR", "local")),
             redis_port=int(env.get("DRILL_REDIS_PORT", 63799)),
-            celery_workers=int(env.get("DRILL_CELERY_WORKERS", 2)),
-            celery_concurrency=int(env.get("DRILL_CELERY_CONCURRENCY", 2)),
+            celery_workers=workers,
+            celery_concurrency=int(env.get("DRILL_CELERY_CONCURRENCY") or celery_concurrency_for(workers, shards)),
             celery_log_port=int(env.get("DRILL_CELERY_LOG_PORT", 8795)),
-            dialog_shards=int(env.get("DRILL_DIALOG_SHARDS", 2)),
+            dialog_shards=shards,
             statsd_port=int(env.get("DRILL_STATSD_PORT", 58125)),
             keep_paused=tuple(d.strip() for d in env.get("DRILL_KEEP_PAUSED", "").split(",") if d.strip()),
         )
@@ -331,7 +349,7 @@ def airflow_env(s: Settings, secret_values: dict[str, str], environ: dict[str, s
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         # ingestion holds one slot per shard, two for a second at each hand-over between its runs;
         # four more for everything else
-        "AIRFLOW__CORE__PARALLELISM": str(2 * s.dialog_shards + 4),
+        "AIRFLOW__CORE__PARALLELISM": str(celery_slots_needed(s.dialog_shards)),
         "AIRFLOW__CORE__FERNET_KEY": secret_values["fernet_key"],
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
@@ -920,6 +938,16 @@ def _start_simulator(s: Settings, env: dict[str, str]) -> None:
     _say(f"started the simulated Dialog Context (pid {pid}, log {_log_file(s, 'simulator')})")
 
 
+def _warn_few_slots(s: Settings) -> None:
+    slots, needed = s.celery_workers * s.celery_concurrency, celery_slots_needed(s.dialog_shards)
+    if slots < needed:
+        _say(
+            f"WARNING: {slots} Celery task slots for {s.dialog_shards} shards: ingestion holds one slot per "
+            f"shard and two at a hand-over, so other DAGs may wait for a slot; {needed} or more advised "
+            "(unset DRILL_CELERY_CONCURRENCY to get them)"
+        )
+
+
 def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> dict:
     """Start whatever of the stack is not running yet; return the DAG ids and import errors."""
     started_at = time.monotonic()
@@ -938,6 +966,7 @@ def up(s: Settings, with_simulator: bool = True, parse_timeout: float = 180) -> 
     _start_moto(s, running, env)
     _ensure_alert_topic(s, env)
     if s.celery:
+        _warn_few_slots(s)
         _start_redis(s, running, env)
     if not any(states.get(comp) for comp in AIRFLOW_COMPONENTS):
         _say("migrating Airflow's metadata database (airflow db migrate)")

@@ -37,15 +37,12 @@ FAST_RECOVERY = {
 _EXECUTING = re.compile(r"Executing workload in Celery: .*?TaskInstanceDTO\(id=UUID\('([0-9a-f-]{36})'\)")
 
 
-def stack_environment(state_dir: Path, workers: int = 2, concurrency: int = 2, **extra: str) -> dict[str, str]:
+def stack_environment(state_dir: Path, workers: int = 2, **extra: str) -> dict[str, str]:
     """The environment of `python -m devtools.devstack` for a Celery stack on free ports in
-    `state_dir`; the test session's own Airflow settings are left out."""
+    `state_dir`; the test session's own Airflow settings are left out. The slots per worker are
+    devstack's default, sized for ingestion's hand-over and the other DAGs."""
     return devstack.spare_stack_environment(
-        state_dir,
-        EXECUTOR="celery",
-        DRILL_CELERY_WORKERS=str(workers),
-        DRILL_CELERY_CONCURRENCY=str(concurrency),
-        **extra,
+        state_dir, EXECUTOR="celery", DRILL_CELERY_WORKERS=str(workers), DRILL_CELERY_CONCURRENCY="", **extra
     )
 
 

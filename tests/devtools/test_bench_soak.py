@@ -207,4 +207,7 @@ def test_figures_name_celery_metrics_and_report_handovers():
 
 
 def test_plain_uri_for_libpq():
-    assert bench_soak._plain_uri("postgresql+psycopg2://a:b@h:1/airflow") == "postgresql://a:b@h:1/airflow"
+    assert (
+        bench_soak._plain_uri("postgresql+psycopg2://airflow:airflow@h:1/airflow")
+        == "postgresql://airflow:airflow@h:1/airflow"
+    )

@@ -244,6 +244,37 @@ def test_celery_stack_uses_redis_and_airflows_database(tmp_path):
     assert env["AIRFLOW__API__SECRET_KEY"] == "k" and env["AIRFLOW__API_AUTH__JWT_SECRET"] == "j"
 
 
+@pytest.mark.parametrize(
+    ("shards", "workers", "per_worker"),
+    [(2, 2, 4), (4, 2, 6), (4, 3, 4), (1, 8, 2), (2, 1, 8)],
+)
+def test_celery_slots_default_to_what_the_hand_over_needs(tmp_path, shards, workers, per_worker):
+    """Unset, the slots per worker make 2 x shards + 4 in all: the running ingest run's shard tasks,
+    the next run's beside them at a hand-over, and 4 for the other DAGs (at least 2 per worker)."""
+    s = _settings(tmp_path, EXECUTOR="celery", DRILL_DIALOG_SHARDS=shards, DRILL_CELERY_WORKERS=workers)
+    assert s.celery_concurrency == per_worker
+    assert s.celery_workers * s.celery_concurrency >= 2 * shards + 4
+    assert devstack.airflow_env(s, SECRETS, environ={})["AIRFLOW__CORE__PARALLELISM"] == str(workers * per_worker)
+    blank = _settings(
+        tmp_path,
+        EXECUTOR="celery",
+        DRILL_DIALOG_SHARDS=shards,
+        DRILL_CELERY_WORKERS=workers,
+        DRILL_CELERY_CONCURRENCY="",
+    )
+    assert blank.celery_concurrency == per_worker
+
+
+def test_up_warns_when_celery_slots_are_too_few_for_the_hand_over(tmp_path, capsys):
+    few = _settings(tmp_path, EXECUTOR="celery", DRILL_DIALOG_SHARDS=4, DRILL_CELERY_CONCURRENCY=2)
+    devstack._warn_few_slots(few)
+    out = capsys.readouterr().out
+    assert "WARNING: 4 Celery task slots for 4 shards" in out and "12 or more advised" in out
+    enough = _settings(tmp_path, EXECUTOR="celery", DRILL_DIALOG_SHARDS=4, DRILL_CELERY_CONCURRENCY=6)
+    devstack._warn_few_slots(enough)
+    assert capsys.readouterr().out == ""
+
+
 def test_each_celery_worker_serves_its_logs_on_its_own_port(tmp_path):
     s = _settings(
         tmp_path,

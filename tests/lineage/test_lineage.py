@@ -79,7 +79,7 @@ def test_every_task_declares_what_it_reads_and_writes(airflow_db):
     assert declared == DECLARED
     # No DAG waits for an Asset (docs/lineage.md says why): each keeps its time-based schedule.
     assert {dag.dag_id: type(dag.timetable).__name__ for dag in bag.dags.values()} == {
-        "dialog_event_ingest": "ContinuousTimetable",
+        "dialog_event_ingest": "DeltaTriggerTimetable",
         "dialog_event_reapply": "NullTimetable",
         "drill_progress_maintenance": "CronTriggerTimetable",
         "drill_progress_monitor": "CronTriggerTimetable",
