@@ -77,10 +77,14 @@ def test_client_side_refusals_and_content_errors():
     from sqlalchemy.exc import DBAPIError as SaError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    refused = SaError.instance("SELECT 1", {}, psycopg.DataError("NUL"), psycopg.Error)
-    lost = SaError.instance("SELECT 1", {}, psycopg.OperationalError("server closed the connection"), psycopg.Error)
-    assert db.trouble(refused) == db.TRANSIENT  # no SQLSTATE: refused before reaching the server
-    assert db.trouble(lost) == db.FATAL
+    def no_sqlstate(error):
+        return SaError.instance("SELECT 1", {}, error, psycopg.Error)
+
+    # no SQLSTATE: refused by the driver before reaching the server
+    assert db.trouble(no_sqlstate(psycopg.DataError("a value it cannot send"))) == db.DATA
+    assert db.trouble(no_sqlstate(psycopg.OperationalError("server closed the connection"))) == db.FATAL
+    assert db.trouble(no_sqlstate(psycopg.InterfaceError("the connection is closed"))) == db.FATAL
+    assert db.trouble(no_sqlstate(psycopg.Error("anything else"))) == db.TRANSIENT
     assert db.trouble(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates")) == db.DATA
     assert db.trouble(PoolTimeout()) == db.FATAL
     assert db.trouble(RuntimeError("a bug")) == db.FATAL

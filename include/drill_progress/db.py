@@ -97,15 +97,24 @@ TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57014"})
 # too large), raised by a trigger or function (P0).
 DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54", "P0"})
 # Raised by the client library or Python on values it cannot send (a lone surrogate, ...).
+# Without SQLSTATE: the connection, or the code (a query or parameter the driver refuses).
+CLIENT_FATAL = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.ProgrammingError,
+    sa_exc.NotSupportedError,
+    sa_exc.InternalError,
+)
 CONTENT_ERRORS = (UnicodeError, ValueError, TypeError, LookupError, ArithmeticError, RecursionError)
 
 
 def trouble(exc: BaseException) -> str:
     """TRANSIENT, DATA or FATAL for an error raised while reading or writing the drill database.
 
-    A psycopg error without SQLSTATE that is not about the connection is a client-side refusal
-    (e.g. a NUL character in a text value): TRANSIENT, so that the work is retried and then, when
-    it keeps failing, isolated like a DATA error."""
+    A psycopg error without SQLSTATE never reached the server. About the connection, or the code
+    (a wrong query or parameter, a feature the driver lacks): FATAL, so that a bug fails the task
+    rather than setting good records aside. A value the driver cannot send: DATA. Anything else:
+    TRANSIENT (retried, then isolated like DATA when it keeps failing)."""
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return FATAL
@@ -114,7 +123,9 @@ def trouble(exc: BaseException) -> str:
             return TRANSIENT
         if sqlstate:
             return DATA if sqlstate[:2] in DATA_SQLSTATE_CLASSES else FATAL
-        return FATAL if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) else TRANSIENT
+        if isinstance(exc, CLIENT_FATAL):
+            return FATAL
+        return DATA if isinstance(exc, sa_exc.DataError) else TRANSIENT
     if isinstance(exc, sa_exc.SQLAlchemyError):
         return FATAL  # pool exhausted, closed result, ...
     return DATA if isinstance(exc, CONTENT_ERRORS) else FATAL

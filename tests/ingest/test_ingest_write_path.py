@@ -115,3 +115,27 @@ def test_gc_is_re_enabled_when_a_micro_batch_fails(drill_db):
             drill_db.engine, STREAM, SHARD, raw_records([batch(1, [event("USER_VALIDATED", 0)])]), fault=fault
         )
     assert gc.isenabled()
+
+
+def test_a_bug_in_the_write_fails_the_micro_batch_at_once(drill_db, monkeypatch):
+    """A write the driver refuses before it reaches the server (here a template naming a parameter
+    the plan does not carry: psycopg's ProgrammingError, no SQLSTATE) is the code's fault, not the
+    records': the shard stops at the first attempt with the error (no retry, no bisecting, no
+    attempt to set a good record aside), and nothing is written."""
+    from drill_progress.ingest import store
+
+    real_run, writes = store.run, []
+
+    def broken_run(conn, template, params=None):
+        if template == "ingest/write_trees.sql":
+            writes.append(template)
+            return conn.exec_driver_sql("SELECT %(not_in_the_plan)s", dict(params or {}))
+        return real_run(conn, template, params)
+
+    monkeypatch.setattr(store, "run", broken_run)
+    docs = [batch(1, [event("USER_VALIDATED", 0)]), batch(2, [event("USER_VALIDATED", 1)])]
+    with pytest.raises(Exception, match="query parameter missing: not_in_the_plan"):
+        pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records(docs))
+    assert len(writes) == 1
+    assert rows(drill_db.engine, "SELECT count(*) FROM rejected_records") == [(0,)]
+    assert rows(drill_db.engine, "SELECT count(*) FROM stream_checkpoints") == [(0,)]
