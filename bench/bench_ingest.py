@@ -237,7 +237,7 @@ def _copy_ceiling(ctx, records, micro_batch: int, repeat: int, events: int, tran
     """Every row the apply path writes (recorded in a run of its own, untimed), COPYed into the
     same tables of fresh databases on the same server, one transaction per micro-batch, with
     synchronous_commit on (bench/copy_ceiling.py says how updated rows are written)."""
-    _url, engine = ctx.new_database("ingest_apply_record")
+    record_url, engine = ctx.new_database("ingest_apply_record")
     with copy_ceiling.record_writes() as captured:
         _seconds, _cpu, stats = _apply_path(engine, records, micro_batch)
     written = {t: _count(engine, t) for t in ("users", "phone_numbers", "drill_statuses", "command_outbox")}
@@ -247,7 +247,7 @@ def _copy_ceiling(ctx, records, micro_batch: int, repeat: int, events: int, tran
     # the recorded rows are the apply path's: as many new rows as the tables hold in the end
     assert rows["phone_numbers"] == written["phone_numbers"] and rows["command_outbox"] == written["command_outbox"]
     assert rows["users"] >= written["users"] and rows["drill_statuses"] >= written["drill_statuses"]
-    blocks = copy_ceiling.render(captured)
+    blocks = copy_ceiling.render(captured, record_url)
 
     def measure():
         url, engine = ctx.new_database("ingest_copy_ceiling", settings=SYNC_ON)

@@ -8,7 +8,7 @@ are the ones that write carries (ids, seq, the profile jsonb, times, slugs, payl
 
 `copy_micro_batches()` then writes exactly those rows into the same tables (same indexes,
 constraints, foreign keys and the outbox's trigger) of a fresh database on the same server: per
-micro-batch one transaction of one COPY per table, committed like the apply path commits (one
+micro-batch one transaction of one binary COPY per table, committed like the apply path commits (one
 commit per micro-batch, with the session's synchronous_commit). COPY only inserts, so a new
 version of an updated row is inserted as a row of its own: the updated user gets a fresh user_id
 (one per user and micro-batch) and that micro-batch's changed statuses and instances of the user
@@ -25,14 +25,19 @@ putting the rows in, nothing else.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import FileWriter
+from psycopg.types.json import Jsonb
 
 from drill_progress import ids
 from drill_progress.ingest import store
@@ -163,41 +168,68 @@ def row_counts(captured: list[MicroBatchRows]) -> dict[str, int]:
     return {t: sum(len(mb.rows[t]) for mb in captured) for t in TABLES}
 
 
-def _field(value) -> str:
+# Each column's PostgreSQL type, in COLUMNS' order: COPY's binary format carries typed values.
+TYPES = {
+    "users": ("uuid", "numeric", "jsonb", "timestamptz"),
+    "phone_numbers": ("uuid", "text", "uuid", "bool"),
+    "drill_statuses": ("uuid", "uuid", "uuid", "text", "int4", "timestamptz", "timestamptz"),
+    "drill_instances": ("uuid", "uuid", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz", "bool"),
+    "command_outbox": ("text", "text", "text", "jsonb", "text"),
+    "event_history": ("text", "text", "text", "text", "timestamptz", "bytea"),
+}
+
+
+def _typed(kind: str, value):
+    """A recorded value as the Python object psycopg dumps in binary for a column of type `kind`."""
     if value is None:
-        return "\\N"
-    if value is True or value is False:
-        return "t" if value else "f"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "\\\\x" + bytes(value).hex()  # bytea in hex, its backslash escaped for COPY
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        return None
+    if kind == "uuid":
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    if kind == "numeric":
+        return Decimal(str(value))
+    if kind == "timestamptz" and isinstance(value, str):
+        return datetime.fromisoformat(value)
+    if kind == "jsonb":
+        return Jsonb(json.loads(value) if isinstance(value, str) else value)
+    return value
 
 
-def render(captured: list[MicroBatchRows]) -> list[list[tuple[sql.Composed, bytes]]]:
-    """Per micro-batch: (COPY statement, data in COPY's text format) per table that has rows."""
+def render(captured: list[MicroBatchRows], url: str) -> list[list[tuple[sql.Composed, bytes]]]:
+    """Per micro-batch: (COPY statement, data in COPY's binary format) per table that has rows.
+    Binary, like the apply path's parameters: in COPY's text format the server parsed every raw
+    record back from hex, which cost the ceiling about a fifth of its time (19,000 events/s in
+    binary against 15,700 in text, same rows). `url` is only used for psycopg's type adapters."""
     statements = {
-        t: sql.SQL("COPY {} ({}) FROM STDIN").format(
+        t: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             sql.Identifier(t), sql.SQL(", ").join(map(sql.Identifier, COLUMNS[t]))
         )
         for t in TABLES
     }
     out = []
-    for mb in captured:
-        block = []
-        for t in TABLES:
-            if mb.rows[t]:
-                text = "".join("\t".join(_field(v) for v in row) + "\n" for row in mb.rows[t])
-                block.append((statements[t], text.encode()))
-        out.append(block)
+    with psycopg.connect(_plain(url)) as conn:
+        for mb in captured:
+            block = []
+            for t in TABLES:
+                if mb.rows[t]:
+                    buffer = io.BytesIO()
+                    with psycopg.Copy(conn.cursor(), binary=True, writer=FileWriter(buffer)) as copy:
+                        copy.set_types(list(TYPES[t]))
+                        for row in mb.rows[t]:
+                            copy.write_row([_typed(kind, v) for kind, v in zip(TYPES[t], row, strict=True)])
+                    block.append((statements[t], buffer.getvalue()))
+            out.append(block)
     return out
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def copy_micro_batches(url: str, blocks: list[list[tuple[sql.Composed, bytes]]]) -> tuple[float, str]:
     """COPY every micro-batch's rows, one transaction and one commit per micro-batch, on one
     connection; (wall seconds, the session's synchronous_commit). The data is rendered beforehand:
     what is timed is PostgreSQL taking the rows in and committing them."""
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with psycopg.connect(_plain(url)) as conn:
         mode = conn.execute("SHOW synchronous_commit").fetchone()[0]
         conn.commit()
         started = time.perf_counter()

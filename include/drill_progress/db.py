@@ -116,19 +116,21 @@ def trouble(exc: BaseException) -> str:
     rather than setting good records aside. A value the driver cannot send: DATA. Anything else:
     TRANSIENT (retried, then isolated like DATA when it keeps failing)."""
     if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return FATAL
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        if sqlstate in TRANSIENT_SQLSTATES:
-            return TRANSIENT
-        if sqlstate:
-            return DATA if sqlstate[:2] in DATA_SQLSTATE_CLASSES else FATAL
-        if isinstance(exc, CLIENT_FATAL):
-            return FATAL
-        return DATA if isinstance(exc, sa_exc.DataError) else TRANSIENT
+        return _driver_trouble(exc)
     if isinstance(exc, sa_exc.SQLAlchemyError):
         return FATAL  # pool exhausted, closed result, ...
     return DATA if isinstance(exc, CONTENT_ERRORS) else FATAL
+
+
+def _driver_trouble(exc: sa_exc.DBAPIError) -> str:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if exc.connection_invalidated or (not sqlstate and isinstance(exc, CLIENT_FATAL)):
+        return FATAL
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return TRANSIENT
+    if sqlstate:
+        return DATA if sqlstate[:2] in DATA_SQLSTATE_CLASSES else FATAL
+    return DATA if isinstance(exc, sa_exc.DataError) else TRANSIENT
 
 
 def is_transient(exc: BaseException) -> bool:

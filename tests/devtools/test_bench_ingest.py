@@ -80,7 +80,7 @@ def test_copy_ceiling_writes_exactly_the_rows_the_apply_path_writes(drill_db, se
         "command_outbox": 2 * USERS,
         "event_history": 4 * USERS,  # every record read
     }
-    seconds, mode = copy_ceiling.copy_micro_batches(second_db.url, copy_ceiling.render(captured))
+    seconds, mode = copy_ceiling.copy_micro_batches(second_db.url, copy_ceiling.render(captured, second_db.url))
     assert seconds > 0 and mode == "off"  # the test server's setting, reported as it is
     applied, copied = drill_db.engine, second_db.engine
     for sql in (

@@ -7,7 +7,7 @@ import gc
 import json
 
 import pytest
-from ingest_support import PHONE, batch, event, example, raw_records, rows, user_story
+from ingest_support import PHONE, batch, event, example, instance_id, raw_records, rows, user_story
 from sqlalchemy import event as sa_event
 
 from drill_progress.ingest import events as ev
@@ -139,3 +139,30 @@ def test_a_bug_in_the_write_fails_the_micro_batch_at_once(drill_db, monkeypatch)
     assert len(writes) == 1
     assert rows(drill_db.engine, "SELECT count(*) FROM rejected_records") == [(0,)]
     assert rows(drill_db.engine, "SELECT count(*) FROM stream_checkpoints") == [(0,)]
+
+
+def test_an_event_naming_another_users_instance_never_touches_it(drill_db):
+    """Instances named by events are loaded whoever owns them and kept for the micro-batch's own
+    users only (store.py, a dictionary lookup instead of a per-row filter in load_trees.sql): user
+    B's events naming user A's drill instance leave A's instance as it was, and B's DRILL_STARTED
+    reusing A's instance id is set aside, never a takeover."""
+    a, b = "+15550000001", "+15550000002"
+    shared = instance_id(a, 1)
+    first = [
+        batch(
+            1, [event("USER_VALIDATED", 0, a), event("DRILL_STARTED", 1, a, shared, drill_slug="01-sample-drill")], a
+        ),
+        batch(1, [event("USER_VALIDATED", 0, b)], b),
+    ]
+    pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records(first))
+    query = "SELECT user_id, current_prompt_slug, current_prompt_last_response_time FROM drill_instances"
+    before = rows(drill_db.engine, query)
+    later = [
+        batch(2, [event("COMPLETED_PROMPT", 2, b, shared, prompt="q1")], b),
+        batch(3, [event("DRILL_STARTED", 3, b, shared, drill_slug="01-sample-drill")], b),
+    ]
+    stats = pipeline.apply_micro_batch(drill_db.engine, STREAM, SHARD, raw_records(later, start=3))
+    assert rows(drill_db.engine, query) == before
+    assert stats.records_rejected == 1
+    [(reason,)] = rows(drill_db.engine, "SELECT reason FROM rejected_records")
+    assert "23505" in reason and "drill_instances_pkey" in reason, reason

@@ -109,7 +109,6 @@ def _load_trees(conn: Connection, users: dict[str, User], by_id: dict[str, User]
         conn,
         "ingest/load_trees.sql",
         {
-            "user_ids": _array(by_id),
             "status_user_ids": _array(u.user_id for u in by_id.values() if u.statuses_loaded),
             "valid_instance_user_ids": _array(u.user_id for u in by_id.values() if u.valid_instances_loaded),
             "instance_ids": _array(needs.instance_ids),
@@ -120,10 +119,10 @@ def _load_trees(conn: Connection, users: dict[str, User], by_id: dict[str, User]
             status = Status(row_id, slug, place, text1, time1, time2)
             status.loaded = (text1, time1, time2)
             by_id[user_id].statuses.append(status)
-        else:
+        elif (owner := by_id.get(user_id)) is not None:  # an instance named by an event, of a user not ours: left out
             instance = Instance(row_id, slug, text1, text2, time1, time2, time3, flag)
             instance.loaded = (slug, text2, time1, time2, time3, flag)
-            by_id[user_id].instances[row_id] = instance
+            owner.instances[row_id] = instance
     for user in by_id.values():
         user.statuses.sort(key=_place)
 
