@@ -96,7 +96,6 @@ TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57014"})
 # Data exception (22), integrity violation (23), program limit exceeded (54: e.g. an index row
 # too large), raised by a trigger or function (P0).
 DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54", "P0"})
-# Raised by the client library or Python on values it cannot send (a lone surrogate, ...).
 # Without SQLSTATE: the connection, or the code (a query or parameter the driver refuses).
 CLIENT_FATAL = (
     sa_exc.OperationalError,
@@ -105,6 +104,7 @@ CLIENT_FATAL = (
     sa_exc.NotSupportedError,
     sa_exc.InternalError,
 )
+# Raised by the client library or Python on values it cannot send (a lone surrogate, ...).
 CONTENT_ERRORS = (UnicodeError, ValueError, TypeError, LookupError, ArithmeticError, RecursionError)
 
 

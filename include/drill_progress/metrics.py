@@ -38,6 +38,8 @@ INGEST_SET_ASIDE = f"{PREFIX}.ingest.records_set_aside"
 INGEST_MICRO_BATCH_MS = f"{PREFIX}.ingest.micro_batch_duration"
 INGEST_PUBLISHED = f"{PREFIX}.ingest.commands_published"
 INGEST_PUBLISH_FAILURES = f"{PREFIX}.ingest.publish_failures"
+INGEST_HANDOVERS = f"{PREFIX}.ingest.handovers"  # this consumer let go of its shard for a waiting one
+INGEST_LEASES_LOST = f"{PREFIX}.ingest.leases_lost"  # this consumer found its lease taken: it stopped
 
 # every command published from the outbox, whoever enqueued it (name + "." + source)
 OUTBOX_PUBLISHED = f"{PREFIX}.outbox.published"
@@ -77,7 +79,17 @@ def _count(name: str, value: int, tags: dict | None = None) -> None:
 class ShardMetrics:
     """The metrics of one shard's consumer; names built once, then one call per micro-batch."""
 
-    __slots__ = ("_behind", "_duration", "_events", "_failures", "_published", "_set_aside", "tags")
+    __slots__ = (
+        "_behind",
+        "_duration",
+        "_events",
+        "_failures",
+        "_handovers",
+        "_leases_lost",
+        "_published",
+        "_set_aside",
+        "tags",
+    )
 
     def __init__(self, shard_id: str):
         tail = "." + segment(shard_id)
@@ -88,6 +100,8 @@ class ShardMetrics:
         self._duration = INGEST_MICRO_BATCH_MS + tail
         self._published = INGEST_PUBLISHED + tail
         self._failures = INGEST_PUBLISH_FAILURES + tail
+        self._handovers = INGEST_HANDOVERS + tail
+        self._leases_lost = INGEST_LEASES_LOST + tail
 
     def behind(self, ms: int | None) -> None:
         """After each GetRecords call (busy or idle): MillisBehindLatest."""
@@ -106,6 +120,14 @@ class ShardMetrics:
     def published(self, published: int, failed: int) -> None:
         _count(self._published, published, self.tags)
         _count(self._failures, failed, self.tags)
+
+    def handed_over(self) -> None:
+        """Once per hand-over: the consumer committed, published and let go for the next one."""
+        _count(self._handovers, 1, self.tags)
+
+    def lease_lost(self) -> None:
+        """The fence stopped this consumer: another one took its lease (an expiry, a stall)."""
+        _count(self._leases_lost, 1, self.tags)
 
 
 def outbox_published(source: str, published: int, failed: int) -> None:

@@ -109,7 +109,7 @@ def test_a_second_consumer_never_reads_a_leased_shard(drill_db, streams):
     assert _lease_row(engine)[0] is None  # released after its last commit
 
 
-def test_the_next_run_takes_over_within_a_second_nothing_lost_nothing_twice(drill_db, streams):
+def test_the_next_run_takes_over_within_a_second_nothing_lost_nothing_twice(drill_db, streams, statsd_metrics):
     """Traffic flows while run 1's consumer holds the shard; run 2's consumer arrives and waits; run 1
     commits its last micro-batch and lets go; run 2 goes on from the checkpoint. Every commit of run 1
     comes before every commit of run 2, the gap between them is under a second, and the result is
@@ -145,6 +145,10 @@ def test_the_next_run_takes_over_within_a_second_nothing_lost_nothing_twice(dril
     )  # nothing after the tip
     assert last_seq["Records"] == [] and checkpoint[0][1] == 300
     assert _lease_row(engine)[3] == 1  # one hand-over: run 1 took the free lease, run 2 took it over
+    statsd_metrics.settle()
+    counters = statsd_metrics.counters("airflow.drill_progress.ingest.")
+    assert counters[f"airflow.drill_progress.ingest.handovers.{first_shard(streams)}"] == 1
+    assert not any(".leases_lost." in name for name in counters)
 
 
 def test_a_run_by_hand_takes_the_shard_and_gives_it_back(drill_db, streams):
@@ -166,7 +170,7 @@ def test_a_run_by_hand_takes_the_shard_and_gives_it_back(drill_db, streams):
     assert rows(engine, "SELECT seq FROM users") == [(5,)]
 
 
-def test_a_consumer_whose_lease_was_taken_over_commits_nothing_more(drill_db, streams):
+def test_a_consumer_whose_lease_was_taken_over_commits_nothing_more(drill_db, streams, statsd_metrics):
     """The fence: another consumer took the lease (here by force): the holder's next micro-batch
     rolls back, it stops ("lease lost"), and the checkpoint stays where its last commit left it."""
     engine = drill_db.engine
@@ -180,6 +184,10 @@ def test_a_consumer_whose_lease_was_taken_over_commits_nothing_more(drill_db, st
     assert stats.stopped_because == "lease lost"
     assert rows(engine, "SELECT count(*) FROM users") == [(1,)]
     assert rows(engine, "SELECT records_applied FROM stream_checkpoints") == [(1,)]
+    statsd_metrics.settle()
+    counters = statsd_metrics.counters("airflow.drill_progress.ingest.")
+    assert counters[f"airflow.drill_progress.ingest.leases_lost.{first_shard(streams)}"] == 1
+    assert not any(".handovers." in name for name in counters)
 
 
 def test_a_dead_holders_lease_expires_and_the_waiter_goes_on(drill_db, streams, monkeypatch):

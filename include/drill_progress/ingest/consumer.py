@@ -309,6 +309,7 @@ class _Session:
         except LeaseLost:
             log.warning("shard %s: the lease was taken over; this consumer stops", shard_id)
             reading.stopped_because = "lease lost"
+            applier.metrics.lease_lost()
         finally:
             if publisher is not None:  # its commands go out before the next consumer's
                 publisher.close()
@@ -316,6 +317,7 @@ class _Session:
         stats.stopped_because = reading.stopped_because
         if reading.stopped_because == "handed over":
             stats.handovers += 1
+            applier.metrics.handed_over()
             log.info("shard %s: handed over to %s (%s)", shard_id, self.lease.waiter, self.lease.waiter_kind)
 
 
