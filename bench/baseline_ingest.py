@@ -11,6 +11,7 @@ import json
 
 import psycopg
 
+from bench.urls import libpq_uri
 from drill_progress import ids
 from drill_progress.ingest import events as ev
 from drill_progress.next_drill import StatusRow, next_drill
@@ -19,7 +20,7 @@ from drill_progress.next_drill import StatusRow, next_drill
 def apply_batches(url: str, records: list[bytes]) -> int:
     """Apply each record (an event batch) in its own transaction; returns batches applied."""
     applied = 0
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with psycopg.connect(libpq_uri(url)) as conn:
         catalog = conn.execute("SELECT drill_slug, place_in_sequence FROM drills ORDER BY place_in_sequence").fetchall()
         conn.commit()
         for data in records:

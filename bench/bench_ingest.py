@@ -1,12 +1,14 @@
-"""Ingestion benchmark: the set-based apply path, the per-event baseline like for like, a backlog
-drained end to end through the emulator, and peak memory.
+"""Ingestion benchmark: the set-based apply path (one shard, then several shards at once, one
+process each), the CPU it costs per event, the per-event baseline like for like, a backlog drained
+end to end through the emulator, and peak memory.
 
 Sizes (env): INGEST_BENCH_USERS (10000 users x 10 events in batches of 3,3,2,2: the apply path),
 INGEST_BENCH_BASELINE_USERS (2000: the per-event baseline and the apply path on the same records),
 INGEST_BENCH_BACKLOG_EVENTS (100000: the backlog drain), INGEST_BENCH_MICRO_BATCH (500),
-INGEST_BENCH_SHARDS (2), INGEST_BENCH_REPEAT (3: fresh-database runs of each measured path; the
-median is the figure and every run is printed, because on a shared 2-core machine the same run
-varies by a third from one minute to the next).
+INGEST_BENCH_SHARDS (2: the backlog's), INGEST_BENCH_PARALLEL_SHARDS (one per two cores, at least 2:
+shards applied at once on the headline's records), INGEST_BENCH_REPEAT (3: fresh-database runs of
+each measured path; the median is the figure and every run is printed, because on a shared 2-core
+machine the same run varies by a third from one minute to the next).
 
 The apply path overlaps two micro-batches (parse/load/fold of the next while the previous one is
 written), so its time split has two columns: the main thread (parse, db_load, fold: these add up
@@ -21,7 +23,7 @@ import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from bench import baseline_ingest, copy_ceiling
+from bench import baseline_ingest, copy_ceiling, cpu
 from devtools import aggregate, streams
 from devtools import simulator as sim
 from drill_progress import config
@@ -133,9 +135,11 @@ def run(ctx) -> list[dict]:
     backlog_events = ctx.size("INGEST_BENCH_BACKLOG_EVENTS", 100_000)
     micro_batch = ctx.size("INGEST_BENCH_MICRO_BATCH", 500)
     shards = ctx.size("INGEST_BENCH_SHARDS", 2)
+    parallel = max(1, ctx.size("INGEST_BENCH_PARALLEL_SHARDS", default_parallel_shards()))
     repeat = max(1, ctx.size("INGEST_BENCH_REPEAT", 3))
     out: list[dict] = []
     out += _apply_path_figures(ctx, users, micro_batch, repeat)
+    out += _parallel_figures(ctx, users, micro_batch, parallel, repeat)
     out += _baseline_figures(ctx, baseline_users, micro_batch, repeat)
     out += _backlog_figures(ctx, backlog_events // EVENTS_PER_USER, micro_batch, shards)
     out += _memory_figures(ctx, min(users, 2000), micro_batch)
@@ -161,21 +165,24 @@ def _apply_path_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[
     def measure(settings: dict | None, expect: str):
         _url, engine = ctx.new_database("ingest_apply", settings=settings)
         assert _synchronous_commit(engine) == expect
+        server_before = cpu.server_cpu_seconds(ctx.pg.datadir)
         seconds, python_cpu, stats = _apply_path(engine, records, micro_batch)
+        server_after = cpu.server_cpu_seconds(ctx.pg.datadir)  # the pool's connections are still open
         assert stats.batches_applied == len(records), stats.as_dict()
         assert _count(engine, "command_outbox") == 2 * users
-        return seconds, python_cpu, stats, engine
+        postgres_cpu = None if server_before is None else server_after - server_before
+        return seconds, (python_cpu, postgres_cpu), stats, engine
 
     def median_of(settings, expect):
-        (seconds, python_cpu, stats, engine), done = _median_run(lambda: measure(settings, expect), repeat)
+        (seconds, cpus, stats, engine), done = _median_run(lambda: measure(settings, expect), repeat)
         for *_rest, other in done:
             if other is not engine:
                 other.dispose()
-        return seconds, python_cpu, stats, engine, done
+        return seconds, cpus, stats, engine, done
 
     async_seconds, _cpu, _stats, async_engine, async_done = median_of(None, "off")
     async_engine.dispose()
-    seconds, python_cpu, stats, engine, done = median_of(SYNC_ON, "on")
+    seconds, (python_cpu, postgres_cpu), stats, engine, done = median_of(SYNC_ON, "on")
     ceiling = _copy_ceiling(ctx, records, micro_batch, repeat, events, stats.transactions)
     out = [
         {
@@ -216,6 +223,7 @@ def _apply_path_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[
             "unit": "s",
             "load_average": round(os.getloadavg()[0], 1),
         },
+        *_cpu_figures(events, python_cpu, postgres_cpu),
     ]
     for part, spent in stats.timings.items():
         if part != "get_records":
@@ -231,6 +239,67 @@ def _apply_path_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[
     )
     engine.dispose()
     return out
+
+
+TARGET_EVENTS_PER_S = 30_000  # issue 21's figure for the apply path
+
+
+def _cpu_figures(events: int, python_cpu: float, postgres_cpu: float | None) -> list[dict]:
+    """CPU per event of the apply path, Python's and PostgreSQL's (the server's processes, read in
+    /proc), and the cores that TARGET_EVENTS_PER_S takes at that cost: the figure that carries from
+    this machine to another one, whatever the cores each has."""
+    if postgres_cpu is None:  # no /proc: the split cannot be read here
+        return []
+    python_us, postgres_us = python_cpu / events * 1e6, postgres_cpu / events * 1e6
+    return [
+        {
+            "metric": "ingest.apply.cpu_us_per_event",
+            "value": round(python_us + postgres_us, 1),
+            "unit": "core-us/event",
+            "python": round(python_us, 1),
+            "postgresql": round(postgres_us, 1),
+            "cores": os.cpu_count(),
+        },
+        {
+            "metric": "ingest.apply.cores_for_target",
+            "value": round(TARGET_EVENTS_PER_S * (python_us + postgres_us) / 1e6, 1),
+            "unit": "cores",
+            "target_events_per_s": TARGET_EVENTS_PER_S,
+            "note": "cores busy at the target, Python and PostgreSQL together, at the CPU per event measured",
+        },
+    ]
+
+
+def _parallel_figures(ctx, users: int, micro_batch: int, shards: int, repeat: int) -> list[dict]:
+    """The apply path as production scales it: `shards` shards applied at once, one process each,
+    on one database (synchronous_commit on), the same users and records as the headline. The
+    median of `repeat` fresh-database runs."""
+
+    def measure():
+        url, engine = ctx.new_database("ingest_parallel", settings=SYNC_ON)
+        engine.dispose()
+        run = parallel_apply(url, ctx.pg.datadir, users, micro_batch, shards)
+        return run["seconds"], run
+
+    (seconds, run), done = _median_run(measure, repeat)
+    events = users * EVENTS_PER_USER
+    figure = {
+        "metric": "ingest.apply.parallel_events_per_s",
+        "value": round(events / seconds),
+        "unit": "events/s",
+        "shards": shards,
+        "processes": shards,
+        "cores": os.cpu_count(),
+        "synchronous_commit": "on",
+        "seconds": round(seconds, 2),
+        "python_cpu_seconds": round(run["python_cpu"], 2),
+        "of_runs": repeat,
+        "runs_events_per_s": [round(events / r[0]) for r in done],
+        "note": "one process per shard, as one task per shard runs in production",
+    }
+    if run["postgres_cpu"] is not None:
+        figure["postgres_cpu_seconds"] = round(run["postgres_cpu"], 2)
+    return [figure]
 
 
 def _copy_ceiling(ctx, records, micro_batch: int, repeat: int, events: int, transactions: int) -> list[dict]:
@@ -328,6 +397,69 @@ def _baseline_figures(ctx, users: int, micro_batch: int, repeat: int) -> list[di
             "end_states": f"equal ({apply_state['all'][:12]})",
         },
     ]
+
+
+def default_parallel_shards() -> int:
+    """Shards applied at once by default: one per two cores (a shard keeps about one core of
+    Python and one of PostgreSQL busy), at least 2."""
+    return max(2, (os.cpu_count() or 2) // 2)
+
+
+def shard_records(users: int, shards: int, shard: int) -> list[tuple[str, bytes]]:
+    """The records of the users of one of `shards` shards (user u on shard u % shards), in stream order."""
+    per_user = [(f"+1555{u:07d}", user_batches(u)) for u in range(shard, users, shards)]
+    return [(phone, batches[r]) for r in range(BATCHES_PER_USER) for phone, batches in per_user]
+
+
+def _apply_one_shard(url: str, users: int, shards: int, shard: int, micro_batch: int, start, end, results) -> None:
+    """One shard's apply path in a process of its own (as the DAG runs one task per shard): its
+    records built first, then applied from the moment every shard is ready (`start`); its
+    connections stay open until every shard is done (`end`), so that their CPU can be read."""
+    records = shard_records(users, shards, shard)
+    engine = make_engine(url, "ingest")
+    raws = [pipeline.RawRecord(f"{n:020d}", pk, data) for n, (pk, data) in enumerate(records, 1)]
+    applier = pipeline.Applier(engine, STREAM, f"bench-shard-{shard}")
+    start.wait()
+    began, cpu = time.time(), time.process_time()
+    applier.apply_pages((raws[i : i + micro_batch], 0) for i in range(0, len(raws), micro_batch))
+    results.put((began, time.time(), time.process_time() - cpu, applier.stats.batches_applied, len(records)))
+    end.wait()
+    engine.dispose()
+
+
+def parallel_apply(url: str, datadir, users: int, micro_batch: int, shards: int) -> dict:
+    """The apply path of `users` users' records spread over `shards` shards applied at once, one
+    process per shard, on one database: wall seconds from the first shard's start to the last one's
+    end, and the CPU seconds of the shards' processes and of the PostgreSQL server meanwhile."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    start, end, results = spawn.Barrier(shards + 1), spawn.Barrier(shards + 1), spawn.Queue()
+    workers = [
+        spawn.Process(target=_apply_one_shard, args=(url, users, shards, i, micro_batch, start, end, results))
+        for i in range(shards)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        start.wait(timeout=600)
+        server_before = cpu.server_cpu_seconds(datadir)
+        done = [results.get(timeout=1800) for _ in workers]
+        server_after = cpu.server_cpu_seconds(datadir)
+        end.wait(timeout=60)
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.kill()
+    applied, records = sum(d[3] for d in done), sum(d[4] for d in done)
+    assert applied == records, (applied, records)
+    return {
+        "seconds": max(d[1] for d in done) - min(d[0] for d in done),
+        "python_cpu": sum(d[2] for d in done),
+        "postgres_cpu": None if server_before is None else server_after - server_before,
+        "records": records,
+    }
 
 
 def _consume_one_shard(url: str, endpoint: str, stream: str, shard_id: str, commands: str, micro_batch: int) -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.urls import libpq_uri
 from devtools import simulator as sim
 from drill_progress.db import make_engine
 from drill_progress.setup import migrations
@@ -122,7 +123,7 @@ def measure(ctx, users: int, directory: Path = migrations.MIGRATIONS_DIR) -> lis
     with tempfile.TemporaryDirectory(prefix="drill-migrations-") as tmp:
         applied = migrations.apply_migrations(engine, directory=_until(directory, Path(tmp), VERSION))
     assert max(applied) == VERSION - 1 and VERSION not in applied, applied
-    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    plain = libpq_uri(url)
     profile = sim.profile(validated=True, account=sim.account_info(1, 1))
     started = time.perf_counter()
     with psycopg.connect(plain) as conn:

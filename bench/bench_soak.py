@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import threading
@@ -42,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.bench_latency import TIMEOUT_S, CommandWatch, _client, _percentile, probe, stack_settings, warm_up_probe
+from bench.urls import libpq_uri
 
 DAG_ID = "dialog_event_ingest"
 SHARD_TASK = "ingest_shard"
@@ -297,11 +297,6 @@ def _proc_table(root: Path) -> dict[int, tuple[int, int]]:
     return table
 
 
-def _plain_uri(uri: str) -> str:
-    """A SQLAlchemy URL (postgresql+psycopg2://...) as libpq takes it."""
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", uri)
-
-
 def metadata_rows(conn) -> dict[str, int]:
     """Exact row count of every table of Airflow's metadata database (PostgreSQL)."""
     from psycopg import sql
@@ -334,9 +329,7 @@ def sample(settings, t0: float) -> dict:
     except psycopg.Error as exc:
         record["errors"].append(f"drill db: {exc}")
     try:
-        with psycopg.connect(
-            _plain_uri(devstack.airflow_db_uri(settings)), autocommit=True, connect_timeout=10
-        ) as conn:
+        with psycopg.connect(libpq_uri(devstack.airflow_db_uri(settings)), autocommit=True, connect_timeout=10) as conn:
             record["metadata_rows"] = metadata_rows(conn)
     except psycopg.Error as exc:
         record["errors"].append(f"metadata db: {exc}")
@@ -361,7 +354,7 @@ def ingest_runs(settings) -> list[dict]:
     def epoch(value):
         return None if value is None else value.timestamp()
 
-    with psycopg.connect(_plain_uri(devstack.airflow_db_uri(settings)), autocommit=True) as conn:
+    with psycopg.connect(libpq_uri(devstack.airflow_db_uri(settings)), autocommit=True) as conn:
         rows = conn.execute(query, (SHARD_TASK, DAG_ID)).fetchall()
     return [
         {

@@ -39,6 +39,7 @@ from psycopg import sql
 from psycopg.copy import FileWriter
 from psycopg.types.json import Jsonb
 
+from bench.urls import libpq_uri
 from drill_progress import ids
 from drill_progress.ingest import store
 
@@ -206,7 +207,7 @@ def render(captured: list[MicroBatchRows], url: str) -> list[list[tuple[sql.Comp
         for t in TABLES
     }
     out = []
-    with psycopg.connect(_plain(url)) as conn:
+    with psycopg.connect(libpq_uri(url)) as conn:
         for mb in captured:
             block = []
             for t in TABLES:
@@ -221,15 +222,11 @@ def render(captured: list[MicroBatchRows], url: str) -> list[list[tuple[sql.Comp
     return out
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 def copy_micro_batches(url: str, blocks: list[list[tuple[sql.Composed, bytes]]]) -> tuple[float, str]:
     """COPY every micro-batch's rows, one transaction and one commit per micro-batch, on one
     connection; (wall seconds, the session's synchronous_commit). The data is rendered beforehand:
     what is timed is PostgreSQL taking the rows in and committing them."""
-    with psycopg.connect(_plain(url)) as conn:
+    with psycopg.connect(libpq_uri(url)) as conn:
         mode = conn.execute("SHOW synchronous_commit").fetchone()[0]
         conn.commit()
         started = time.perf_counter()

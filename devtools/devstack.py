@@ -131,7 +131,7 @@ class Settings:
     executor: str = "local"  # "local" or "celery" (EXECUTOR)
     redis_port: int = 63799
     celery_workers: int = 2
-    celery_concurrency: int = 4  # default: celery_concurrency_for(workers, shards)
+    celery_concurrency: int = 0  # task slots per worker; 0: celery_concurrency_for(celery_workers, dialog_shards)
     celery_log_port: int = 8795
     dialog_shards: int = 2  # shards of a dialog event stream the setup DAG creates (DRILL_DIALOG_SHARDS)
     statsd_port: int = 58125  # UDP: the local StatsD receiver Airflow's metrics go to (DRILL_STATSD_PORT)
@@ -157,12 +157,17 @@ class Settings:
             executor=parse_executor(env.get("EXECUTOR", "local")),
             redis_port=int(env.get("DRILL_REDIS_PORT", 63799)),
             celery_workers=workers,
-            celery_concurrency=int(env.get("DRILL_CELERY_CONCURRENCY") or celery_concurrency_for(workers, shards)),
+            celery_concurrency=int(env.get("DRILL_CELERY_CONCURRENCY") or 0),
             celery_log_port=int(env.get("DRILL_CELERY_LOG_PORT", 8795)),
             dialog_shards=shards,
             statsd_port=int(env.get("DRILL_STATSD_PORT", 58125)),
             keep_paused=tuple(d.strip() for d in env.get("DRILL_KEEP_PAUSED", "").split(",") if d.strip()),
         )
+
+    def __post_init__(self) -> None:
+        if self.celery_concurrency <= 0:
+            derived = celery_concurrency_for(self.celery_workers, self.dialog_shards)
+            object.__setattr__(self, "celery_concurrency", derived)
 
     @property
     def celery(self) -> bool:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import bench_ingest, copy_ceiling
+from bench import bench_ingest, copy_ceiling, cpu
 from drill_progress.db import make_engine
 from drill_progress.ingest import events as ev
 
@@ -111,3 +111,46 @@ def test_copy_ceiling_writes_exactly_the_rows_the_apply_path_writes(drill_db, se
     assert set(_table(applied, f"SELECT {instance_cols} FROM drill_instances")) <= set(
         _table(copied, f"SELECT {instance_cols} FROM drill_instances")
     )
+
+
+AGGREGATE_SQL = (
+    "SELECT user_id, seq, profile::text, last_interacted_time FROM users",
+    "SELECT id, phone_number, user_id, is_primary FROM phone_numbers",
+    "SELECT id, user_id, drill_instance_id, drill_slug, place_in_sequence, started_time, completed_time "
+    "FROM drill_statuses",
+    "SELECT drill_instance_id, user_id, phone_number, drill_slug, current_prompt_slug, current_prompt_start_time, "
+    "current_prompt_last_response_time, completion_time, is_valid FROM drill_instances",
+    "SELECT idempotency_key, command_type, partition_key, payload::text FROM command_outbox",
+    "SELECT phone_number, raw_data FROM event_history",  # (sequence numbers are per shard)
+)
+
+
+def test_shards_applied_at_once_end_in_the_one_shard_state_and_their_cpu_is_read(drill_db, second_db, pg_server):
+    """The parallel figure's run: 3 shards in 3 processes apply every record of the headline's users
+    (each user on one shard, in stream order) and end in exactly the state one shard ends in; the
+    server's CPU is read from /proc."""
+    records = bench_ingest.stream_records(USERS)
+    _seconds, _cpu, stats = bench_ingest._apply_path(drill_db.engine, records, 25)
+    assert stats.batches_applied == len(records)
+    shards = [bench_ingest.shard_records(USERS, 3, i) for i in range(3)]
+    assert sorted(r for shard in shards for r in shard) == sorted(records)
+    for shard in shards:  # a user's batches in their order, on one shard
+        phones = [phone for phone, _ in shard]
+        assert {phones.count(p) for p in phones} == {bench_ingest.BATCHES_PER_USER}
+    run = bench_ingest.parallel_apply(second_db.url, pg_server.datadir, USERS, 25, 3)
+    assert run["records"] == len(records) and run["seconds"] > 0 and run["python_cpu"] > 0
+    assert run["postgres_cpu"] > 0
+    for sql in AGGREGATE_SQL:
+        assert _table(second_db.engine, sql) == _table(drill_db.engine, sql), sql
+    with second_db.engine.connect() as conn:
+        checkpoints = conn.exec_driver_sql("SELECT shard_id, records_applied FROM stream_checkpoints").all()
+    assert sorted(checkpoints) == [(f"bench-shard-{i}", len(shards[i])) for i in range(3)]
+
+
+def test_server_cpu_counts_the_servers_processes_only(drill_db, pg_server, tmp_path):
+    before = cpu.server_cpu_seconds(pg_server.datadir)
+    with drill_db.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM generate_series(1, 3000000)").scalar()
+        after = cpu.server_cpu_seconds(pg_server.datadir)  # read while the connection is open
+    assert after - before >= 0.2  # the backend's work (about a second of CPU)
+    assert cpu.server_cpu_seconds(tmp_path) is None  # no server there

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import bench_soak
+from bench import bench_soak, urls
 
 T0 = 1_000_000.0
 
@@ -208,6 +208,6 @@ def test_figures_name_celery_metrics_and_report_handovers():
 
 def test_plain_uri_for_libpq():
     assert (
-        bench_soak._plain_uri("postgresql+psycopg2://airflow:airflow@h:1/airflow")
+        urls.libpq_uri("postgresql+psycopg2://airflow:airflow@h:1/airflow")
         == "postgresql://airflow:airflow@h:1/airflow"
     )

@@ -263,6 +263,12 @@ def test_celery_slots_default_to_what_the_hand_over_needs(tmp_path, shards, work
         DRILL_CELERY_CONCURRENCY="",
     )
     assert blank.celery_concurrency == per_worker
+    # built directly (no environment), the same default follows the workers and shards given
+    direct = devstack.Settings(
+        repo=tmp_path, state=tmp_path, pg_port=1, aws_port=2, airflow_port=3, worker_log_port=4,
+        trigger_log_port=5, celery_workers=workers, dialog_shards=shards,
+    )  # fmt: skip
+    assert direct.celery_concurrency == per_worker
 
 
 def test_up_warns_when_celery_slots_are_too_few_for_the_hand_over(tmp_path, capsys):

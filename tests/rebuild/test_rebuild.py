@@ -232,6 +232,35 @@ def test_a_rebuild_repairs_exactly_the_users_a_fold_bug_touched(drill_db, monkey
     ]
 
 
+def test_a_rebuild_deletes_the_instances_the_history_does_not_produce_and_only_those(drill_db):
+    """An instance that no batch of the history starts (a fold bug created it) is deleted from its
+    user; the user's other instances and every other user's rows stay as they are."""
+    engine = drill_db.engine
+    damaged_phone, other_phone = "+15557770011", "+15557770012"
+    apply_stream(engine, user_story(damaged_phone) + user_story(other_phone, minute0=30))
+    before = aggregate(engine)
+    stray = "7f3d9a52-0c1e-4e8b-9a61-3b2c1d0e9f8a"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO drill_instances (drill_instance_id, user_id, phone_number, drill_slug, is_valid) "
+            "SELECT %(id)s, user_id, phone_number, '03-sample-drill', true FROM phone_numbers "
+            "WHERE phone_number = %(p)s",
+            {"id": stray, "p": damaged_phone},
+        )
+    dry = rebuild.rebuild(engine, [damaged_phone, other_phone], dry_run=True)
+    assert (dry.changed, dry.unchanged) == (1, 1)
+    assert dry.users == [
+        {"phone_number": "***0011", "drill_instances": {"added": 0, "removed": 1, "changed": 0, "fields": []}}
+    ]
+    done = rebuild.rebuild(engine, [damaged_phone, other_phone], dry_run=False)
+    assert (done.changed, done.rows["drill_instances"]["removed"]) == (1, 1)
+    assert rows(engine, "SELECT count(*) FROM drill_instances WHERE drill_instance_id = %(id)s", {"id": stray}) == [
+        (0,)
+    ]
+    assert aggregate(engine) == before
+    assert rebuild.rebuild(engine, [damaged_phone, other_phone], dry_run=False).changed == 0  # nothing left
+
+
 def test_users_older_than_the_history_are_left_alone(drill_db):
     engine = drill_db.engine
     phone = "+15557770003"

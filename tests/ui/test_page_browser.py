@@ -132,6 +132,13 @@ def page_db(pg_server, migrated_template):
             "updated_at) VALUES ('dialog-events', 'shardId-000000000000', '4901', 850, 18234, now()), "
             "('dialog-events', 'shardId-000000000001', '4977', 92000, 17120, now() - interval '7 minutes')"
         )
+        conn.exec_driver_sql(  # shard 0 consumed by a continuous run, shard 1's lease expired
+            "INSERT INTO shard_leases (stream, shard_id, owner, owner_kind, owner_run_id, acquired_at, expires_at, "
+            "handovers) VALUES ('dialog-events', 'shardId-000000000000', 't0', 'continuous', "
+            "'scheduled__2026-03-11T10:00:00+00:00', now(), now() + interval '10 minutes', 41), "
+            "('dialog-events', 'shardId-000000000001', 't1', 'catch_up', 'manual__1', now() - interval '1 hour', "
+            "now() - interval '30 minutes', 3)"
+        )
         conn.exec_driver_sql(
             "INSERT INTO rejected_records (stream, shard_id, sequence_number, partition_key, raw_data, reason, "
             "rejected_at) SELECT 'dialog-events', 'shardId-000000000000', (1000 + g)::text, %(p)s, "
@@ -334,6 +341,8 @@ def test_page_renders_with_data_in_chromium(api_server):
         "03-sample-drill",
         "completion rate",
         "shardId-000000000001",
+        "continuous run scheduled__2026-03-11T10:00:00+00:00 (lease 10 min left)",  # who consumes shard 0
+        "Hand-overs",
         "record(s) set aside in the last 24 h",
         "unknown event_type: SURVEY_SENT",
         "***9876",

@@ -311,6 +311,36 @@ def test_checkpoint_lag_per_shard(client, report_db):
         ("shardId-000000000001", 0, 80, False),
     ]
     assert rows[0]["age_seconds"] < 60 <= 590 < rows[1]["age_seconds"] < 700
+    assert [(r["lease_holder_kind"], r["handovers"]) for r in rows] == [(None, 0), (None, 0)]  # no lease yet
+
+
+def test_checkpoints_show_who_holds_each_shards_lease(client, report_db, drill_db):
+    """A held lease shows its holder's kind, run id and time left; one let go or expired shows none."""
+    with drill_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO shard_leases (stream, shard_id, owner, owner_kind, owner_run_id, acquired_at, expires_at, "
+            "handovers) VALUES "
+            "('dialog-events', 'shardId-000000000000', 'token-a', 'continuous', 'scheduled__2026-03-11T10:00', "
+            " now(), now() + interval '30 seconds', 7), "
+            "('dialog-events', 'shardId-000000000001', 'token-b', 'catch_up', 'manual__x', "
+            " now() - interval '2 minutes', now() - interval '1 minute', 2)"
+        )
+    rows = client.get(PREFIX + "/api/health/checkpoints", headers=auth()).json()["checkpoints"]
+    held, expired = rows
+    assert (held["lease_holder_kind"], held["lease_holder_run_id"], held["handovers"]) == (
+        "continuous",
+        "scheduled__2026-03-11T10:00",
+        7,
+    )
+    assert 20 < held["lease_expires_in_seconds"] <= 30
+    assert (expired["lease_holder_kind"], expired["lease_holder_run_id"], expired["handovers"]) == (None, None, 2)
+    assert expired["lease_expires_in_seconds"] is None
+    with drill_db.engine.begin() as conn:  # let go, as a consumer does at a hand-over
+        conn.exec_driver_sql(
+            "UPDATE shard_leases SET owner = NULL, owner_kind = NULL, owner_run_id = NULL, expires_at = NULL"
+        )
+    rows = client.get(PREFIX + "/api/health/checkpoints", headers=auth()).json()["checkpoints"]
+    assert [(r["lease_holder_kind"], r["handovers"]) for r in rows] == [(None, 7), (None, 2)]
 
 
 def test_rejections_of_the_last_24_hours_are_masked(client, report_db):

@@ -294,14 +294,19 @@ def rebuild_chunk(engine: Engine, phones: Sequence[str], summary: Summary) -> No
         for phone, user in changed.items():
             _to_write(user, stored.get(phone))
         store.execute_write(conn, store.plan_write(changed))
-        run(
-            conn,
-            "rebuild/delete_instances.sql",
-            {
-                "user_ids": [u.user_id for u in changed.values()],
-                "keep": [i for u in changed.values() for i in u.instances],
-            },
-        )
+        gone = [
+            (user.user_id, instance_id)
+            for phone, user in changed.items()
+            if (before := stored.get(phone)) is not None
+            for instance_id in before.instances
+            if instance_id not in user.instances
+        ]
+        if gone:
+            run(
+                conn,
+                "rebuild/delete_instances.sql",
+                {"user_ids": [u for u, _ in gone], "instance_ids": [i for _, i in gone]},
+            )
 
 
 def all_phone_numbers(engine: Engine, page: int = 10_000) -> Iterator[list[str]]:

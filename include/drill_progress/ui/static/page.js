@@ -269,14 +269,22 @@
     return el("span", {"class": "pill " + level, text: behind === null ? "–" : fmtDuration(behind)});
   }
 
+  // The shard's lease: the kind of ingest run consuming it and for how long the lease still holds.
+  function leaseText(cp) {
+    if (!cp.lease_holder_kind) { return cp.shard_closed ? "–" : "none"; }
+    return cp.lease_holder_kind + " run" + (cp.lease_holder_run_id ? " " + cp.lease_holder_run_id : "") +
+      " (lease " + fmtDuration(cp.lease_expires_in_seconds) + " left)";
+  }
+
   function renderCheckpoints(data, target) {
     target.textContent = "";
     if (!data.checkpoints.length) { target.appendChild(el("p", {"class": "empty", text: "No checkpoints yet."})); return; }
-    target.appendChild(table(["Stream", "Shard", "Behind", "Updated", "Records applied", "Closed"],
+    target.appendChild(table(["Stream", "Shard", "Behind", "Updated", "Records applied", "Closed", "Consumer",
+      "Hand-overs"],
       data.checkpoints.map(function (c) {
         return [c.stream, c.shard_id, lagPill(c), fmtDuration(c.age_seconds) + " ago", fmtNumber(c.records_applied),
-          c.shard_closed ? "yes" : "no"];
-      }), [false, false, true, true, true, false]));
+          c.shard_closed ? "yes" : "no", leaseText(c), fmtNumber(c.handovers)];
+      }), [false, false, true, true, true, false, false, true]));
   }
 
   function renderRejections(data, target) {
