@@ -150,7 +150,7 @@ def test_shards_applied_at_once_end_in_the_one_shard_state_and_their_cpu_is_read
 def test_server_cpu_counts_the_servers_processes_only(drill_db, pg_server, tmp_path):
     before = cpu.server_cpu_seconds(pg_server.datadir)
     with drill_db.engine.connect() as conn:
-        conn.exec_driver_sql("SELECT count(*) FROM generate_series(1, 3000000)").scalar()
+        conn.exec_driver_sql("SELECT count(*) FROM generate_series(1, 10000000)").scalar()
         after = cpu.server_cpu_seconds(pg_server.datadir)  # read while the connection is open
-    assert after - before >= 0.2  # the backend's work (about a second of CPU)
+    assert after - before >= 0.5  # the backend's work (1 to 2 s of CPU)
     assert cpu.server_cpu_seconds(tmp_path) is None  # no server there
